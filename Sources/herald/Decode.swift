@@ -1,0 +1,143 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import ArgumentParser
+import SSECore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#elseif canImport(Musl)
+import Musl
+#endif
+
+struct Decode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Decode a text/event-stream into JSON lines.",
+        discussion: """
+            Reads a raw event stream from standard input, or from FILE, and writes one JSON object \
+            per line as soon as it is decoded:
+
+              {"type": "<event type>", "data": "<data>", "lastEventId": "<last event ID>"}
+                for every dispatched event, and
+              {"retry": <milliseconds>}
+                for every valid retry field, when its line is read.
+
+            Exits 0 at the end of the input; on a limit or an I/O error it says why on standard \
+            error and exits 1.
+            """
+    )
+
+    @Argument(help: "The file to read. Standard input when left out or '-'.")
+    var file: String?
+
+    @Option(help: "The largest line, and the largest data of one event, in bytes.")
+    var maxEventSize: Int = ServerSentEventParser.Configuration().maximumEventSize
+
+    func validate() throws {
+        guard self.maxEventSize > 0 else {
+            throw ValidationError("--max-event-size must be a positive number of bytes.")
+        }
+    }
+
+    func run() throws {
+        let input: Int32
+        if let file, file != "-" {
+            input = open(file, O_RDONLY)
+            guard input >= 0 else { throw CommandFailure("cannot open \(file): \(errorDescription())") }
+        } else {
+            input = STDIN_FILENO
+        }
+        defer { if input != STDIN_FILENO { close(input) } }
+
+        var parser = ServerSentEventParser(configuration: .init(maximumEventSize: self.maxEventSize))
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        var output: [UInt8] = []
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw CommandFailure("cannot read \(self.file ?? "standard input"): \(errorDescription())")
+            }
+            if count == 0 { break }
+            do {
+                try parser.parse(chunk[0..<count]) { JSONLines.append($0, to: &output) }
+            } catch {
+                // Events decoded before the failure are still written.
+                try writeAll(output)
+                throw CommandFailure("\(error) (offending input in \(self.file ?? "standard input"))")
+            }
+            // Everything this chunk completed goes out now: a live stream is shown as it arrives.
+            try writeAll(output)
+            output.removeAll(keepingCapacity: true)
+        }
+        parser.finish()
+    }
+}
+
+/// The JSON line format of `herald decode`.
+enum JSONLines {
+    static func append(_ output: ServerSentEventParser.Output, to bytes: inout [UInt8]) {
+        switch output {
+        case .event(let event):
+            bytes.append(contentsOf: #"{"type": "#.utf8)
+            appendString(event.type, to: &bytes)
+            bytes.append(contentsOf: #", "data": "#.utf8)
+            appendString(event.data, to: &bytes)
+            bytes.append(contentsOf: #", "lastEventId": "#.utf8)
+            appendString(event.id ?? "", to: &bytes)
+            bytes.append(contentsOf: "}\n".utf8)
+        case .retry(let duration):
+            let (seconds, attoseconds) = duration.components
+            let milliseconds = UInt64(seconds) * 1000 + UInt64(attoseconds / 1_000_000_000_000_000)
+            bytes.append(contentsOf: #"{"retry": \#(milliseconds)}"#.utf8)
+            bytes.append(0x0A)
+        }
+    }
+
+    /// Appends `string` as a JSON string: quotes, backslashes and control characters escaped.
+    static func appendString(_ string: String, to bytes: inout [UInt8]) {
+        bytes.append(0x22)
+        for byte in string.utf8 {
+            switch byte {
+            case 0x22: bytes.append(contentsOf: #"\""#.utf8)
+            case 0x5C: bytes.append(contentsOf: #"\\"#.utf8)
+            case 0x0A: bytes.append(contentsOf: #"\n"#.utf8)
+            case 0x0D: bytes.append(contentsOf: #"\r"#.utf8)
+            case 0x09: bytes.append(contentsOf: #"\t"#.utf8)
+            case 0..<0x20, 0x7F:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: #"\u00"#.utf8)
+                bytes.append(hex[Int(byte >> 4)])
+                bytes.append(hex[Int(byte & 0x0F)])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(0x22)
+    }
+}
+
+/// Writes all of `bytes` to standard output.
+func writeAll(_ bytes: [UInt8]) throws {
+    try bytes.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let written = write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw CommandFailure("cannot write to standard output: \(errorDescription())")
+            }
+            offset += written
+        }
+    }
+}
+
+func errorDescription() -> String {
+    String(cString: strerror(errno))
+}
