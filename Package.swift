@@ -3,8 +3,9 @@
 // Herald: Server-Sent Events for Swift, from the wire format up to a pub/sub hub.
 // The targets are layered bottom-up; a target never depends on one above it:
 //
-//   SSECore  (wire format, no dependencies)
-//     └─ herald  (command line)
+//   SSECore     (wire format, no dependencies)
+//   SSEClient   (EventSource on AsyncHTTPClient)
+//   herald      (command line)
 //
 // Benchmarks live in `Benchmarks/`, a package of their own that library users never resolve.
 
@@ -21,10 +22,16 @@ let package = Package(
     platforms: [.macOS(.v14), .iOS(.v17), .tvOS(.v17), .watchOS(.v10), .visionOS(.v1)],
     products: [
         .library(name: "SSECore", targets: ["SSECore"]),
+        .library(name: "SSEClient", targets: ["SSEClient"]),
         .executable(name: "herald", targets: ["herald"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Layer 1: the wire format. No dependencies at all, not even Foundation.
@@ -32,11 +39,27 @@ let package = Package(
             name: "SSECore",
             swiftSettings: swiftSettings
         ),
+        // Layer 2: the client.
+        .target(
+            name: "SSEClient",
+            dependencies: [
+                "SSECore",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPCompression", package: "swift-nio-extras"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Layer 5: the command line.
         .executableTarget(
             name: "herald",
             dependencies: [
                 "SSECore",
+                "SSEClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -44,6 +67,18 @@ let package = Package(
         .testTarget(
             name: "SSECoreTests",
             dependencies: ["SSECore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SSEClientTests",
+            dependencies: [
+                "SSEClient",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPCompression", package: "swift-nio-extras"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,299 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import AsyncHTTPClient
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOHTTPCompression
+import SSECore
+
+extension EventSource {
+    /// How one connection attempt ended.
+    enum Attempt {
+        /// 204: stop for good, without an error.
+        case finished
+        /// A failure that ends the source: a bad status or content type, an invalid URL.
+        case failed(any Error)
+        /// The stream ended (`nil`) or the network failed: reconnect, if the policy allows.
+        case lost((any Error)?)
+    }
+
+    /// The connection loop, run by one task per source until it closes.
+    func run<C: Clock<Duration>>(clock: C) async {
+        let ownsClient = self.httpClient == nil
+        let client = self.httpClient ?? HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+            configuration: HTTPClient.Configuration(
+                redirectConfiguration: .follow(max: 10, allowCycles: false),
+                timeout: .init(connect: .init(self.configuration.connectTimeout)),
+                decompression: .enabled(limit: .none)
+            )
+        )
+        var machine = ReconnectionStateMachine<C.Instant>(
+            policy: .init(
+                reconnectionTime: self.configuration.reconnectionTime,
+                maximumDelay: self.configuration.maximumReconnectionDelay,
+                resetInterval: self.configuration.backoffResetInterval,
+                maximumAttempts: self.configuration.maximumAttempts
+            )
+        )
+        var parser = ServerSentEventParser(
+            configuration: self.configuration.parser,
+            lastEventID: self.configuration.lastEventID
+        )
+        var generator = SystemRandomNumberGenerator()
+        var failure: (any Error)?
+
+        attempts: while !Task.isCancelled, !self.isClosed {
+            self.setState(.connecting)
+            let attempt = await self.connect(client: client, ownsClient: ownsClient, parser: &parser, machine: &machine, clock: clock)
+            parser.finish()
+            self.update(lastEventID: parser.lastEventID, reconnectionTime: machine.reconnectionTime)
+            switch attempt {
+            case .finished:
+                self.logger.debug("server answered 204: closing", metadata: ["url": "\(self.url)"])
+                break attempts
+            case .failed(let error):
+                self.logger.error("event source failed", metadata: ["url": "\(self.url)", "error": "\(error)"])
+                failure = error
+                break attempts
+            case .lost(let error):
+                if Task.isCancelled || self.isClosed { break attempts }
+                switch machine.connectionLost(at: clock.now, using: &generator) {
+                case .giveUp:
+                    if error == nil, self.configuration.maximumAttempts == 0 {
+                        break attempts  // not reconnecting was asked for: the stream just ended
+                    }
+                    let attempts = machine.failures
+                    failure = EventSourceError(
+                        .attemptsExhausted,
+                        underlying: error,
+                        detail: "\(attempts) reconnection attempt\(attempts == 1 ? "" : "s") to \(self.url)"
+                    )
+                    break attempts
+                case .reconnect(after: let delay):
+                    self.logger.info(
+                        "reconnecting",
+                        metadata: [
+                            "url": "\(self.url)", "delay": "\(delay)", "error": "\(error.map { "\($0)" } ?? "stream ended")",
+                            "last-event-id": "\(parser.lastEventID)",
+                        ]
+                    )
+                    do {
+                        try await clock.sleep(for: delay)
+                    } catch {
+                        break attempts  // cancelled: closing
+                    }
+                }
+            }
+        }
+        self.setState(.closed)
+        if ownsClient {
+            try? await client.shutdown()
+        }
+        self.finish(throwing: failure)
+    }
+
+    /// One attempt: connect, check the response, and read the stream until it ends.
+    private func connect<C: Clock<Duration>>(
+        client: HTTPClient,
+        ownsClient: Bool,
+        parser: inout ServerSentEventParser,
+        machine: inout ReconnectionStateMachine<C.Instant>,
+        clock: C
+    ) async -> Attempt {
+        guard Self.isHTTPURL(self.url) else {
+            return .failed(EventSourceError(.invalidURL, detail: "\(self.url): only http and https URLs can be streamed"))
+        }
+        var request = HTTPClientRequest(url: self.url)
+        request.method = self.configuration.method
+        request.headers = self.configuration.headers
+        if let provider = self.configuration.headerProvider {
+            do {
+                for (name, value) in try await provider() {
+                    request.headers.replaceOrAdd(name: name, value: value)
+                }
+            } catch {
+                return .lost(error)
+            }
+        }
+        request.headers.replaceOrAdd(name: "Accept", value: "text/event-stream")
+        request.headers.replaceOrAdd(name: "Cache-Control", value: "no-cache")
+        if parser.lastEventID.isEmpty {
+            request.headers.remove(name: "Last-Event-ID")
+        } else {
+            request.headers.replaceOrAdd(name: "Last-Event-ID", value: parser.lastEventID)
+        }
+        if ownsClient, !request.headers.contains(name: "Accept-Encoding") {
+            request.headers.add(name: "Accept-Encoding", value: "gzip, deflate")
+        }
+        if let body = self.configuration.body {
+            request.body = .bytes(body)
+        }
+
+        let response: HTTPClientResponse
+        do {
+            let nanoseconds = self.configuration.connectTimeout / .nanoseconds(1)
+            response = try await client.execute(
+                request,
+                deadline: .now() + .nanoseconds(Int64(nanoseconds)),
+                logger: self.logger
+            )
+        } catch let error as HTTPClientError where [.invalidURL, .emptyHost, .emptyScheme].contains(error) {
+            return .failed(EventSourceError(.invalidURL, underlying: error, detail: self.url))
+        } catch {
+            return .lost(error)
+        }
+
+        guard response.status == .ok else {
+            if response.status == .noContent { return .finished }
+            return .failed(EventSourceError(.unexpectedStatus, status: Int(response.status.code), detail: self.url))
+        }
+        let contentType = response.headers.first(name: "Content-Type")
+        guard Self.isEventStream(contentType) else {
+            return .failed(
+                EventSourceError(.unexpectedContentType, status: 200, contentType: contentType, detail: self.url)
+            )
+        }
+
+        machine.opened(at: clock.now)
+        self.setState(.open)
+        self.logger.debug("stream open", metadata: ["url": "\(self.url)"])
+        let end = await self.read(response.body, parser: parser, clock: clock)
+        parser = end.parser
+        if let retry = end.retry { machine.retryReceived(retry) }
+        if let error = end.error as? ServerSentEventError {
+            return .failed(error)  // an event over the limit would come back on every reconnection
+        }
+        return .lost(end.error)
+    }
+
+    /// How reading a stream ended: the parser (with its last event ID), the last `retry`, and the
+    /// error, if it did not end cleanly.
+    struct StreamEnd: Sendable {
+        var parser: ServerSentEventParser
+        var retry: Duration?
+        var error: (any Error)?
+    }
+
+    /// Which of the reader and the watchdog finished first.
+    enum ReadFinished: Sendable {
+        case reader(StreamEnd)
+        case watchdog(fired: Bool)
+    }
+
+    struct ReadTimeout: Error, CustomStringConvertible {
+        let timeout: Duration
+        var description: String { "no bytes for \(self.timeout): the stream stalled" }
+    }
+
+    /// Reads the body into the channel; a watchdog ends the read when the stream stays silent
+    /// for longer than the read timeout.
+    private func read<C: Clock<Duration>>(
+        _ body: HTTPClientResponse.Body,
+        parser: ServerSentEventParser,
+        clock: C
+    ) async -> StreamEnd {
+        let lastActivity = NIOLockedValueBox(clock.now)
+        return await withTaskGroup(of: ReadFinished.self) { group in
+            group.addTask {
+                .reader(await self.readEvents(body, parser: parser, lastActivity: lastActivity, clock: clock))
+            }
+            if let timeout = self.configuration.readTimeout {
+                group.addTask {
+                    .watchdog(fired: await Self.watch(lastActivity, timeout: timeout, clock: clock))
+                }
+            }
+            var end: StreamEnd?
+            var stalled = false
+            while let finished = await group.next() {
+                switch finished {
+                case .reader(let result):
+                    end = result
+                case .watchdog(let fired):
+                    stalled = fired
+                }
+                group.cancelAll()
+            }
+            var result = end!
+            if stalled, let timeout = self.configuration.readTimeout {
+                result.error = ReadTimeout(timeout: timeout)
+            }
+            return result
+        }
+    }
+
+    private func readEvents<C: Clock<Duration>>(
+        _ body: HTTPClientResponse.Body,
+        parser: ServerSentEventParser,
+        lastActivity: NIOLockedValueBox<C.Instant>,
+        clock: C
+    ) async -> StreamEnd {
+        var end = StreamEnd(parser: parser)
+        var outputs: [ServerSentEventParser.Output] = []
+        do {
+            for try await chunk in body {
+                lastActivity.withLockedValue { $0 = clock.now }
+                try end.parser.parse(chunk.readableBytesView) { output in
+                    if case .retry(let retry) = output { end.retry = retry }
+                    outputs.append(output)
+                }
+                self.update(lastEventID: end.parser.lastEventID, reconnectionTime: end.retry ?? self.reconnectionTime)
+                for output in outputs {
+                    await self.send(output)
+                }
+                outputs.removeAll(keepingCapacity: true)
+                try Task.checkCancellation()
+            }
+        } catch {
+            end.error = error
+        }
+        return end
+    }
+
+    /// Waits until `lastActivity` is older than `timeout`: returns `true` then, `false` if cancelled.
+    private static func watch<C: Clock<Duration>>(
+        _ lastActivity: NIOLockedValueBox<C.Instant>,
+        timeout: Duration,
+        clock: C
+    ) async -> Bool {
+        while true {
+            let deadline = lastActivity.withLockedValue { $0 }.advanced(by: timeout)
+            do {
+                try await clock.sleep(until: deadline, tolerance: nil)
+            } catch {
+                return false
+            }
+            let silence = lastActivity.withLockedValue { $0 }.duration(to: clock.now)
+            if silence >= timeout { return true }
+        }
+    }
+
+    /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
+    static func isEventStream(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return mediaType.trimmingWhitespace().lowercased() == "text/event-stream"
+    }
+
+    static func isHTTPURL(_ url: String) -> Bool {
+        let lowered = url.lowercased()
+        return lowered.hasPrefix("http://") || lowered.hasPrefix("https://")
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingWhitespace() -> Substring {
+        var result = self
+        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
+        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
+        return result
+    }
+}

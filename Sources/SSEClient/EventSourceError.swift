@@ -1,0 +1,94 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+/// Why an ``EventSource`` stopped for good.
+///
+/// A struct with an extensible ``Code``, so that new reasons can be added without breaking anyone:
+///
+/// ```swift
+/// catch let error as EventSourceError where error.code == .unexpectedStatus {
+///     print("server answered", error.status ?? 0)
+/// }
+/// ```
+public struct EventSourceError: Error, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case invalidURL
+            case unexpectedStatus
+            case unexpectedContentType
+            case attemptsExhausted
+        }
+
+        private let base: Base
+
+        private init(_ base: Base) {
+            self.base = base
+        }
+
+        /// The URL could not be parsed or has no scheme `http` or `https`.
+        public static let invalidURL = Code(.invalidURL)
+        /// The server answered with a status other than 200 (or 204, which ends the source
+        /// without an error). A browser does not reconnect after it, and neither do we.
+        public static let unexpectedStatus = Code(.unexpectedStatus)
+        /// The server answered 200 with a `Content-Type` other than `text/event-stream`.
+        public static let unexpectedContentType = Code(.unexpectedContentType)
+        /// The connection kept failing (or ending) and the configured maximum number of
+        /// reconnection attempts was used up. ``EventSourceError/underlying`` holds the last
+        /// network error, if the last attempt failed with one.
+        public static let attemptsExhausted = Code(.attemptsExhausted)
+
+        public var description: String {
+            switch self.base {
+            case .invalidURL: "invalid URL"
+            case .unexpectedStatus: "unexpected status"
+            case .unexpectedContentType: "unexpected content type"
+            case .attemptsExhausted: "attempts exhausted"
+            }
+        }
+    }
+
+    /// The kind of failure.
+    public let code: Code
+    /// The HTTP status of the response, for ``Code/unexpectedStatus`` and ``Code/unexpectedContentType``.
+    public let status: Int?
+    /// The `Content-Type` of the response, if it had one.
+    public let contentType: String?
+    /// The error underneath, for example the network error of the last attempt.
+    public let underlying: (any Error)?
+    /// What the error is about: the URL, or the number of attempts.
+    public let detail: String
+
+    init(
+        _ code: Code,
+        status: Int? = nil,
+        contentType: String? = nil,
+        underlying: (any Error)? = nil,
+        detail: String
+    ) {
+        self.code = code
+        self.status = status
+        self.contentType = contentType
+        self.underlying = underlying
+        self.detail = detail
+    }
+
+    public var description: String {
+        switch self.code {
+        case .unexpectedStatus:
+            "\(self.detail) answered with status \(self.status.map(String.init) ?? "?"), not 200: not reconnecting"
+        case .unexpectedContentType:
+            "\(self.detail) answered with Content-Type \(self.contentType.map { "'\($0)'" } ?? "(none)"), "
+                + "not text/event-stream: not reconnecting"
+        case .attemptsExhausted:
+            "gave up after \(self.detail)" + (self.underlying.map { ": \($0)" } ?? "")
+        default:
+            "\(self.code): \(self.detail)"
+        }
+    }
+}

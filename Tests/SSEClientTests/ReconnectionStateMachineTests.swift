@@ -1,0 +1,90 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Testing
+
+@testable import SSEClient
+
+@Suite("Reconnection state machine")
+struct ReconnectionStateMachineTests {
+    let clock = ManualClock()
+    var generator = SystemRandomNumberGenerator()
+
+    func machine(maximumAttempts: Int? = nil) -> ReconnectionStateMachine<ManualClock.Instant> {
+        ReconnectionStateMachine(
+            policy: .init(
+                reconnectionTime: .seconds(3),
+                maximumDelay: .seconds(30),
+                resetInterval: .seconds(60),
+                maximumAttempts: maximumAttempts
+            )
+        )
+    }
+
+    func delay(_ action: ReconnectionStateMachine<ManualClock.Instant>.Action) -> Duration? {
+        if case .reconnect(let delay) = action { return delay }
+        return nil
+    }
+
+    @Test mutating func theFirstReconnectionWaitsExactlyTheReconnectionTime() {
+        var machine = self.machine()
+        machine.opened(at: self.clock.now)
+        self.clock.advance(by: .seconds(5))
+        #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .reconnect(after: .seconds(3)))
+    }
+
+    @Test mutating func aRetryFieldSetsTheReconnectionTime() {
+        var machine = self.machine()
+        machine.opened(at: self.clock.now)
+        machine.retryReceived(.milliseconds(250))
+        #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .reconnect(after: .milliseconds(250)))
+    }
+
+    @Test mutating func failuresInARowBackOffExponentiallyWithJitterUpToTheCap() {
+        var machine = self.machine()
+        var delays: [Duration] = []
+        for _ in 0..<8 {
+            delays.append(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator))!)
+        }
+        #expect(delays[0] == .seconds(3))
+        // The n-th failure waits between half and all of 3 s × 2^(n−1), capped at 30 s.
+        let full: [Duration] = [.seconds(3), .seconds(6), .seconds(12), .seconds(24), .seconds(30), .seconds(30), .seconds(30), .seconds(30)]
+        for (delay, full) in zip(delays, full).dropFirst() {
+            #expect(delay <= full && delay >= full / 2, "\(delay) for \(full)")
+        }
+        #expect(Set(delays.dropFirst(4)).count > 1, "jitter spreads the waits")
+    }
+
+    @Test mutating func aConnectionThatStayedUpResetsTheBackOff() {
+        var machine = self.machine()
+        for _ in 0..<4 { _ = machine.connectionLost(at: self.clock.now, using: &self.generator) }
+        #expect(machine.failures == 4)
+        machine.opened(at: self.clock.now)
+        self.clock.advance(by: .seconds(59))
+        _ = machine.connectionLost(at: self.clock.now, using: &self.generator)
+        #expect(machine.failures == 5, "59 s is not long enough")
+        machine.opened(at: self.clock.now)
+        self.clock.advance(by: .seconds(60))
+        #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .reconnect(after: .seconds(3)))
+        #expect(machine.failures == 1)
+    }
+
+    @Test mutating func itGivesUpAfterTheMaximumAttempts() {
+        var machine = self.machine(maximumAttempts: 2)
+        #expect(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator)) != nil)
+        #expect(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator)) != nil)
+        #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .giveUp)
+    }
+
+    @Test mutating func zeroAttemptsNeverReconnects() {
+        var machine = self.machine(maximumAttempts: 0)
+        machine.opened(at: self.clock.now)
+        self.clock.advance(by: .seconds(120))
+        #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .giveUp)
+    }
+}
