@@ -61,6 +61,8 @@ let package = Package(
                 "SSECore",
                 "SSEClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -69,21 +71,39 @@ let package = Package(
             dependencies: ["SSECore"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(
-            name: "SSEClientTests",
+        // A real HTTP server on 127.0.0.1 and a manual clock, for the tests only.
+        .target(
+            name: "HeraldTestSupport",
             dependencies: [
-                "SSEClient",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPCompression", package: "swift-nio-extras"),
             ],
+            path: "Tests/HeraldTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SSEClientTests",
+            dependencies: [
+                "SSEClient",
+                "HeraldTestSupport",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "HeraldCLITests",
-            dependencies: ["herald", "SSECore"],
+            dependencies: [
+                "herald",
+                "SSECore",
+                "HeraldTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
     ],

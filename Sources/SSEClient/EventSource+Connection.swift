@@ -71,7 +71,7 @@ extension EventSource {
                     if error == nil, self.configuration.maximumAttempts == 0 {
                         break attempts  // not reconnecting was asked for: the stream just ended
                     }
-                    let attempts = machine.failures
+                    let attempts = machine.attemptsSinceOpen
                     failure = EventSourceError(
                         .attemptsExhausted,
                         underlying: error,

@@ -59,9 +59,10 @@ public final class EventSource: AsyncSequence, Sendable {
         public var maximumReconnectionDelay: Duration = .seconds(30)
         /// A connection that stays open this long resets the back-off.
         public var backoffResetInterval: Duration = .seconds(60)
-        /// How many reconnections in a row may fail before the source gives up with
-        /// ``EventSourceError/Code/attemptsExhausted``. `nil` (the default) tries forever, as a
-        /// browser; `0` never reconnects: the source finishes when the stream ends.
+        /// How many reconnections in a row may fail to open a stream before the source gives up
+        /// with ``EventSourceError/Code/attemptsExhausted``. `nil` (the default) tries forever, as
+        /// a browser; `0` never reconnects: the source finishes when the stream ends. A stream
+        /// that opens starts the count again.
         public var maximumAttempts: Int?
         /// How long to wait for the response head on each attempt.
         public var connectTimeout: Duration = .seconds(30)

@@ -15,7 +15,8 @@
 ///   random part of up to half the wait is taken off, so that many clients do not come back in
 ///   step.
 /// - A connection that stayed open for `resetInterval` or longer ends the run of failures.
-/// - After `maximumAttempts` reconnections in a row without such a connection, it gives up.
+/// - After `maximumAttempts` reconnections in a row that open no stream at all, it gives up. A
+///   server that accepts and closes at once is backed off from, but never given up on.
 struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
     struct Policy: Sendable {
         var reconnectionTime: Duration
@@ -34,8 +35,10 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
     let policy: Policy
     /// The reconnection time, as the last valid `retry` field set it.
     private(set) var reconnectionTime: Duration
-    /// Reconnections in a row since a connection last stayed up.
+    /// Reconnections in a row since a connection last stayed up: the back-off exponent.
     private(set) var failures = 0
+    /// Reconnections in a row since a stream last opened: what `maximumAttempts` limits.
+    private(set) var attemptsSinceOpen = 0
     private var openedAt: Instant?
 
     init(policy: Policy) {
@@ -51,6 +54,7 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
     /// The stream opened (a 200 response with the right content type).
     mutating func opened(at now: Instant) {
         self.openedAt = now
+        self.attemptsSinceOpen = 0
     }
 
     /// The stream ended, the network failed, or a connection attempt failed: what now?
@@ -59,9 +63,10 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
             self.failures = 0
         }
         self.openedAt = nil
-        if let maximum = self.policy.maximumAttempts, self.failures >= maximum {
+        if let maximum = self.policy.maximumAttempts, self.attemptsSinceOpen >= maximum {
             return .giveUp
         }
+        self.attemptsSinceOpen += 1
         self.failures += 1
         guard self.failures > 1 else {
             return .reconnect(after: self.reconnectionTime)

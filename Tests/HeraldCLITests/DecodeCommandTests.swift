@@ -17,9 +17,9 @@ import Glibc
 /// `herald decode`, run as a process on real pipes and files.
 @Suite("herald decode")
 struct DecodeCommandTests {
-    @Test func writesOneJSONLinePerEventAndRetry() throws {
+    @Test func writesOneJSONLinePerEventAndRetry() async throws {
         let input = "retry: 2500\nid: 7\nevent: price\ndata: {\"p\": 1}\ndata: two\n\n: comment\ndata: next\n\ndata: dropped"
-        let result = try runHerald(["decode"], input: Array(input.utf8))
+        let result = try await runHerald(["decode"], input: Array(input.utf8))
         #expect(result.status == 0)
         #expect(result.standardError == "")
         #expect(
@@ -32,12 +32,12 @@ struct DecodeCommandTests {
         )
     }
 
-    @Test func everyLineIsJSONThatMatchesTheParser() throws {
+    @Test func everyLineIsJSONThatMatchesTheParser() async throws {
         // Control characters, quotes, backslashes, invalid UTF-8 and astral characters.
         var input: [UInt8] = Array("event: \u{1}\"\\\u{7F}\ndata: a\tb\r\ndata: 😀".utf8)
         input += [0xFF, 0xE2, 0x82]
         input += Array("\u{2028}\nid: \u{1B}[0m\n\nretry: 9\ndata:\n\n".utf8)
-        let result = try runHerald(["decode"], input: input)
+        let result = try await runHerald(["decode"], input: input)
         #expect(result.status == 0)
 
         var expected: [JSONLine] = []
@@ -65,24 +65,24 @@ struct DecodeCommandTests {
         var retry: Int64?
     }
 
-    @Test func readsAFile() throws {
+    @Test func readsAFile() async throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("herald-decode-\(UUID().uuidString).txt")
         try Data("data: from a file\n\n".utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let result = try runHerald(["decode", file.path], input: [])
+        let result = try await runHerald(["decode", file.path], input: [])
         #expect(result.status == 0)
         #expect(result.standardOutput == #"{"type": "message", "data": "from a file", "lastEventId": ""}"# + "\n")
     }
 
-    @Test func aMissingFileFails() throws {
-        let result = try runHerald(["decode", "/nonexistent/herald/stream.txt"], input: [])
+    @Test func aMissingFileFails() async throws {
+        let result = try await runHerald(["decode", "/nonexistent/herald/stream.txt"], input: [])
         #expect(result.status == 1)
         #expect(result.standardError.contains("cannot open /nonexistent/herald/stream.txt"))
         #expect(result.standardOutput == "")
     }
 
-    @Test func aLimitFailsAfterWritingTheEventsBeforeIt() throws {
-        let result = try runHerald(
+    @Test func aLimitFailsAfterWritingTheEventsBeforeIt() async throws {
+        let result = try await runHerald(
             ["decode", "--max-event-size", "10"],
             input: Array("data: ok\n\ndata: far too long for the limit\n\ndata: never\n\n".utf8)
         )
@@ -92,13 +92,13 @@ struct DecodeCommandTests {
     }
 
     @Test(arguments: [["decode", "--max-event-size", "0"], ["decode", "--max-event-size", "x"], ["decode", "a", "b"]])
-    func badArgumentsAreUsageErrors(_ arguments: [String]) throws {
-        let result = try runHerald(arguments, input: [])
+    func badArgumentsAreUsageErrors(_ arguments: [String]) async throws {
+        let result = try await runHerald(arguments, input: [])
         #expect(result.status == 64)
         #expect(result.standardError.contains("Usage: herald decode"))
     }
 
-    @Test func eventsAreWrittenAsTheyArrive() throws {
+    @Test func eventsAreWrittenAsTheyArrive() async throws {
         // A live stream: the first event must come out while standard input is still open.
         let process = Process()
         process.executableURL = heraldExecutable

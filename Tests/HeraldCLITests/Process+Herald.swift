@@ -40,7 +40,7 @@ struct ProcessTimeout: Error {}
 
 /// Runs `herald` with `arguments` and `input` on standard input, through files so that no pipe can
 /// fill up, and waits at most `timeLimit` seconds for it.
-func runHerald(_ arguments: [String], input: [UInt8], timeLimit: Double = 30) throws -> ProcessResult {
+func runHerald(_ arguments: [String], input: [UInt8] = [], timeLimit: Double = 30) async throws -> ProcessResult {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-test-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -60,7 +60,7 @@ func runHerald(_ arguments: [String], input: [UInt8], timeLimit: Double = 30) th
     try process.run()
     let deadline = Date().addingTimeInterval(timeLimit)
     while process.isRunning, Date() < deadline {
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
     }
     if process.isRunning {
         process.terminate()

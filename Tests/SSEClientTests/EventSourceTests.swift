@@ -12,6 +12,8 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
+import HeraldTestSupport
+
 @testable import SSEClient
 
 struct TimedOut: Error {}

@@ -8,6 +8,8 @@
 
 import Testing
 
+import HeraldTestSupport
+
 @testable import SSEClient
 
 @Suite("Reconnection state machine")
@@ -79,6 +81,17 @@ struct ReconnectionStateMachineTests {
         #expect(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator)) != nil)
         #expect(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator)) != nil)
         #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .giveUp)
+    }
+
+    @Test mutating func anOpenedStreamStartsTheAttemptsAgainButNotTheBackOff() {
+        var machine = self.machine(maximumAttempts: 2)
+        for _ in 0..<10 {
+            // A server that accepts and closes at once: never given up on, but backed off from.
+            machine.opened(at: self.clock.now)
+            #expect(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator)) != nil)
+        }
+        #expect(machine.failures == 10)
+        #expect(machine.attemptsSinceOpen == 1)
     }
 
     @Test mutating func zeroAttemptsNeverReconnects() {

@@ -7,26 +7,26 @@
 //===----------------------------------------------------------------------===//
 
 import NIOConcurrencyHelpers
-import NIOCore
-import NIOHTTP1
+package import NIOCore
+package import NIOHTTP1
 import NIOHTTPCompression
 import NIOPosix
 
 /// A real HTTP/1.1 server on 127.0.0.1 whose answers a test scripts, request by request.
 /// Every connection is closed after its response.
-final class TestServer: Sendable {
-    struct Request: Sendable {
-        let method: HTTPMethod
-        let uri: String
-        let headers: HTTPHeaders
-        let body: String
+package final class TestServer: Sendable {
+    package struct Request: Sendable {
+        package let method: HTTPMethod
+        package let uri: String
+        package let headers: HTTPHeaders
+        package let body: String
     }
 
     /// Writes one response.
-    struct Responder: Sendable {
-        let outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    package struct Responder: Sendable {
+        package let outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
 
-        func head(_ status: HTTPResponseStatus = .ok, _ headers: HTTPHeaders = ["Content-Type": "text/event-stream"])
+        package func head(_ status: HTTPResponseStatus = .ok, _ headers: HTTPHeaders = ["Content-Type": "text/event-stream"])
             async throws
         {
             var headers = headers
@@ -34,16 +34,16 @@ final class TestServer: Sendable {
             try await self.outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
         }
 
-        func write(_ text: String) async throws {
+        package func write(_ text: String) async throws {
             try await self.outbound.write(.body(.byteBuffer(ByteBuffer(string: text))))
         }
 
-        func end() async throws {
+        package func end() async throws {
             try await self.outbound.write(.end(nil))
         }
 
         /// A whole event stream response: the head, `text` and the end.
-        func stream(_ text: String) async throws {
+        package func stream(_ text: String) async throws {
             try await self.head()
             try await self.write(text)
             try await self.end()
@@ -51,15 +51,15 @@ final class TestServer: Sendable {
     }
 
     /// Answers request number `index` (from 0).
-    typealias Handler = @Sendable (_ request: Request, _ index: Int, _ responder: Responder) async throws -> Void
+    package typealias Handler = @Sendable (_ request: Request, _ index: Int, _ responder: Responder) async throws -> Void
 
-    let port: Int
+    package let port: Int
     private let requestLog = NIOLockedValueBox<[Request]>([])
     private let task: NIOLockedValueBox<Task<Void, Never>?> = NIOLockedValueBox(nil)
     private let serverChannel: any Channel
 
-    var url: String { "http://127.0.0.1:\(self.port)" }
-    var requests: [Request] { self.requestLog.withLockedValue { $0 } }
+    package var url: String { "http://127.0.0.1:\(self.port)" }
+    package var requests: [Request] { self.requestLog.withLockedValue { $0 } }
 
     private init(port: Int, serverChannel: any Channel) {
         self.port = port
@@ -67,7 +67,7 @@ final class TestServer: Sendable {
     }
 
     /// Starts a server; `compress` adds gzip for clients that accept it.
-    static func start(compress: Bool = false, handler: @escaping Handler) async throws -> TestServer {
+    package static func start(compress: Bool = false, handler: @escaping Handler) async throws -> TestServer {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0) { channel in
@@ -120,14 +120,14 @@ final class TestServer: Sendable {
     }
 
     /// Stops accepting and drops every connection, cancelling the handlers.
-    func shutdown() async {
+    package func shutdown() async {
         self.task.withLockedValue { $0 }?.cancel()
         try? await self.serverChannel.close()
     }
 }
 
 /// Runs `body` with a server, and shuts it down afterwards whatever happens.
-func withTestServer<T>(
+package func withTestServer<T>(
     compress: Bool = false,
     handler: @escaping TestServer.Handler,
     _ body: (TestServer) async throws -> T

@@ -9,13 +9,13 @@
 import NIOConcurrencyHelpers
 
 /// A clock that moves only when a test advances it; sleepers wake when their deadline is passed.
-final class ManualClock: Clock, Sendable {
-    struct Instant: InstantProtocol {
-        var offset: Duration
+package final class ManualClock: Clock, Sendable {
+    package struct Instant: InstantProtocol {
+        package var offset: Duration
 
-        func advanced(by duration: Duration) -> Instant { Instant(offset: self.offset + duration) }
-        func duration(to other: Instant) -> Duration { other.offset - self.offset }
-        static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
+        package func advanced(by duration: Duration) -> Instant { Instant(offset: self.offset + duration) }
+        package func duration(to other: Instant) -> Duration { other.offset - self.offset }
+        package static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
     }
 
     private struct Sleeper {
@@ -31,15 +31,17 @@ final class ManualClock: Clock, Sendable {
 
     private let state = NIOLockedValueBox(State())
 
-    var now: Instant { self.state.withLockedValue { $0.now } }
-    var minimumResolution: Duration { .zero }
+    package init() {}
+
+    package var now: Instant { self.state.withLockedValue { $0.now } }
+    package var minimumResolution: Duration { .zero }
 
     /// The deadlines of the tasks sleeping now.
-    var sleepingUntil: [Instant] {
+    package var sleepingUntil: [Instant] {
         self.state.withLockedValue { $0.sleepers.values.map(\.deadline).sorted() }
     }
 
-    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+    package func sleep(until deadline: Instant, tolerance: Duration?) async throws {
         let id = self.state.withLockedValue { state in
             defer { state.nextID += 1 }
             return state.nextID
@@ -61,7 +63,7 @@ final class ManualClock: Clock, Sendable {
     }
 
     /// Moves time on, waking every sleeper whose deadline has come.
-    func advance(by duration: Duration) {
+    package func advance(by duration: Duration) {
         let woken = self.state.withLockedValue { state in
             state.now = state.now.advanced(by: duration)
             let now = state.now
