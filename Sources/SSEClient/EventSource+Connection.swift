@@ -194,21 +194,22 @@ extension EventSource {
         var description: String { "no bytes for \(self.timeout): the stream stalled" }
     }
 
-    /// Reads the body into the channel; a watchdog ends the read when the stream stays silent
-    /// for longer than the read timeout.
+    /// Reads the body into the channel; a watchdog ends the read when the server stays silent
+    /// for longer than the read timeout. Time spent waiting for a slow consumer does not count.
     private func read<C: Clock<Duration>>(
         _ body: HTTPClientResponse.Body,
         parser: ServerSentEventParser,
         clock: C
     ) async -> StreamEnd {
-        let lastActivity = NIOLockedValueBox(clock.now)
+        // When the reader started waiting for bytes; `nil` while it hands events to the consumer.
+        let waitingSince = NIOLockedValueBox<C.Instant?>(clock.now)
         return await withTaskGroup(of: ReadFinished.self) { group in
             group.addTask {
-                .reader(await self.readEvents(body, parser: parser, lastActivity: lastActivity, clock: clock))
+                .reader(await self.readEvents(body, parser: parser, waitingSince: waitingSince, clock: clock))
             }
             if let timeout = self.configuration.readTimeout {
                 group.addTask {
-                    .watchdog(fired: await Self.watch(lastActivity, timeout: timeout, clock: clock))
+                    .watchdog(fired: await Self.watch(waitingSince, timeout: timeout, clock: clock))
                 }
             }
             var end: StreamEnd?
@@ -233,14 +234,14 @@ extension EventSource {
     private func readEvents<C: Clock<Duration>>(
         _ body: HTTPClientResponse.Body,
         parser: ServerSentEventParser,
-        lastActivity: NIOLockedValueBox<C.Instant>,
+        waitingSince: NIOLockedValueBox<C.Instant?>,
         clock: C
     ) async -> StreamEnd {
         var end = StreamEnd(parser: parser)
         var outputs: [ServerSentEventParser.Output] = []
         do {
             for try await chunk in body {
-                lastActivity.withLockedValue { $0 = clock.now }
+                waitingSince.withLockedValue { $0 = nil }
                 try end.parser.parse(chunk.readableBytesView) { output in
                     if case .retry(let retry) = output { end.retry = retry }
                     outputs.append(output)
@@ -251,6 +252,7 @@ extension EventSource {
                 }
                 outputs.removeAll(keepingCapacity: true)
                 try Task.checkCancellation()
+                waitingSince.withLockedValue { $0 = clock.now }
             }
         } catch {
             end.error = error
@@ -258,21 +260,23 @@ extension EventSource {
         return end
     }
 
-    /// Waits until `lastActivity` is older than `timeout`: returns `true` then, `false` if cancelled.
+    /// Waits until the reader has waited for bytes for `timeout`: returns `true` then, `false`
+    /// if cancelled first.
     private static func watch<C: Clock<Duration>>(
-        _ lastActivity: NIOLockedValueBox<C.Instant>,
+        _ waitingSince: NIOLockedValueBox<C.Instant?>,
         timeout: Duration,
         clock: C
     ) async -> Bool {
         while true {
-            let deadline = lastActivity.withLockedValue { $0 }.advanced(by: timeout)
+            let deadline = (waitingSince.withLockedValue { $0 } ?? clock.now).advanced(by: timeout)
             do {
                 try await clock.sleep(until: deadline, tolerance: nil)
             } catch {
                 return false
             }
-            let silence = lastActivity.withLockedValue { $0 }.duration(to: clock.now)
-            if silence >= timeout { return true }
+            if let since = waitingSince.withLockedValue({ $0 }), since.duration(to: clock.now) >= timeout {
+                return true
+            }
         }
     }
 

@@ -264,6 +264,35 @@ struct EventSourceTests {
         }
     }
 
+    @Test func aSlowConsumerIsNotAStalledStream() async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.head()
+            try await responder.write("data: a\n\ndata: b\n\n")
+            try await Task.sleep(for: .seconds(30))
+        } _: { server in
+            let clock = ManualClock()
+            let source = EventSource(
+                url: server.url,
+                configuration: quick { $0.readTimeout = .seconds(5) },
+                httpClient: nil,
+                logger: Logger(label: "test"),
+                clock: clock
+            )
+            try await withTimeLimit { () async throws in
+                var iterator = source.makeAsyncIterator()
+                #expect(try await iterator.next()?.data == "a")
+                // "b" waits for the consumer, who takes a long time over "a".
+                while clock.sleepingUntil.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+                clock.advance(by: .seconds(60))
+                try await Task.sleep(for: .milliseconds(50))
+                #expect(try await iterator.next()?.data == "b")
+                #expect(source.state == .open, "time spent waiting for the consumer is not silence")
+                #expect(server.requests.count == 1)
+                source.close()
+            }
+        }
+    }
+
     @Test func keepAliveCommentsKeepAStreamAlive() async throws {
         try await withTestServer { _, _, responder in
             try await responder.head()
