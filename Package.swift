@@ -4,8 +4,11 @@
 // The targets are layered bottom-up; a target never depends on one above it:
 //
 //   SSECore     (wire format, no dependencies)
-//   SSEClient   (EventSource on AsyncHTTPClient)
-//   herald      (command line)
+//   SSEClient      (EventSource on AsyncHTTPClient)
+//   SSENIO         (event streams as NIO ByteBuffers, with keep-alive: shared by the server helpers)
+//   HummingbirdSSE (server helpers for Hummingbird)
+//   herald         (command line)
+//   Examples/      (the classic SSE examples, each an executable with its page)
 //
 // Benchmarks live in `Benchmarks/`, a package of their own that library users never resolve.
 
@@ -23,15 +26,19 @@ let package = Package(
     products: [
         .library(name: "SSECore", targets: ["SSECore"]),
         .library(name: "SSEClient", targets: ["SSEClient"]),
+        .library(name: "SSENIO", targets: ["SSENIO"]),
+        .library(name: "HummingbirdSSE", targets: ["HummingbirdSSE"]),
         .executable(name: "herald", targets: ["herald"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // Layer 1: the wire format. No dependencies at all, not even Foundation.
@@ -51,6 +58,26 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPCompression", package: "swift-nio-extras"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 3: server helpers.
+        .target(
+            name: "SSENIO",
+            dependencies: [
+                "SSECore",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "HummingbirdSSE",
+            dependencies: [
+                "SSENIO",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -92,6 +119,22 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SSENIOTests",
+            dependencies: ["SSENIO", "HeraldTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "HummingbirdSSETests",
+            dependencies: [
+                "HummingbirdSSE",
+                "SSEClient",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),
