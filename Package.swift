@@ -98,6 +98,18 @@ let package = Package(
             dependencies: ["SSECore"],
             swiftSettings: swiftSettings
         ),
+        // The classic SSE examples (Examples/README.md), each with its page in Public/.
+        .executableTarget(
+            name: "Ticker",
+            dependencies: [
+                "HummingbirdSSE",
+                .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Examples/Ticker",
+            exclude: ["Public"],
+            swiftSettings: swiftSettings
+        ),
         // A real HTTP server on 127.0.0.1 and a manual clock, for the tests only.
         .target(
             name: "HeraldTestSupport",

@@ -3,10 +3,11 @@
 #
 #   scripts/test.sh
 #
-# Steps: build everything with the tests and fail on any warning in our own code; check that the
-# benchmark still runs and agrees on its counts (a quick debug run, not a measure); fuzz the
-# parser for a bounded time (HERALD_FUZZ_SECONDS, default 45); then the unit, property and
-# process tests, last, so that their summary closes the output.
+# Steps: install the browser test tools (Chromium, selenium; idempotent); build everything with
+# the tests and fail on any warning in our own code; check that the benchmark still runs and
+# agrees on its counts (a quick debug run, not a measure); fuzz the parser for a bounded time
+# (HERALD_FUZZ_SECONDS, default 45); run the examples in headless Chromium; then the unit,
+# property, network and process tests, last, so that their summary closes the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+echo "== test tools"
+scripts/install-test-tools.sh
 
 echo "== build (package and tests)"
 if ! swift build --build-tests >"$log" 2>&1; then
@@ -38,6 +42,9 @@ echo "the benchmark runs, and every parser counts every event of every case"
 
 echo "== fuzz (${HERALD_FUZZ_SECONDS:-45} s)"
 scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-45}"
+
+echo "== examples in a real browser"
+python3 -m pytest -q -p no:cacheprovider Tests/Browser
 
 echo "== tests"
 swift test --skip-build

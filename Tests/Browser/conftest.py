@@ -1,0 +1,115 @@
+# Browser tests: the examples in a real headless Chromium (Debian's chromium + chromium-driver,
+# driven by selenium; scripts/install-test-tools.sh installs them). The examples are the
+# executables `swift build` put in .build/debug (or $HERALD_BUILD_DIR); each test starts its own
+# on a free port on 127.0.0.1 and stops it afterwards.
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("HERALD_BUILD_DIR", ROOT / ".build" / "debug"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, message="condition"):
+    """Polls `predicate` until it returns a truthy value, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Example:
+    """One example server, run as a process from the repository root (where its pages are)."""
+
+    def __init__(self, name, port=None, **env):
+        self.name = name
+        self.port = port or free_port()
+        self.env = {**os.environ, "PORT": str(self.port), **{k: str(v) for k, v in env.items()}}
+        self.process = None
+        self.log = ROOT / ".build" / f"browser-{name}-{self.port}.log"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [str(BUILD / self.name)], cwd=ROOT, env=self.env,
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+        )
+
+        def listening():
+            assert self.process.poll() is None, f"{self.name} exited: {self.output()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, message=f"{self.name} to listen on {self.port}")
+        return self
+
+    def kill(self):
+        """Kills the server at once (SIGKILL): no goodbye to the browser."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def output(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def example():
+    started = []
+
+    def start(name, **kwargs):
+        server = Example(name, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    os.environ.setdefault("SE_OFFLINE", "true")
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    ]:
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
