@@ -7,6 +7,7 @@
 //   SSEClient      (EventSource on AsyncHTTPClient)
 //   SSENIO         (event streams as NIO ByteBuffers, with keep-alive: shared by the server helpers)
 //   HummingbirdSSE (server helpers for Hummingbird)
+//   VaporSSE       (the same helpers for Vapor)
 //   herald         (command line)
 //   Examples/      (the classic SSE examples, each an executable with its page)
 //
@@ -28,6 +29,7 @@ let package = Package(
         .library(name: "SSEClient", targets: ["SSEClient"]),
         .library(name: "SSENIO", targets: ["SSENIO"]),
         .library(name: "HummingbirdSSE", targets: ["HummingbirdSSE"]),
+        .library(name: "VaporSSE", targets: ["VaporSSE"]),
         .executable(name: "herald", targets: ["herald"]),
     ],
     dependencies: [
@@ -39,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
     ],
     targets: [
         // Layer 1: the wire format. No dependencies at all, not even Foundation.
@@ -81,6 +84,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "VaporSSE",
+            dependencies: [
+                "SSENIO",
+                .product(name: "Vapor", package: "vapor"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Layer 5: the command line.
         .executableTarget(
             name: "herald",
@@ -107,6 +118,36 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
             path: "Examples/Ticker",
+            exclude: ["Public"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "TokenStream",
+            dependencies: [
+                "HummingbirdSSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Examples/TokenStream",
+            exclude: ["Public"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "SignupFeed",
+            dependencies: [
+                "HummingbirdSSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Examples/SignupFeed",
+            exclude: ["Public"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "BuildLog",
+            dependencies: [
+                "HummingbirdSSE",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Examples/BuildLog",
             exclude: ["Public"],
             swiftSettings: swiftSettings
         ),
@@ -147,6 +188,18 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VaporSSETests",
+            dependencies: [
+                "VaporSSE",
+                "SSEClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "VaporTesting", package: "vapor"),
             ],
             swiftSettings: swiftSettings
         ),

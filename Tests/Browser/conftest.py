@@ -37,12 +37,15 @@ def wait_until(predicate, timeout=10.0, interval=0.05, message="condition"):
 class Example:
     """One example server, run as a process from the repository root (where its pages are)."""
 
+    started = 0
+
     def __init__(self, name, port=None, **env):
         self.name = name
         self.port = port or free_port()
         self.env = {**os.environ, "PORT": str(self.port), **{k: str(v) for k, v in env.items()}}
         self.process = None
-        self.log = ROOT / ".build" / f"browser-{name}-{self.port}.log"
+        Example.started += 1
+        self.log = ROOT / ".build" / "browser-logs" / f"{name}-{self.port}-{Example.started}.log"
 
     @property
     def url(self):
@@ -52,7 +55,7 @@ class Example:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(BUILD / self.name)], cwd=ROOT, env=self.env,
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
         )
 
         def listening():
