@@ -151,6 +151,16 @@ let package = Package(
             exclude: ["Public"],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "Notifications",
+            dependencies: [
+                "VaporSSE",
+                .product(name: "Vapor", package: "vapor"),
+            ],
+            path: "Examples/Notifications",
+            exclude: ["Public"],
+            swiftSettings: swiftSettings
+        ),
         // A real HTTP server on 127.0.0.1 and a manual clock, for the tests only.
         .target(
             name: "HeraldTestSupport",
