@@ -97,7 +97,7 @@ struct Listen: AsyncParsableCommand {
         let source = EventSource(url: self.url, configuration: configuration, logger: logger)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.print(source) }
+            group.addTask { try await self.printEvents(of: source) }
             if let timeout = self.timeout {
                 group.addTask {
                     try await Task.sleep(for: .seconds(timeout))
@@ -109,7 +109,7 @@ struct Listen: AsyncParsableCommand {
         }
     }
 
-    private func print(_ source: EventSource) async throws {
+    private func printEvents(of source: EventSource) async throws {
         var events = 0
         var bytes: [UInt8] = []
         do {
