@@ -36,7 +36,7 @@ public struct KeepAlive: Sendable, Hashable {
 /// iteration of `events` promptly; an error thrown by `events` or by `write` ends the stream and
 /// is rethrown.
 public enum EventStreamWriter {
-    /// Writes `events` through `write` until they end.
+    /// Writes `events` through `write` until they end, each encoded once into its own buffer.
     ///
     /// - Parameters:
     ///   - events: The events to send.
@@ -51,20 +51,42 @@ public enum EventStreamWriter {
         clock: C = ContinuousClock(),
         to write: (ByteBuffer) async throws -> Void
     ) async throws where Events.Element == ServerSentEvent {
-        let openingComment = ServerSentEvent.encodedComment()
-        var buffer = allocator.buffer(capacity: openingComment.count)
-        buffer.writeBytes(openingComment)
-        try await write(buffer)
+        let encoded = events.map { event in
+            var buffer = allocator.buffer(capacity: event.encodedByteCount)
+            buffer.writeServerSentEvent(event)
+            return buffer
+        }
+        try await Self.write(encoded: encoded, keepAlive: keepAlive, allocator: allocator, clock: clock, to: write)
+    }
 
-        let keepAliveBytes = keepAlive.map { ServerSentEvent.encodedComment($0.comment) }
-        let channel = AsyncThrowingChannel<ServerSentEvent?, any Error>()  // nil: a keep-alive
+    /// Writes already encoded events (for example bytes encoded once and shared by many
+    /// subscribers) through `write` until they end, with the opening comment and keep-alive.
+    public static func write<Encoded: AsyncSequence & Sendable, C: Clock<Duration>>(
+        encoded events: Encoded,
+        keepAlive: KeepAlive?,
+        allocator: ByteBufferAllocator = ByteBufferAllocator(),
+        clock: C = ContinuousClock(),
+        to write: (ByteBuffer) async throws -> Void
+    ) async throws where Encoded.Element == ByteBuffer {
+        let openingComment = ServerSentEvent.encodedComment()
+        var opening = allocator.buffer(capacity: openingComment.count)
+        opening.writeBytes(openingComment)
+        try await write(opening)
+
+        let keepAliveBuffer = keepAlive.map { keepAlive in
+            let bytes = ServerSentEvent.encodedComment(keepAlive.comment)
+            var buffer = allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            return buffer
+        }
+        let channel = AsyncThrowingChannel<ByteBuffer?, any Error>()  // nil: a keep-alive
         let lastWrite = NIOLockedValueBox(clock.now)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
-                    for try await event in events {
-                        await channel.send(event)
+                    for try await buffer in events {
+                        await channel.send(buffer)
                     }
                     channel.finish()
                 } catch {
@@ -87,14 +109,9 @@ public enum EventStreamWriter {
             }
             defer { group.cancelAll() }
             for try await item in channel {
-                if let event = item {
-                    buffer = allocator.buffer(capacity: event.encodedByteCount)
-                    buffer.writeServerSentEvent(event)
-                } else if let keepAliveBytes {
-                    buffer = allocator.buffer(capacity: keepAliveBytes.count)
-                    buffer.writeBytes(keepAliveBytes)
+                if let buffer = item ?? keepAliveBuffer {
+                    try await write(buffer)
                 }
-                try await write(buffer)
                 lastWrite.withLockedValue { $0 = clock.now }
             }
             try Task.checkCancellation()
