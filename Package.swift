@@ -8,6 +8,7 @@
 //   SSENIO         (event streams as NIO ByteBuffers, with keep-alive: shared by the server helpers)
 //   HummingbirdSSE (server helpers for Hummingbird)
 //   VaporSSE       (the same helpers for Vapor)
+//   SSEHub         (the Mercure-compatible hub)
 //   herald         (command line)
 //   Examples/      (the classic SSE examples, each an executable with its page)
 //
@@ -30,6 +31,7 @@ let package = Package(
         .library(name: "SSENIO", targets: ["SSENIO"]),
         .library(name: "HummingbirdSSE", targets: ["HummingbirdSSE"]),
         .library(name: "VaporSSE", targets: ["VaporSSE"]),
+        .library(name: "SSEHub", targets: ["SSEHub"]),
         .executable(name: "herald", targets: ["herald"]),
     ],
     dependencies: [
@@ -92,12 +94,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Layer 4: the hub.
+        .target(
+            name: "SSEHub",
+            dependencies: [
+                "SSECore",
+                "SSENIO",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Layer 5: the command line.
         .executableTarget(
             name: "herald",
             dependencies: [
                 "SSECore",
                 "SSEClient",
+                "SSEHub",
+                "SSENIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -210,6 +229,20 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Vapor", package: "vapor"),
                 .product(name: "VaporTesting", package: "vapor"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SSEHubTests",
+            dependencies: [
+                "SSEHub",
+                "SSEClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),

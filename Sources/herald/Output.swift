@@ -58,15 +58,15 @@ enum JSONLines {
     }
 }
 
-/// Writes all of `bytes` to standard output.
-func writeAll(_ bytes: [UInt8]) throws {
+/// Writes all of `bytes` to standard output, or to another file descriptor.
+func writeAll(_ bytes: [UInt8], to descriptor: Int32 = STDOUT_FILENO) throws {
     try bytes.withUnsafeBytes { buffer in
         var offset = 0
         while offset < buffer.count {
-            let written = write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+            let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
-                throw CommandFailure("cannot write to standard output: \(errorDescription())")
+                throw CommandFailure("cannot write to file descriptor \(descriptor): \(errorDescription())")
             }
             offset += written
         }

@@ -1,0 +1,175 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Logging
+public import NIOCore
+import NIOConcurrencyHelpers
+import SSECore
+import SSENIO
+
+/// The hub's core: stores each update, then hands the same encoded bytes to every subscriber
+/// whose selectors match, in the order of the history.
+///
+/// Resuming is exact: a subscriber is registered for live updates first, and its replay from the
+/// store stops at the last update fanned out at that moment, so an update published during the
+/// replay is delivered once, live, and never lost.
+public final class Hub: Sendable {
+    /// How the hub treats its subscribers.
+    public struct Configuration: Sendable {
+        /// Updates waiting for one subscriber before it is cut as too slow (it then reconnects
+        /// and catches up from the history, so nothing is lost and the others never wait).
+        public var subscriberQueueLimit: Int = 1_000
+
+        /// Creates a configuration with the defaults.
+        public init() {}
+    }
+
+    /// What a subscriber asked to resume from, and what the response says it resumes after.
+    public struct Resumption: Sendable, Hashable {
+        /// The `Last-Event-ID` to send back: the ID before the first update replayed, or
+        /// `earliest` when everything kept is replayed.
+        public let lastEventID: String
+    }
+
+    private struct Subscriber {
+        let selectors: [TopicSelector]
+        let continuation: AsyncStream<ByteBuffer>.Continuation
+    }
+
+    private struct Registry {
+        /// The last update fanned out.
+        var lastSequence: UInt64
+        /// Updates stored but waiting for an earlier one to be fanned out first.
+        var waiting: [UInt64: (Update, ByteBuffer)] = [:]
+        var subscribers: [Int: Subscriber] = [:]
+        var nextSubscriberID = 0
+    }
+
+    /// The history.
+    public let store: any EventStore
+    /// The configuration.
+    public let configuration: Configuration
+    private let registry: NIOLockedValueBox<Registry>
+    private let logger: Logger
+    private let allocator = ByteBufferAllocator()
+
+    /// A hub on `store`, continuing its history.
+    public init(store: any EventStore, configuration: Configuration = .init(), logger: Logger = Logger(label: "herald.hub")) async throws {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        self.registry = NIOLockedValueBox(Registry(lastSequence: try await store.lastSequence()))
+    }
+
+    /// The number of subscribers connected now.
+    public var subscriberCount: Int {
+        self.registry.withLockedValue { $0.subscribers.count }
+    }
+
+    /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored.
+    public func publish(_ update: Update) async throws {
+        let event = try update.event()
+        var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
+        buffer.writeServerSentEvent(event)  // once, for every subscriber
+        guard let stored = try await self.store.append([update]).first else { return }
+        let cut = self.registry.withLockedValue { registry in
+            registry.waiting[stored.sequence] = (update, buffer)
+            var cut: [AsyncStream<ByteBuffer>.Continuation] = []
+            // Fan out in history order, whatever order concurrent publishes finished storing in.
+            while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
+                registry.lastSequence += 1
+                for (id, subscriber) in registry.subscribers where Self.delivers(next, to: subscriber.selectors) {
+                    if case .dropped = subscriber.continuation.yield(bytes) {
+                        self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
+                        registry.subscribers.removeValue(forKey: id)
+                        cut.append(subscriber.continuation)
+                    }
+                }
+            }
+            return cut
+        }
+        // Outside the lock: finishing runs the stream's termination handler, which takes it.
+        for continuation in cut { continuation.finish() }
+    }
+
+    /// Subscribes to the updates matching `selectors`, after `lastEventID` if given (`earliest`
+    /// for everything kept; an ID the history does not hold also replays everything kept).
+    ///
+    /// - Returns: The encoded events, replay first, then live; and, when `lastEventID` was given,
+    ///   what the response's `Last-Event-ID` header must say.
+    public func subscribe(
+        _ selectors: [TopicSelector],
+        lastEventID: String?
+    ) async throws -> (events: Subscription, resumption: Resumption?) {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: ByteBuffer.self,
+            bufferingPolicy: .bufferingOldest(self.configuration.subscriberQueueLimit)
+        )
+        let (id, registeredThrough) = self.registry.withLockedValue { registry in
+            let id = registry.nextSubscriberID
+            registry.nextSubscriberID += 1
+            registry.subscribers[id] = Subscriber(selectors: selectors, continuation: continuation)
+            return (id, registry.lastSequence)
+        }
+        continuation.onTermination = { [registry] _ in
+            _ = registry.withLockedValue { $0.subscribers.removeValue(forKey: id) }
+        }
+
+        guard let lastEventID else {
+            return (Subscription(replay: [], live: stream), nil)
+        }
+        var replayed: [StoredUpdate]
+        var resumption = Resumption(lastEventID: "earliest")
+        if lastEventID != "earliest", let after = try await self.store.updates(after: lastEventID, through: registeredThrough) {
+            replayed = after
+            resumption = Resumption(lastEventID: lastEventID)
+        } else {
+            replayed = try await self.store.updates(through: registeredThrough)
+        }
+        replayed.removeAll { !Self.delivers($0.update, to: selectors) }
+        let replay = try replayed.map { stored in
+            let event = try stored.update.event()
+            var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
+            buffer.writeServerSentEvent(event)
+            return buffer
+        }
+        return (Subscription(replay: replay, live: stream), resumption)
+    }
+
+    /// Whether a subscriber with `selectors` receives `update`. Private updates need an
+    /// authorization that this version of the hub cannot check yet, so they go to no one.
+    private static func delivers(_ update: Update, to selectors: [TopicSelector]) -> Bool {
+        !update.isPrivate && selectors.contains { $0.matchesAny(of: update.topics) }
+    }
+}
+
+/// The encoded events of one subscription: the replay, then live updates.
+public struct Subscription: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
+    let replay: [ByteBuffer]
+    let live: AsyncStream<ByteBuffer>
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(replay: self.replay, live: self.live.makeAsyncIterator())
+    }
+
+    /// The iterator of a ``Subscription``.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var replay: [ByteBuffer]
+        var replayIndex = 0
+        var live: AsyncStream<ByteBuffer>.AsyncIterator
+
+        public mutating func next() async -> ByteBuffer? {
+            if self.replayIndex < self.replay.count {
+                defer { self.replayIndex += 1 }
+                return self.replay[self.replayIndex]
+            }
+            return await self.live.next()
+        }
+    }
+}

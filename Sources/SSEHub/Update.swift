@@ -1,0 +1,158 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import SSECore
+
+/// A published update: what a publisher POSTs and subscribers of its topics receive.
+public struct Update: Sendable, Hashable {
+    /// The event ID, unique in the hub.
+    public var id: String
+    /// The topics: the first is canonical, the others are alternates. Never empty.
+    public var topics: [String]
+    /// The content.
+    public var data: String
+    /// A private update goes only to subscribers authorized for one of its topics.
+    public var isPrivate: Bool
+    /// The SSE event type, if any.
+    public var type: String?
+    /// The reconnection time to send, if any.
+    public var retry: Duration?
+
+    /// Creates an update.
+    public init(id: String, topics: [String], data: String, isPrivate: Bool = false, type: String? = nil, retry: Duration? = nil) {
+        self.id = id
+        self.topics = topics
+        self.data = data
+        self.isPrivate = isPrivate
+        self.type = type
+        self.retry = retry
+    }
+
+    /// The update as a server-sent event: `id`, `event` from the type, `retry`, and one `data`
+    /// line per line of the content.
+    public func event() throws(ServerSentEventError) -> ServerSentEvent {
+        try ServerSentEvent(type: self.type ?? "message", data: self.data, id: self.id, retry: self.retry)
+    }
+}
+
+/// Why a publish request was refused, said so that the publisher can fix it.
+public struct PublishError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What is wrong.
+    public let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+extension Update {
+    /// Parses a Mercure publish request body (`application/x-www-form-urlencoded`): `topic`
+    /// (repeatable; the first is canonical), `data`, `private` (its presence alone makes the
+    /// update private), `id`, `type` and `retry`.
+    ///
+    /// - Parameter makeID: Makes the ID when the publisher gave none.
+    /// - Throws: ``PublishError`` for a missing topic, an `id` or `type` with CR, LF or NUL, an
+    ///   `id` starting with `#` (reserved for IDs the hub makes), a `retry` that is not digits,
+    ///   a repeated single-valued field, or a body that is not valid form encoding.
+    public init(form body: [UInt8], makeID: () -> String) throws(PublishError) {
+        var topics: [String] = []
+        var single: [String: String] = [:]
+        for (name, value) in try FormDecoding.pairs(body) {
+            switch name {
+            case "topic":
+                topics.append(value)
+            case "data", "id", "type", "retry", "private":
+                guard single[name] == nil else { throw PublishError("'\(name)' may be given once") }
+                single[name] = value
+            default:
+                continue  // unknown fields are ignored, as the reference hub does
+            }
+        }
+        guard !topics.isEmpty else { throw PublishError("missing 'topic': an update needs at least one topic") }
+        if topics.contains(where: \.isEmpty) { throw PublishError("'topic' must not be empty") }
+
+        var id = makeID()
+        if let given = single["id"], !given.isEmpty {
+            guard !given.hasPrefix("#") else { throw PublishError("'id' must not start with '#'") }
+            guard !given.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) else {
+                throw PublishError("'id' must not contain CR, LF or NUL")
+            }
+            id = given
+        }
+        var type: String?
+        if let given = single["type"], !given.isEmpty {
+            guard !given.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) else {
+                throw PublishError("'type' must not contain CR or LF")
+            }
+            type = given
+        }
+        var retry: Duration?
+        if let given = single["retry"] {
+            guard !given.isEmpty, given.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let milliseconds = Int64(given) else {
+                throw PublishError("'retry' must be a whole number of milliseconds (digits only)")
+            }
+            retry = .milliseconds(milliseconds)
+        }
+        self.init(
+            id: id,
+            topics: topics,
+            data: single["data"] ?? "",
+            isPrivate: single["private"] != nil,
+            type: type,
+            retry: retry
+        )
+    }
+}
+
+/// `application/x-www-form-urlencoded`, as browsers and HTTP clients send it.
+enum FormDecoding {
+    static func pairs(_ body: [UInt8]) throws(PublishError) -> [(String, String)] {
+        var pairs: [(String, String)] = []
+        for part in body.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let nameEnd = part.firstIndex(of: UInt8(ascii: "=")) ?? part.endIndex
+            let name = try self.decode(part[part.startIndex..<nameEnd])
+            let value = nameEnd < part.endIndex ? try self.decode(part[(nameEnd + 1)...]) : ""
+            pairs.append((name, value))
+        }
+        return pairs
+    }
+
+    static func decode(_ bytes: ArraySlice<UInt8>) throws(PublishError) -> String {
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(bytes.count)
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "+") {
+                decoded.append(UInt8(ascii: " "))
+            } else if byte == UInt8(ascii: "%") {
+                guard index + 2 < bytes.endIndex, let high = hexValue(bytes[index + 1]),
+                    let low = hexValue(bytes[index + 2])
+                else { throw PublishError("the body is not valid form encoding (a '%' not followed by two hex digits)") }
+                decoded.append(high << 4 | low)
+                index += 2
+            } else {
+                decoded.append(byte)
+            }
+            index += 1
+        }
+        guard let string = String(validating: decoded, as: UTF8.self) else {
+            throw PublishError("the body is not valid UTF-8 once decoded")
+        }
+        return string
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import AsyncHTTPClient
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NIOHTTP1
+import SSEClient
+import Testing
+
+@testable import SSEHub
+
+/// The Mercure endpoints on a live server, with a real HTTP client.
+@Suite("Hub over HTTP")
+struct HubHTTPTests {
+    func withHub(
+        heartbeat: KeepAlive? = KeepAlive(),
+        maximumPublishSize: Int = 1 << 20,
+        _ body: @escaping @Sendable (_ base: String) async throws -> Void
+    ) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.heartbeat = heartbeat
+        http.maximumPublishSize = maximumPublishSize
+        let router = Router()
+        hub.addRoutes(to: router, configuration: http)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        try await app.test(.live) { client in
+            try await body("http://127.0.0.1:\(client.port!)/.well-known/mercure")
+        }
+    }
+
+    /// POSTs a form; returns the status and the body.
+    func publish(_ base: String, _ form: String, contentType: String = "application/x-www-form-urlencoded") async throws -> (HTTPResponseStatus, String) {
+        var request = HTTPClientRequest(url: base)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = .bytes(ByteBuffer(string: form))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        return (response.status, String(buffer: try await response.body.collect(upTo: 1 << 16)))
+    }
+
+    /// Reads a subscription's raw stream until `done` says it has enough (at most 10 s).
+    func subscription(
+        _ url: String,
+        headers: HTTPHeaders = [:],
+        until done: @escaping @Sendable (String) -> Bool
+    ) async throws -> (HTTPHeaders, String) {
+        var request = HTTPClientRequest(url: url)
+        request.headers = headers
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        var text = ""
+        if response.status == .ok {
+            let deadline = ContinuousClock.now + .seconds(10)
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                if done(text) || ContinuousClock.now > deadline { break }
+            }
+        } else {
+            text = String(buffer: try await response.body.collect(upTo: 1 << 16))
+        }
+        return (response.headers, text)
+    }
+
+    @Test func publishAndSubscribe() async throws {
+        try await self.withHub { base in
+            let source = EventSource(url: base + "?topic=" + "https://example.com/books/{id}".addingPercentEncoding)
+            var iterator = source.makeAsyncIterator()
+            let received = Task { try await iterator.next() }
+            for _ in 0..<500 where source.state != .open { try await Task.sleep(for: .milliseconds(10)) }
+            let (status, id) = try await self.publish(base, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&data=line+1%0Aline+2&type=book&retry=700")
+            #expect(status == .ok)
+            #expect(id.hasPrefix("urn:uuid:"))
+            let event = try #require(try await received.value)
+            #expect(event.id == id)
+            #expect(event.type == "book")
+            #expect(event.data == "line 1\nline 2")
+            #expect(event.retry == .milliseconds(700))
+            source.close()
+        }
+    }
+
+    @Test func subscribeHeadersAndTheOpeningComment() async throws {
+        try await self.withHub { base in
+            let (headers, text) = try await self.subscription(base + "?topic=*") { $0.hasPrefix(":\n") }
+            #expect(headers.first(name: "Content-Type") == "text/event-stream")
+            #expect(headers.first(name: "Cache-Control") == "private, no-cache, no-store, must-revalidate, max-age=0")
+            #expect(headers.first(name: "X-Accel-Buffering") == "no")
+            #expect(headers.first(name: "Last-Event-ID") == nil, "not asked for")
+            #expect(text.hasPrefix(":\n"))
+        }
+    }
+
+    @Test func resumeWithLastEventIDFromTheHeaderOrTheQuery() async throws {
+        try await self.withHub { base in
+            for n in 1...3 { _ = try await self.publish(base, "topic=t&id=e\(n)&data=\(n)") }
+            let (headerResume, fromHeader) = try await self.subscription(base + "?topic=t", headers: ["Last-Event-ID": "e1"]) {
+                $0.contains("data: 3\n\n")
+            }
+            #expect(headerResume.first(name: "Last-Event-ID") == "e1")
+            #expect(fromHeader == ":\nid: e2\ndata: 2\n\nid: e3\ndata: 3\n\n")
+
+            let (queryResume, fromQuery) = try await self.subscription(base + "?topic=t&lastEventID=e2") { $0.contains("data: 3\n\n") }
+            #expect(queryResume.first(name: "Last-Event-ID") == "e2")
+            #expect(fromQuery == ":\nid: e3\ndata: 3\n\n")
+
+            let (both, _) = try await self.subscription(base + "?topic=t&lastEventID=e1", headers: ["Last-Event-ID": "e2"]) {
+                $0.contains("data: 3\n\n")
+            }
+            #expect(both.first(name: "Last-Event-ID") == "e2", "the header wins")
+
+            let (earliest, all) = try await self.subscription(base + "?topic=t&lastEventID=earliest") { $0.contains("data: 3\n\n") }
+            #expect(earliest.first(name: "Last-Event-ID") == "earliest")
+            #expect(all.contains("data: 1\n") && all.contains("data: 2\n"))
+        }
+    }
+
+    @Test func heartbeatsKeepAnIdleSubscriptionAlive() async throws {
+        try await self.withHub(heartbeat: KeepAlive(interval: .milliseconds(100))) { base in
+            let (_, text) = try await self.subscription(base + "?topic=t") { $0 == ":\n:\n:\n" }
+            #expect(text == ":\n:\n:\n")
+        }
+    }
+
+    @Test(arguments: [
+        ("data=x", HTTPResponseStatus.badRequest, "missing 'topic'"),
+        ("topic=t&id=a%0Ab", .badRequest, "'id' must not contain CR, LF or NUL"),
+        ("topic=t&retry=soon", .badRequest, "'retry' must be a whole number"),
+    ])
+    func badPublishesSayWhy(_ form: String, _ status: HTTPResponseStatus, _ reason: String) async throws {
+        try await self.withHub { base in
+            let (got, body) = try await self.publish(base, form)
+            #expect(got == status)
+            #expect(body.contains(reason), "\(body)")
+        }
+    }
+
+    @Test func otherPublishMistakes() async throws {
+        try await self.withHub(maximumPublishSize: 100) { base in
+            let (json, jsonBody) = try await self.publish(base, #"{"topic": "t"}"#, contentType: "application/json")
+            #expect(json == .unsupportedMediaType)
+            #expect(jsonBody.contains("x-www-form-urlencoded"))
+            let (large, _) = try await self.publish(base, "topic=t&data=" + String(repeating: "x", count: 200))
+            #expect(large == .payloadTooLarge)
+            #expect(try await self.publish(base, "topic=t&id=same").0 == .ok)
+            let (duplicate, duplicateBody) = try await self.publish(base, "topic=t&id=same")
+            #expect(duplicate == .conflict)
+            #expect(duplicateBody.contains("already published"))
+        }
+    }
+
+    @Test func subscribingNeedsATopic() async throws {
+        try await self.withHub { base in
+            var request = HTTPClientRequest(url: base)
+            request.headers.add(name: "Accept", value: "text/event-stream")
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            #expect(response.status == .badRequest)
+            #expect(String(buffer: try await response.body.collect(upTo: 1 << 16)).contains("missing 'topic'"))
+        }
+    }
+}
+
+extension String {
+    /// Percent-encodes everything but unreserved characters, as for a query value.
+    var addingPercentEncoding: String {
+        var encoded = ""
+        for byte in self.utf8 {
+            if (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || "-._~".utf8.contains(byte) {
+                encoded.append(Character(Unicode.Scalar(byte)))
+            } else {
+                encoded += "%" + String(byte, radix: 16, uppercase: true).leftPadded
+            }
+        }
+        return encoded
+    }
+
+    fileprivate var leftPadded: String { self.count == 1 ? "0" + self : self }
+}

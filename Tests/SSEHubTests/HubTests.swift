@@ -1,0 +1,166 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import NIOConcurrencyHelpers
+import NIOCore
+import SSECore
+import Testing
+
+@testable import SSEHub
+
+/// The events in some encoded buffers.
+func events(in buffers: [ByteBuffer]) throws -> [ServerSentEvent] {
+    var parser = ServerSentEventParser()
+    var events: [ServerSentEvent] = []
+    for buffer in buffers {
+        try parser.parse(buffer.readableBytesView) { if case .event(let event) = $0 { events.append(event) } }
+    }
+    return events
+}
+
+/// Takes `count` buffers from a subscription, within 10 s.
+func take(_ count: Int, from subscription: Subscription) async throws -> [ByteBuffer] {
+    try await withThrowingTaskGroup(of: [ByteBuffer].self) { group in
+        group.addTask {
+            var taken: [ByteBuffer] = []
+            for await buffer in subscription {
+                taken.append(buffer)
+                if taken.count == count { break }
+            }
+            return taken
+        }
+        group.addTask {
+            try await Task.sleep(for: .seconds(10))
+            throw CancellationError()
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
+@Suite("Hub core")
+struct HubTests {
+    func update(_ n: Int, topic: String = "https://example.com/books/1", isPrivate: Bool = false) -> Update {
+        Update(id: "u\(n)", topics: [topic], data: "update \(n)", isPrivate: isPrivate)
+    }
+
+    @Test func subscribersReceiveTheUpdatesOfTheirTopicsOnly() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        let (books, _) = try await hub.subscribe([TopicSelector("https://example.com/books/{id}")], lastEventID: nil)
+        let (other, _) = try await hub.subscribe([TopicSelector("https://example.com/other")], lastEventID: nil)
+        try await hub.publish(self.update(1))
+        try await hub.publish(self.update(2, topic: "https://example.com/other"))
+        try await hub.publish(Update(id: "u3", topics: ["https://example.com/x", "https://example.com/books/9"], data: "alternate"))
+        #expect(try events(in: try await take(2, from: books)).map(\.data) == ["update 1", "alternate"])
+        #expect(try events(in: try await take(1, from: other)).map(\.data) == ["update 2"])
+    }
+
+    @Test func privateUpdatesGoToNoOneWithoutAuthorization() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+        try await hub.publish(self.update(1, isPrivate: true))
+        try await hub.publish(self.update(2))
+        #expect(try events(in: try await take(1, from: subscription)).map(\.id) == ["u2"])
+        let (replay, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: "earliest")
+        #expect(try events(in: try await take(1, from: replay)).map(\.id) == ["u2"], "nor on replay")
+    }
+
+    @Test func resumingReplaysWhatCameAfterTheID() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        for n in 1...5 { try await hub.publish(self.update(n)) }
+        let selectors = [TopicSelector("*")]
+
+        let (after3, resumption) = try await hub.subscribe(selectors, lastEventID: "u3")
+        #expect(resumption?.lastEventID == "u3")
+        #expect(try events(in: try await take(2, from: after3)).map(\.id) == ["u4", "u5"])
+
+        let (earliest, fromEarliest) = try await hub.subscribe(selectors, lastEventID: "earliest")
+        #expect(fromEarliest?.lastEventID == "earliest")
+        #expect(try events(in: try await take(5, from: earliest)).map(\.id) == ["u1", "u2", "u3", "u4", "u5"])
+
+        let (unknown, fromUnknown) = try await hub.subscribe(selectors, lastEventID: "never-published")
+        #expect(fromUnknown?.lastEventID == "earliest", "not the last id the hub saw: everything kept follows")
+        #expect(try events(in: try await take(5, from: unknown)).count == 5)
+
+        let (_, none) = try await hub.subscribe(selectors, lastEventID: nil)
+        #expect(none == nil, "no Last-Event-ID asked for, none answered")
+    }
+
+    @Test func updatesPublishedDuringAReplayAreNeitherLostNorDuplicated() async throws {
+        let hub = try await Hub(store: InMemoryEventStore(capacity: 100_000))
+        for n in 1...100 { try await hub.publish(self.update(n)) }
+        // Subscribers resume from various points while 300 more updates are published concurrently.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for n in 101...400 { try await hub.publish(self.update(n)) }
+            }
+            for start in stride(from: 10, through: 100, by: 10) {
+                group.addTask {
+                    let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: "u\(start)")
+                    let received = try events(in: try await take(400 - start, from: subscription)).map(\.id)
+                    #expect(received == (start + 1...400).map { "u\($0)" }, "resumed after u\(start)")
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    @Test func concurrentPublishesReachSubscribersInHistoryOrder() async throws {
+        let hub = try await Hub(store: InMemoryEventStore(capacity: 100_000))
+        let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    for n in 0..<100 { try await hub.publish(self.update(task * 1000 + n)) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let live = try events(in: try await take(400, from: subscription)).map(\.id)
+        let (replay, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: "earliest")
+        let history = try events(in: try await take(400, from: replay)).map(\.id)
+        #expect(live == history, "live order is the history's order")
+        #expect(Set(live).count == 400)
+    }
+
+    @Test func aSlowSubscriberIsCutAndTheOthersDoNotWait() async throws {
+        var configuration = Hub.Configuration()
+        configuration.subscriberQueueLimit = 5
+        let hub = try await Hub(store: InMemoryEventStore(), configuration: configuration)
+        let (slow, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+        let (fast, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+        let fastReceived = NIOLockedValueBox(0)
+        let fastReader = Task {
+            for await _ in fast {
+                if fastReceived.withLockedValue({ value in value += 1; return value }) == 20 { break }
+            }
+        }
+        for n in 1...20 {
+            try await hub.publish(self.update(n))
+            // The fast subscriber keeps up; the slow one never reads.
+            for _ in 0..<1000 where fastReceived.withLockedValue({ $0 }) < n { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        await fastReader.value
+        #expect(fastReceived.withLockedValue { $0 } == 20)
+        var received = 0
+        for await _ in slow { received += 1 }
+        #expect(received == 5, "the slow subscriber got what fit in its queue, then its stream ended")
+        #expect(hub.subscriberCount <= 1)
+    }
+
+    @Test func aSubscriptionThatEndsIsForgotten() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        do {
+            let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+            #expect(hub.subscriberCount == 1)
+            _ = subscription
+        }
+        for _ in 0..<100 where hub.subscriberCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(hub.subscriberCount == 0)
+    }
+}
