@@ -252,6 +252,7 @@ let package = Package(
                 "herald",
                 "SSECore",
                 "HeraldTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -1,0 +1,87 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `herald serve` as a process, with `herald listen` subscribing and an HTTP client publishing.
+@Suite("herald serve")
+struct ServeCommandTests {
+    /// Starts `herald serve` on a free port; returns the process and the hub's URL.
+    func startHub() throws -> (Process, String) {
+        let process = Process()
+        process.executableURL = heraldExecutable
+        process.arguments = ["serve", "--port", "0", "--heartbeat", "1"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let line = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
+            if let range = line.range(of: "hub listening on ") {
+                let url = line[range.upperBound...].prefix { $0 != " " }
+                return (process, String(url))
+            }
+        }
+        process.terminate()
+        throw ProcessTimeout()
+    }
+
+    func publish(_ hub: String, _ form: String) async throws -> String {
+        var request = HTTPClientRequest(url: hub)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.body = .bytes(ByteBuffer(string: form))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        #expect(response.status == .ok)
+        return String(buffer: try await response.body.collect(upTo: 1 << 16))
+    }
+
+    @Test func publishedUpdatesReachASubscriberAndTheHubStopsOnSIGTERM() async throws {
+        let (hub, url) = try self.startHub()
+        defer { if hub.isRunning { hub.terminate() } }
+        #expect(url.hasPrefix("http://127.0.0.1:") && url.hasSuffix("/.well-known/mercure"))
+
+        let first = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&data=first&type=book")
+        let second = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F2&data=second")
+        _ = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fauthors%2F1&data=not+for+this+subscriber")
+        // Resuming from `earliest` makes the test independent of when the subscriber connects.
+        let result = try await runHerald([
+            "listen", url + "?topic=https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D", "--json", "--max-events", "2",
+            "--last-event-id", "earliest",
+        ])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(
+            result.standardOutput == """
+                {"type": "book", "data": "first", "lastEventId": "\(first)"}
+                {"type": "message", "data": "second", "lastEventId": "\(second)"}
+
+                """
+        )
+
+        kill(hub.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(20)
+        while hub.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!hub.isRunning, "the hub shuts down gracefully on SIGTERM")
+    }
+
+    @Test(arguments: [["serve", "--port", "70000"], ["serve", "--history", "0"], ["serve", "--heartbeat", "-1"]])
+    func badArgumentsAreUsageErrors(_ arguments: [String]) async throws {
+        let result = try await runHerald(arguments)
+        #expect(result.status == 64)
+        #expect(result.standardError.contains("Usage: herald serve"))
+    }
+}
