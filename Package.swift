@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "SSECore",
                 "SSENIO",
+                "HummingbirdSSE",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -213,6 +214,7 @@ let package = Package(
             name: "HummingbirdSSETests",
             dependencies: [
                 "HummingbirdSSE",
+                "HeraldTestSupport",
                 "SSEClient",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -224,6 +226,7 @@ let package = Package(
             name: "VaporSSETests",
             dependencies: [
                 "VaporSSE",
+                "HeraldTestSupport",
                 "SSEClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-import HTTPTypes
+public import HTTPTypes
 public import Hummingbird
 public import SSENIO
 
@@ -91,6 +91,8 @@ extension Request {
 }
 
 extension HTTPField.Name {
-    static let lastEventID = HTTPField.Name("Last-Event-ID")!
-    static let xAccelBuffering = HTTPField.Name("X-Accel-Buffering")!
+    /// `Last-Event-ID`: sent by a reconnecting client; a Mercure hub answers with it too.
+    public static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    /// `X-Accel-Buffering`: `no` stops nginx from buffering a stream.
+    public static let xAccelBuffering = HTTPField.Name("X-Accel-Buffering")!
 }

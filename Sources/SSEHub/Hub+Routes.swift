@@ -9,6 +9,7 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import HummingbirdSSE
 public import SSENIO
 
 extension Hub {
@@ -49,11 +50,8 @@ extension Hub {
         guard topics.count <= configuration.maximumTopicsPerSubscription else {
             throw HTTPError(.badRequest, message: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
         }
-        // The header wins over the query parameter.
-        var lastEventID = request.headers[.lastEventID] ?? request.uri.queryParameters["lastEventID"].map(String.init)
-        if lastEventID?.isEmpty == true { lastEventID = nil }
-
-        let (events, resumption) = try await self.subscribe(topics.map(TopicSelector.init), lastEventID: lastEventID)
+        // `Last-Event-ID` wins over the `lastEventID` query parameter.
+        let (events, resumption) = try await self.subscribe(topics.map(TopicSelector.init), lastEventID: request.lastEventID)
         var headers: HTTPFields = [
             .contentType: "text/event-stream",
             .cacheControl: "private, no-cache, no-store, must-revalidate, max-age=0",
@@ -137,7 +135,3 @@ extension String {
     }
 }
 
-extension HTTPField.Name {
-    static let lastEventID = HTTPField.Name("Last-Event-ID")!
-    static let xAccelBuffering = HTTPField.Name("X-Accel-Buffering")!
-}

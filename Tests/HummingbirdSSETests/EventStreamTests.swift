@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import HTTPTypes
+import HeraldTestSupport
 import Hummingbird
 import HummingbirdSSE
 import HummingbirdTesting
@@ -139,15 +140,6 @@ struct EventStreamTests {
             }
             source.close()
             #expect(received == (1...7).map { "n\($0)" }, "no gap and no duplicate across reconnections")
-        }
-    }
-}
-
-extension Array where Element: Sendable {
-    var async: AsyncStream<Element> {
-        AsyncStream { continuation in
-            for element in self { continuation.yield(element) }
-            continuation.finish()
         }
     }
 }

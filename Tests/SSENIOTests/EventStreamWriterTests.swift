@@ -126,13 +126,3 @@ struct EventStreamWriterTests {
         #expect(terminated.withLockedValue { $0 }, "the producing sequence saw the cancellation")
     }
 }
-
-extension Array where Element: Sendable {
-    /// The elements as an async sequence.
-    var async: AsyncStream<Element> {
-        AsyncStream { continuation in
-            for element in self { continuation.yield(element) }
-            continuation.finish()
-        }
-    }
-}

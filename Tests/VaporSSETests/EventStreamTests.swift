@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import AsyncHTTPClient
+import HeraldTestSupport
 import NIOConcurrencyHelpers
 import SSEClient
 import Testing
@@ -135,15 +136,6 @@ struct VaporEventStreamTests {
             }
             source.close()
             #expect(received == (1...7).map { "n\($0)" }, "no gap and no duplicate across reconnections")
-        }
-    }
-}
-
-extension Array where Element: Sendable {
-    var async: AsyncStream<Element> {
-        AsyncStream { continuation in
-            for element in self { continuation.yield(element) }
-            continuation.finish()
         }
     }
 }
