@@ -22,18 +22,38 @@ extension Hub {
         public var maximumPublishSize = 1 << 20
         /// The most `topic` parameters one subscription may have.
         public var maximumTopicsPerSubscription = 64
+        /// The key that verifies publishers' tokens; without one, publishing is refused.
+        public var publisherKey: JWTKey?
+        /// The key that verifies subscribers' tokens; without one, only anonymous subscriptions
+        /// are possible (if allowed), and private updates go to no one.
+        public var subscriberKey: JWTKey?
+        /// Whether subscribers without a token may subscribe (they receive public updates only).
+        public var allowsAnonymousSubscribers = false
+        /// The origins from which a browser may publish with the `mercureAuthorization` cookie;
+        /// the `Origin` (or `Referer`) of such a request must be one of them.
+        public var publishOrigins: [String] = []
 
         /// Creates a configuration with the defaults.
         public init() {}
     }
 
     /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure`, and `/healthz`.
-    public func addRoutes<Context: RequestContext>(to router: Router<Context>, configuration: HTTPConfiguration = .init()) {
+    ///
+    /// - Throws: When a configured key cannot be read (a PEM that does not parse, say).
+    public func addRoutes<Context: RequestContext>(
+        to router: Router<Context>,
+        configuration: HTTPConfiguration = .init()
+    ) async throws {
+        let authorizer = Authorizer(
+            publisher: try await configuration.publisherKey.asyncMap(TokenVerifier.init),
+            subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),
+            configuration: configuration
+        )
         router.get("/.well-known/mercure") { request, context in
-            try await self.subscribeResponse(request, context: context, configuration: configuration)
+            try await self.subscribeResponse(request, context: context, authorizer: authorizer, configuration: configuration)
         }
         router.post("/.well-known/mercure") { request, context in
-            try await self.publishResponse(request, context: context, configuration: configuration)
+            try await self.publishResponse(request, context: context, authorizer: authorizer, configuration: configuration)
         }
         router.get("/healthz") { _, _ in "ok\n" }
     }
@@ -41,8 +61,10 @@ extension Hub {
     private func subscribeResponse(
         _ request: Request,
         context: some RequestContext,
+        authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) async throws -> Response {
+        let claims = try await authorizer.subscriber(request)
         let topics = request.uri.queryParameters[values: "topic"].map(String.init)
         guard !topics.isEmpty else {
             throw HTTPError(.badRequest, message: "missing 'topic' query parameter: say which topics to subscribe to")
@@ -51,7 +73,12 @@ extension Hub {
             throw HTTPError(.badRequest, message: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
         }
         // `Last-Event-ID` wins over the `lastEventID` query parameter.
-        let (events, resumption) = try await self.subscribe(topics.map(TopicSelector.init), lastEventID: request.lastEventID)
+        let (events, resumption) = try await self.subscribe(
+            topics.map(TopicSelector.init),
+            lastEventID: request.lastEventID,
+            grants: claims?.subscribe ?? [],
+            until: claims?.expiresAt.map { .now + .seconds($0.timeIntervalSinceNow) }
+        )
         var headers: HTTPFields = [
             .contentType: "text/event-stream",
             .cacheControl: "private, no-cache, no-store, must-revalidate, max-age=0",
@@ -80,8 +107,10 @@ extension Hub {
     private func publishResponse(
         _ request: Request,
         context: some RequestContext,
+        authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) async throws -> Response {
+        let claims = try await authorizer.publisher(request)
         let contentType = request.headers[.contentType]?.lowercased() ?? ""
         guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
             throw HTTPError(
@@ -101,6 +130,14 @@ extension Hub {
             update = try Update(form: Array(body.readableBytesView), makeID: Self.makeID)
         } catch {
             throw HTTPError(.badRequest, message: error.description)
+        }
+        // Every topic of the update, canonical and alternates, must be allowed.
+        let allowed = claims.publish ?? []
+        guard !allowed.isEmpty else {
+            throw HTTPError(.forbidden, message: "the token's mercure.publish claim allows no topic")
+        }
+        if let topic = update.topics.first(where: { topic in !allowed.contains { $0.matches(topic) } }) {
+            throw HTTPError(.forbidden, message: "the token's mercure.publish claim does not allow topic '\(topic)'")
         }
         do {
             try await self.publish(update)
@@ -126,6 +163,96 @@ extension Hub {
         let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
         let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
         return "urn:uuid:" + parts.joined(separator: "-")
+    }
+}
+
+/// Finds a request's token (the `Authorization` header, else the `authorization` query
+/// parameter, else the `mercureAuthorization` cookie) and checks it.
+struct Authorizer: Sendable {
+    let publisher: TokenVerifier?
+    let subscriber: TokenVerifier?
+    let configuration: Hub.HTTPConfiguration
+
+    enum Source { case header, query, cookie }
+
+    func token(_ request: Request) throws -> (String, Source)? {
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer "), header.count > 7 else {
+                throw HTTPError(.unauthorized, message: "the Authorization header must be 'Bearer <JWT>'")
+            }
+            return (String(header.dropFirst(7)), .header)
+        }
+        if let query = request.uri.queryParameters["authorization"], !query.isEmpty {
+            return (String(query), .query)
+        }
+        if let cookie = request.cookies["mercureAuthorization"]?.value, !cookie.isEmpty {
+            return (cookie, .cookie)
+        }
+        return nil
+    }
+
+    /// The publisher's claims; throws 401 without a valid token, 403 for a cookie from a
+    /// foreign origin.
+    func publisher(_ request: Request) async throws -> MercureClaims {
+        guard let publisher = self.publisher else {
+            throw HTTPError(.unauthorized, message: "publishing is disabled: the hub has no publisher key")
+        }
+        guard let (token, source) = try self.token(request) else {
+            throw HTTPError(
+                .unauthorized,
+                message: "publishing needs a JWT signed with the publisher key: send 'Authorization: Bearer <JWT>'"
+            )
+        }
+        if source == .cookie {
+            let origin = request.headers[.origin] ?? request.headers[.referer].flatMap(Self.origin(ofURL:))
+            guard let origin, self.configuration.publishOrigins.contains(origin) else {
+                throw HTTPError(
+                    .forbidden,
+                    message: "publishing with the mercureAuthorization cookie from origin '\(origin ?? "unknown")' is not allowed"
+                )
+            }
+        }
+        return try await Self.check(token, with: publisher, role: "publisher")
+    }
+
+    /// The subscriber's claims, or `nil` for an anonymous subscriber.
+    func subscriber(_ request: Request) async throws -> MercureClaims? {
+        guard let (token, _) = try self.token(request) else {
+            guard self.configuration.allowsAnonymousSubscribers else {
+                throw HTTPError(
+                    .unauthorized,
+                    message: "subscribing needs a JWT signed with the subscriber key (this hub does not allow anonymous subscribers)"
+                )
+            }
+            return nil
+        }
+        guard let subscriber = self.subscriber else {
+            throw HTTPError(.unauthorized, message: "the hub has no subscriber key to check this token with")
+        }
+        return try await Self.check(token, with: subscriber, role: "subscriber")
+    }
+
+    private static func check(_ token: String, with verifier: TokenVerifier, role: String) async throws -> MercureClaims {
+        do {
+            return try await verifier.verify(token, role: role)
+        } catch {
+            throw HTTPError(error.isForbidden ? .forbidden : .unauthorized, message: error.description)
+        }
+    }
+
+    /// `scheme://host[:port]` of a URL, as an `Origin` header would say it.
+    static func origin(ofURL url: String) -> String? {
+        guard let schemeEnd = url.range(of: "://") else { return nil }
+        let rest = url[schemeEnd.upperBound...]
+        let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        return host.isEmpty ? nil : String(url[..<schemeEnd.upperBound] + host)
+    }
+}
+
+extension Optional {
+    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
     }
 }
 

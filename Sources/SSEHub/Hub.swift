@@ -38,6 +38,8 @@ public final class Hub: Sendable {
 
     private struct Subscriber {
         let selectors: [TopicSelector]
+        /// What the subscriber's token allows of private updates (`mercure.subscribe`).
+        let grants: [TopicSelector]
         let continuation: AsyncStream<ByteBuffer>.Continuation
     }
 
@@ -83,7 +85,8 @@ public final class Hub: Sendable {
             // Fan out in history order, whatever order concurrent publishes finished storing in.
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
                 registry.lastSequence += 1
-                for (id, subscriber) in registry.subscribers where Self.delivers(next, to: subscriber.selectors) {
+                for (id, subscriber) in registry.subscribers
+                where Self.delivers(next, to: subscriber.selectors, grants: subscriber.grants) {
                     if case .dropped = subscriber.continuation.yield(bytes) {
                         self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
                         registry.subscribers.removeValue(forKey: id)
@@ -100,11 +103,19 @@ public final class Hub: Sendable {
     /// Subscribes to the updates matching `selectors`, after `lastEventID` if given (`earliest`
     /// for everything kept; an ID the history does not hold also replays everything kept).
     ///
+    /// - Parameters:
+    ///   - selectors: The topic selectors.
+    ///   - lastEventID: Where to resume, if anywhere.
+    ///   - grants: The token's `mercure.subscribe` selectors: a private update is delivered only
+    ///     when one of its topics matches one of them.
+    ///   - deadline: When the subscription ends (the token's expiry), if ever.
     /// - Returns: The encoded events, replay first, then live; and, when `lastEventID` was given,
     ///   what the response's `Last-Event-ID` header must say.
     public func subscribe(
         _ selectors: [TopicSelector],
-        lastEventID: String?
+        lastEventID: String?,
+        grants: [TopicSelector] = [],
+        until deadline: ContinuousClock.Instant? = nil
     ) async throws -> (events: Subscription, resumption: Resumption?) {
         let (stream, continuation) = AsyncStream.makeStream(
             of: ByteBuffer.self,
@@ -113,10 +124,17 @@ public final class Hub: Sendable {
         let (id, registeredThrough) = self.registry.withLockedValue { registry in
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
-            registry.subscribers[id] = Subscriber(selectors: selectors, continuation: continuation)
+            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation)
             return (id, registry.lastSequence)
         }
+        let expiry = deadline.map { deadline in
+            Task {
+                try await Task.sleep(until: deadline)
+                continuation.finish()  // the token expired: the stream ends, the connection closes
+            }
+        }
         continuation.onTermination = { [registry] _ in
+            expiry?.cancel()
             _ = registry.withLockedValue { $0.subscribers.removeValue(forKey: id) }
         }
 
@@ -131,7 +149,7 @@ public final class Hub: Sendable {
         } else {
             replayed = try await self.store.updates(through: registeredThrough)
         }
-        replayed.removeAll { !Self.delivers($0.update, to: selectors) }
+        replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
         let replay = try replayed.map { stored in
             let event = try stored.update.event()
             var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
@@ -141,10 +159,11 @@ public final class Hub: Sendable {
         return (Subscription(replay: replay, live: stream), resumption)
     }
 
-    /// Whether a subscriber with `selectors` receives `update`. Private updates need an
-    /// authorization that this version of the hub cannot check yet, so they go to no one.
-    private static func delivers(_ update: Update, to selectors: [TopicSelector]) -> Bool {
-        !update.isPrivate && selectors.contains { $0.matchesAny(of: update.topics) }
+    /// Whether a subscriber with `selectors` and `grants` receives `update`: one of its topics
+    /// (canonical or alternate) matches a selector, and, if it is private, one matches a grant.
+    private static func delivers(_ update: Update, to selectors: [TopicSelector], grants: [TopicSelector]) -> Bool {
+        selectors.contains { $0.matchesAny(of: update.topics) }
+            && (!update.isPrivate || grants.contains { $0.matchesAny(of: update.topics) })
     }
 }
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import ArgumentParser
+import Foundation
 import Hummingbird
 import Logging
 import SSEHub
@@ -22,9 +23,12 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the hub: Mercure's publish and subscribe endpoints at /.well-known/mercure.",
         discussion: """
-            This version keeps its history in memory and does not check authorization yet: \
-            anyone who can reach it may publish, and private updates go to no one. It listens on \
-            127.0.0.1 unless told otherwise; do not expose it.
+            Keys come from the options or from the environment variables of Mercure's official \
+            image: MERCURE_PUBLISHER_JWT_KEY, MERCURE_PUBLISHER_JWT_ALG, MERCURE_SUBSCRIBER_JWT_KEY, \
+            MERCURE_SUBSCRIBER_JWT_ALG (HS256 when no algorithm is given; the subscriber key \
+            defaults to the publisher key). With no key at all the hub starts in development mode: \
+            it makes a key for this run, prints ready tokens, and allows anonymous subscribers. \
+            The history is kept in memory in this version.
             """
     )
 
@@ -43,11 +47,51 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Updates that may wait for one subscriber before it is cut as too slow.")
     var subscriberQueue = 1_000
 
+    @Option(help: "The key publishers' JWTs are signed with: a secret (HS*) or a PEM public key.")
+    var publisherJWTKey: String?
+
+    @Option(help: "The publisher key's algorithm: HS256, HS384, HS512, RS256…, ES256…, EdDSA.")
+    var publisherJWTAlg: String?
+
+    @Option(help: "The key subscribers' JWTs are signed with (default: the publisher key).")
+    var subscriberJWTKey: String?
+
+    @Option(help: "The subscriber key's algorithm.")
+    var subscriberJWTAlg: String?
+
+    @Flag(help: "Allow subscribers without a token (they receive public updates only).")
+    var anonymous = false
+
+    @Option(help: "An origin allowed to publish with the mercureAuthorization cookie. Repeatable.")
+    var publishOrigin: [String] = []
+
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535.") }
         guard self.heartbeat >= 0 else { throw ValidationError("--heartbeat must not be negative.") }
         guard self.history > 0 else { throw ValidationError("--history must be at least 1.") }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
+    }
+
+    /// The keys from the options, else the environment; both `nil` means development mode.
+    func keys() throws -> (publisher: JWTKey, subscriber: JWTKey)? {
+        let environment = ProcessInfo.processInfo.environment
+        func algorithm(_ option: String?, _ variable: String) throws -> JWTKey.Algorithm {
+            let name = option ?? environment[variable] ?? "HS256"
+            guard let algorithm = JWTKey.Algorithm.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+                throw ValidationError(
+                    "unknown JWT algorithm '\(name)': use one of \(JWTKey.Algorithm.allCases.map(\.rawValue).joined(separator: ", "))."
+                )
+            }
+            return algorithm
+        }
+        let publisherKey = self.publisherJWTKey ?? environment["MERCURE_PUBLISHER_JWT_KEY"]
+        let subscriberKey = self.subscriberJWTKey ?? environment["MERCURE_SUBSCRIBER_JWT_KEY"]
+        guard let publisherKey = publisherKey ?? subscriberKey else { return nil }
+        let publisherAlgorithm = try algorithm(self.publisherJWTAlg, "MERCURE_PUBLISHER_JWT_ALG")
+        let publisher = JWTKey(algorithm: publisherAlgorithm, key: publisherKey)
+        guard let subscriberKey else { return (publisher, publisher) }
+        let subscriberAlgorithm = try algorithm(self.subscriberJWTAlg ?? self.publisherJWTAlg, "MERCURE_SUBSCRIBER_JWT_ALG")
+        return (publisher, JWTKey(algorithm: subscriberAlgorithm, key: subscriberKey))
     }
 
     func run() async throws {
@@ -58,10 +102,36 @@ struct Serve: AsyncParsableCommand {
         let hub = try await Hub(store: InMemoryEventStore(capacity: self.history), configuration: hubConfiguration, logger: logger)
         var http = Hub.HTTPConfiguration()
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
+        http.allowsAnonymousSubscribers = self.anonymous
+        http.publishOrigins = self.publishOrigin
+        var banner = ""
+        if let (publisher, subscriber) = try self.keys() {
+            http.publisherKey = publisher
+            http.subscriberKey = subscriber
+        } else {
+            // Development mode: a key for this run only, and tokens ready to paste.
+            var generator = SystemRandomNumberGenerator()
+            let secret = (0..<32).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16) }.joined()
+            http.publisherKey = JWTKey(algorithm: .hs256, key: secret)
+            http.subscriberKey = http.publisherKey
+            http.allowsAnonymousSubscribers = true
+            let publisherToken = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: secret)
+            let subscriberToken = try await Hub.developmentToken(publish: nil, subscribe: ["*"], key: secret)
+            banner = """
+                herald: DEVELOPMENT MODE, NOT FOR PRODUCTION: no JWT key was given, so this hub made one for this run
+                herald: and lets anyone subscribe to public updates. Set MERCURE_PUBLISHER_JWT_KEY for real use.
+                herald: publisher token (may publish to every topic):
+                \(publisherToken)
+                herald: subscriber token (may receive every private update):
+                \(subscriberToken)
+
+                """
+        }
 
         let router = Router()
-        hub.addRoutes(to: router, configuration: http)
+        try await hub.addRoutes(to: router, configuration: http)
         let history = self.history
+        let startBanner = banner
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
@@ -71,10 +141,8 @@ struct Serve: AsyncParsableCommand {
                     Array(
                         """
                         herald: hub listening on http://\(address)/.well-known/mercure (history in memory, \(history) updates)
-                        herald: WARNING: authorization is not implemented yet: anyone who can reach this port can publish,
-                        herald:          and private updates are delivered to no one. Do not expose it beyond this machine.
 
-                        """.utf8
+                        """.utf8 + Array(startBanner.utf8)
                     ),
                     to: STDERR_FILENO
                 )

@@ -19,30 +19,43 @@ import Glibc
 /// `herald serve` as a process, with `herald listen` subscribing and an HTTP client publishing.
 @Suite("herald serve")
 struct ServeCommandTests {
-    /// Starts `herald serve` on a free port; returns the process and the hub's URL.
-    func startHub() throws -> (Process, String) {
+    /// Starts `herald serve` on a free port, with no key: development mode. Returns the process,
+    /// the hub's URL and the publisher token it printed.
+    func startHub() throws -> (Process, String, String) {
         let process = Process()
         process.executableURL = heraldExecutable
         process.arguments = ["serve", "--port", "0", "--heartbeat", "1"]
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
+        environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
+        process.environment = environment
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         let deadline = Date().addingTimeInterval(20)
+        var url: String?
+        var sawDevelopmentMode = false
         while Date() < deadline {
             let line = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
             if let range = line.range(of: "hub listening on ") {
-                let url = line[range.upperBound...].prefix { $0 != " " }
-                return (process, String(url))
+                url = String(line[range.upperBound...].prefix { $0 != " " })
+            }
+            if line.contains("DEVELOPMENT MODE, NOT FOR PRODUCTION") { sawDevelopmentMode = true }
+            if line.contains("publisher token"), let url {
+                let token = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
+                #expect(sawDevelopmentMode, "development mode says so loudly")
+                return (process, url, token)
             }
         }
         process.terminate()
         throw ProcessTimeout()
     }
 
-    func publish(_ hub: String, _ form: String) async throws -> String {
+    func publish(_ hub: String, _ form: String, token: String) async throws -> String {
         var request = HTTPClientRequest(url: hub)
         request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         request.body = .bytes(ByteBuffer(string: form))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
@@ -51,13 +64,13 @@ struct ServeCommandTests {
     }
 
     @Test func publishedUpdatesReachASubscriberAndTheHubStopsOnSIGTERM() async throws {
-        let (hub, url) = try self.startHub()
+        let (hub, url, token) = try self.startHub()
         defer { if hub.isRunning { hub.terminate() } }
         #expect(url.hasPrefix("http://127.0.0.1:") && url.hasSuffix("/.well-known/mercure"))
 
-        let first = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&data=first&type=book")
-        let second = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F2&data=second")
-        _ = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fauthors%2F1&data=not+for+this+subscriber")
+        let first = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&data=first&type=book", token: token)
+        let second = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fbooks%2F2&data=second", token: token)
+        _ = try await self.publish(url, "topic=https%3A%2F%2Fexample.com%2Fauthors%2F1&data=not+for+this+subscriber", token: token)
         // Resuming from `earliest` makes the test independent of when the subscriber connects.
         let result = try await runHerald([
             "listen", url + "?topic=https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D", "--json", "--max-events", "2",
@@ -76,6 +89,15 @@ struct ServeCommandTests {
         let deadline = Date().addingTimeInterval(20)
         while hub.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(!hub.isRunning, "the hub shuts down gracefully on SIGTERM")
+    }
+
+    @Test func anUnusableKeyIsRefusedWithAReason() async throws {
+        let short = try await runHerald(["serve", "--port", "0", "--publisher-jwt-key", "too short"])
+        #expect(short.status == 1)
+        #expect(short.standardError.contains("HS256 key must be at least 32 bytes"))
+        let unknown = try await runHerald(["serve", "--port", "0", "--publisher-jwt-key", String(repeating: "k", count: 40), "--publisher-jwt-alg", "HS999"])
+        #expect(unknown.status != 0)
+        #expect(unknown.standardError.contains("unknown JWT algorithm 'HS999'"))
     }
 
     @Test(arguments: [["serve", "--port", "70000"], ["serve", "--history", "0"], ["serve", "--heartbeat", "-1"]])

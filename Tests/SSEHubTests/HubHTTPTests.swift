@@ -20,27 +20,46 @@ import Testing
 /// The Mercure endpoints on a live server, with a real HTTP client.
 @Suite("Hub over HTTP")
 struct HubHTTPTests {
+    static let secret = "a test secret that is long enough"
+
     func withHub(
         heartbeat: KeepAlive? = KeepAlive(),
         maximumPublishSize: Int = 1 << 20,
+        anonymous: Bool = true,
+        publishOrigins: [String] = [],
         _ body: @escaping @Sendable (_ base: String) async throws -> Void
     ) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         var http = Hub.HTTPConfiguration()
         http.heartbeat = heartbeat
         http.maximumPublishSize = maximumPublishSize
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        http.subscriberKey = http.publisherKey
+        http.allowsAnonymousSubscribers = anonymous
+        http.publishOrigins = publishOrigins
         let router = Router()
-        hub.addRoutes(to: router, configuration: http)
+        try await hub.addRoutes(to: router, configuration: http)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
         try await app.test(.live) { client in
             try await body("http://127.0.0.1:\(client.port!)/.well-known/mercure")
         }
     }
 
-    /// POSTs a form; returns the status and the body.
-    func publish(_ base: String, _ form: String, contentType: String = "application/x-www-form-urlencoded") async throws -> (HTTPResponseStatus, String) {
+    /// POSTs a form with a publisher token that may publish anywhere; returns the status and the body.
+    func publish(
+        _ base: String,
+        _ form: String,
+        contentType: String = "application/x-www-form-urlencoded",
+        headers: HTTPHeaders? = nil
+    ) async throws -> (HTTPResponseStatus, String) {
         var request = HTTPClientRequest(url: base)
         request.method = .POST
+        if let headers {
+            request.headers = headers
+        } else {
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        }
         request.headers.add(name: "Content-Type", value: contentType)
         request.body = .bytes(ByteBuffer(string: form))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
