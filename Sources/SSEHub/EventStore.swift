@@ -49,6 +49,11 @@ public protocol EventStore: Sendable {
 public struct EventStoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public let description: String
 
+    /// A failure described for the operator.
+    public init(description: String) {
+        self.description = description
+    }
+
     /// An update's ID is already in the history: resuming from it would be ambiguous.
     public static let duplicateID = EventStoreError(description: "an update with this id is already in the history")
 }

@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
             MERCURE_SUBSCRIBER_JWT_ALG (HS256 when no algorithm is given; the subscriber key \
             defaults to the publisher key). With no key at all the hub starts in development mode: \
             it makes a key for this run, prints ready tokens, and allows anonymous subscribers. \
-            The history is kept in memory in this version.
+            The history is kept in an SQLite file (herald.db) unless --in-memory is given.
             """
     )
 
@@ -42,7 +42,13 @@ struct Serve: AsyncParsableCommand {
     var heartbeat: Double = 15
 
     @Option(help: "How many updates the history keeps for subscribers that resume.")
-    var history = 10_000
+    var history = 100_000
+
+    @Option(help: "The SQLite file that keeps the history.")
+    var database = "herald.db"
+
+    @Flag(help: "Keep the history in memory only: it is lost when the hub stops.")
+    var inMemory = false
 
     @Option(help: "Updates that may wait for one subscriber before it is cut as too slow.")
     var subscriberQueue = 1_000
@@ -95,17 +101,46 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let keys = try self.keys()  // refuse a bad configuration before touching the history
+        let store: any EventStore
+        let storeDescription: String
+        if self.inMemory {
+            store = InMemoryEventStore(capacity: self.history)
+            storeDescription = "history in memory"
+        } else {
+            do {
+                store = try await SQLiteEventStore.open(path: self.database, capacity: self.history)
+            } catch {
+                throw CommandFailure("cannot open the SQLite history '\(self.database)': \(error)")
+            }
+            storeDescription = "history in SQLite file \(self.database)"
+        }
+        do {
+            try await self.serve(store: store, keys: keys, storeDescription: storeDescription)
+        } catch {
+            try? await (store as? SQLiteEventStore)?.close()
+            throw error
+        }
+        // Stopped gracefully: every acknowledged update is already committed; close the file.
+        try await (store as? SQLiteEventStore)?.close()
+    }
+
+    private func serve(
+        store: any EventStore,
+        keys: (publisher: JWTKey, subscriber: JWTKey)?,
+        storeDescription: String
+    ) async throws {
         var logger = Logger(label: "herald")
         logger.logLevel = .info
         var hubConfiguration = Hub.Configuration()
         hubConfiguration.subscriberQueueLimit = self.subscriberQueue
-        let hub = try await Hub(store: InMemoryEventStore(capacity: self.history), configuration: hubConfiguration, logger: logger)
+        let hub = try await Hub(store: store, configuration: hubConfiguration, logger: logger)
         var http = Hub.HTTPConfiguration()
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
         http.allowsAnonymousSubscribers = self.anonymous
         http.publishOrigins = self.publishOrigin
         var banner = ""
-        if let (publisher, subscriber) = try self.keys() {
+        if let (publisher, subscriber) = keys {
             http.publisherKey = publisher
             http.subscriberKey = subscriber
         } else {
@@ -131,6 +166,7 @@ struct Serve: AsyncParsableCommand {
         let router = Router()
         try await hub.addRoutes(to: router, configuration: http)
         let history = self.history
+        let startStore = storeDescription
         let startBanner = banner
         let app = Application(
             router: router,
@@ -140,7 +176,7 @@ struct Serve: AsyncParsableCommand {
                 try? writeAll(
                     Array(
                         """
-                        herald: hub listening on http://\(address)/.well-known/mercure (history in memory, \(history) updates)
+                        herald: hub listening on http://\(address)/.well-known/mercure (\(startStore), \(history) updates kept)
 
                         """.utf8 + Array(startBanner.utf8)
                     ),

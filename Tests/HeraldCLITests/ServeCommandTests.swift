@@ -8,6 +8,7 @@
 
 import AsyncHTTPClient
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -19,12 +20,12 @@ import Glibc
 /// `herald serve` as a process, with `herald listen` subscribing and an HTTP client publishing.
 @Suite("herald serve")
 struct ServeCommandTests {
-    /// Starts `herald serve` on a free port, with no key: development mode. Returns the process,
-    /// the hub's URL and the publisher token it printed.
-    func startHub() throws -> (Process, String, String) {
+    /// Starts `herald serve` on a free port with its history in `database`, and no key:
+    /// development mode. Returns the process, the hub's URL and the publisher token it printed.
+    func startHub(database: String = Self.temporaryDatabase()) throws -> (Process, String, String) {
         let process = Process()
         process.executableURL = heraldExecutable
-        process.arguments = ["serve", "--port", "0", "--heartbeat", "1"]
+        process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", database]
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
         environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
@@ -50,6 +51,10 @@ struct ServeCommandTests {
         }
         process.terminate()
         throw ProcessTimeout()
+    }
+
+    static func temporaryDatabase() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("herald-serve-\(UUID().uuidString).db").path
     }
 
     func publish(_ hub: String, _ form: String, token: String) async throws -> String {
@@ -89,13 +94,56 @@ struct ServeCommandTests {
         let deadline = Date().addingTimeInterval(20)
         while hub.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(!hub.isRunning, "the hub shuts down gracefully on SIGTERM")
+        #expect(hub.terminationStatus == 0)
+    }
+
+    @Test func everyAcknowledgedPublishSurvivesKill9() async throws {
+        let database = Self.temporaryDatabase()
+        let (hub, url, token) = try self.startHub(database: database)
+        defer { if hub.isRunning { hub.terminate() } }
+        // Eight publishers under load; the hub is killed while they are publishing.
+        let acknowledged = NIOLockedValueBox<[String]>([])
+        let publishers = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for publisher in 0..<8 {
+                    group.addTask {
+                        for n in 0..<1000 {
+                            guard let id = try? await self.publish(url, "topic=load&data=\(publisher)-\(n)", token: token) else { return }
+                            acknowledged.withLockedValue { $0.append(id) }
+                        }
+                    }
+                }
+            }
+        }
+        for _ in 0..<1000 where acknowledged.withLockedValue({ $0.count }) < 300 { try await Task.sleep(for: .milliseconds(10)) }
+        kill(hub.processIdentifier, SIGKILL)
+        hub.waitUntilExit()
+        await publishers.value
+        let acked = acknowledged.withLockedValue { $0 }
+        #expect(acked.count >= 300)
+
+        // A new hub on the same file replays every acknowledged update.
+        let (restarted, newURL, _) = try self.startHub(database: database)
+        defer { restarted.terminate() }
+        let replay = try await runHerald(
+            ["listen", newURL + "?topic=load", "--json", "--last-event-id", "earliest", "--timeout", "3"],
+            timeLimit: 20
+        )
+        let replayed = Set(replay.standardOutput.split(separator: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: #""lastEventId": ""#) else { return nil }
+            return String(line[range.upperBound...].dropLast(2))
+        })
+        let lost = acked.filter { !replayed.contains($0) }
+        #expect(lost.isEmpty, "acknowledged but lost: \(lost.prefix(5)) of \(acked.count)")
     }
 
     @Test func anUnusableKeyIsRefusedWithAReason() async throws {
-        let short = try await runHerald(["serve", "--port", "0", "--publisher-jwt-key", "too short"])
+        let short = try await runHerald(["serve", "--port", "0", "--in-memory", "--publisher-jwt-key", "too short"])
         #expect(short.status == 1)
         #expect(short.standardError.contains("HS256 key must be at least 32 bytes"))
-        let unknown = try await runHerald(["serve", "--port", "0", "--publisher-jwt-key", String(repeating: "k", count: 40), "--publisher-jwt-alg", "HS999"])
+        let shortWithFile = try await runHerald(["serve", "--port", "0", "--database", Self.temporaryDatabase(), "--publisher-jwt-key", "too short"])
+        #expect(shortWithFile.status == 1, "the history is closed cleanly on the way out: \(shortWithFile.standardError)")
+        let unknown = try await runHerald(["serve", "--port", "0", "--in-memory", "--publisher-jwt-key", String(repeating: "k", count: 40), "--publisher-jwt-alg", "HS999"])
         #expect(unknown.status != 0)
         #expect(unknown.standardError.contains("unknown JWT algorithm 'HS999'"))
     }

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import Testing
 
 @testable import SSEHub
@@ -67,38 +68,95 @@ struct UpdateTests {
     }
 }
 
-@Suite("In-memory event store")
-struct InMemoryEventStoreTests {
-    func updates(_ ids: ClosedRange<Int>) -> [Update] {
-        ids.map { Update(id: "e\($0)", topics: ["t"], data: "\($0)") }
-    }
+/// Makes a fresh store of each kind: the same tests must pass on both.
+enum StoreKind: String, CaseIterable, Sendable {
+    case memory, sqlite
 
-    @Test func sequencesAndRanges() async throws {
-        let store = InMemoryEventStore(capacity: 100)
-        let stored = try await store.append(self.updates(1...5))
-        #expect(stored.map(\.sequence) == [1, 2, 3, 4, 5])
-        #expect(try await store.lastSequence() == 5)
-        #expect(try await store.updates(after: "e2", through: 4)?.map(\.update.id) == ["e3", "e4"])
-        #expect(try await store.updates(after: "e5", through: 5)?.isEmpty == true)
-        #expect(try await store.updates(after: "nope", through: 5) == nil)
-        #expect(try await store.updates(through: 3).map(\.update.id) == ["e1", "e2", "e3"])
-    }
-
-    @Test func retentionForgetsTheOldest() async throws {
-        let store = InMemoryEventStore(capacity: 3)
-        for n in 1...10 { _ = try await store.append(self.updates(n...n)) }
-        #expect(try await store.updates(through: 10).map(\.update.id) == ["e8", "e9", "e10"])
-        #expect(try await store.updates(after: "e7", through: 10) == nil, "a forgotten id is unknown")
-        #expect(try await store.updates(after: "e8", through: 10)?.map(\.update.id) == ["e9", "e10"])
-    }
-
-    @Test func duplicateIDsAreRefused() async throws {
-        let store = InMemoryEventStore()
-        _ = try await store.append(self.updates(1...2))
-        await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(2...3)) }
-        await #expect(throws: EventStoreError.duplicateID) {
-            try await store.append([Update(id: "x", topics: ["t"], data: ""), Update(id: "x", topics: ["t"], data: "")])
+    /// Runs `body` with a fresh store, and closes it afterwards (an SQLite connection must be).
+    func with(capacity: Int = 100, _ body: (any EventStore) async throws -> Void) async throws {
+        switch self {
+        case .memory:
+            try await body(InMemoryEventStore(capacity: capacity))
+        case .sqlite:
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
+            let store = try await SQLiteEventStore.open(path: path, capacity: capacity)
+            do {
+                try await body(store)
+            } catch {
+                try await store.close()
+                throw error
+            }
+            try await store.close()
         }
-        #expect(try await store.lastSequence() == 2, "nothing of a refused batch is kept")
+    }
+}
+
+@Suite("Event stores")
+struct EventStoreTests {
+    func updates(_ ids: ClosedRange<Int>) -> [Update] {
+        ids.map { Update(id: "e\($0)", topics: ["t", "alt \($0)"], data: "\($0)\nline", isPrivate: $0 % 2 == 0, type: $0 % 3 == 0 ? "x" : nil) }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func sequencesAndRanges(_ kind: StoreKind) async throws {
+        try await kind.with { store in
+            let stored = try await store.append(self.updates(1...5))
+            #expect(stored.map(\.sequence) == [1, 2, 3, 4, 5])
+            #expect(try await store.lastSequence() == 5)
+            #expect(try await store.updates(after: "e2", through: 4)?.map(\.update.id) == ["e3", "e4"])
+            #expect(try await store.updates(after: "e5", through: 5)?.isEmpty == true)
+            #expect(try await store.updates(after: "nope", through: 5) == nil)
+            #expect(try await store.updates(through: 3).map(\.update) == self.updates(1...3), "every field comes back")
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func retentionForgetsTheOldest(_ kind: StoreKind) async throws {
+        try await kind.with(capacity: 3) { store in
+            for n in 1...10 { _ = try await store.append(self.updates(n...n)) }
+            #expect(try await store.updates(through: 10).map(\.update.id) == ["e8", "e9", "e10"])
+            #expect(try await store.updates(after: "e7", through: 10) == nil, "a forgotten id is unknown")
+            #expect(try await store.updates(after: "e8", through: 10)?.map(\.update.id) == ["e9", "e10"])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func duplicateIDsAreRefused(_ kind: StoreKind) async throws {
+        try await kind.with { store in
+            _ = try await store.append(self.updates(1...2))
+            await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(2...3)) }
+            await #expect(throws: EventStoreError.duplicateID) {
+                try await store.append([Update(id: "x", topics: ["t"], data: ""), Update(id: "x", topics: ["t"], data: "")])
+            }
+            #expect(try await store.lastSequence() == 2, "nothing of a refused batch is kept")
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func concurrentAppendsGetConsecutiveSequences(_ kind: StoreKind) async throws {
+        try await kind.with(capacity: 10_000) { store in
+            let sequences = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+                for task in 0..<50 {
+                    group.addTask {
+                        try await store.append([Update(id: "c\(task)-a", topics: ["t"], data: ""), Update(id: "c\(task)-b", topics: ["t"], data: "")])
+                            .map(\.sequence)
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(sequences.sorted() == Array(1...100))
+        }
+    }
+
+    @Test func theSQLiteHistorySurvivesReopening() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
+        let first = try await SQLiteEventStore.open(path: path)
+        _ = try await first.append(self.updates(1...3))
+        try await first.close()
+        let second = try await SQLiteEventStore.open(path: path)
+        #expect(try await second.lastSequence() == 3)
+        #expect(try await second.updates(after: "e1", through: 3)?.map(\.update.id) == ["e2", "e3"])
+        #expect(try await second.append(self.updates(4...4)).map(\.sequence) == [4])
+        try await second.close()
     }
 }

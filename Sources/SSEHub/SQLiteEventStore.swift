@@ -1,0 +1,195 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import NIOCore
+import SQLiteNIO
+
+/// A durable history in one SQLite file: the hub's default.
+///
+/// An append returns only once its transaction is committed with `synchronous=FULL` in WAL mode,
+/// so an acknowledged publish survives a crash of the process or of the machine. Appends that
+/// arrive while a commit is running are grouped into the next transaction (group commit), so a
+/// busy hub pays one disk sync per batch, not per publish. Resuming looks an ID up through its
+/// unique index and reads a range of the primary key: no scan. Reads use a second connection,
+/// which WAL lets run beside the writer.
+public actor SQLiteEventStore: EventStore {
+    /// The most updates kept; older ones are deleted.
+    public let capacity: Int
+    private let writer: SQLiteConnection
+    private let reader: SQLiteConnection
+    private var last: UInt64
+    private var pending: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
+    private var flushing = false
+
+    /// Opens (or creates) the history in the file at `path`, keeping the last `capacity` updates.
+    public static func open(path: String, capacity: Int = 100_000) async throws -> SQLiteEventStore {
+        precondition(capacity > 0, "an event store must keep at least one update")
+        let writer = try await SQLiteConnection.open(storage: .file(path: path))
+        do {
+            for statement in [
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=FULL",
+                """
+                CREATE TABLE IF NOT EXISTS updates (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    topics TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    private INTEGER NOT NULL,
+                    type TEXT,
+                    retry INTEGER,
+                    published_at REAL NOT NULL
+                )
+                """,
+            ] {
+                _ = try await writer.query(statement)
+            }
+            let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
+            let last = UInt64(rows.first?.column("last")?.integer ?? 0)
+            let reader = try await SQLiteConnection.open(storage: .file(path: path))
+            return SQLiteEventStore(writer: writer, reader: reader, last: last, capacity: capacity)
+        } catch {
+            try? await writer.close()  // a connection must be closed, even on the way out
+            throw error
+        }
+    }
+
+    private init(writer: SQLiteConnection, reader: SQLiteConnection, last: UInt64, capacity: Int) {
+        self.writer = writer
+        self.reader = reader
+        self.last = last
+        self.capacity = capacity
+    }
+
+    /// Closes both connections.
+    public func close() async throws {
+        try await self.writer.close()
+        try await self.reader.close()
+    }
+
+    public func lastSequence() async throws -> UInt64 {
+        self.last
+    }
+
+    public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
+        try await withCheckedThrowingContinuation { continuation in
+            self.pending.append((updates, continuation))
+            if !self.flushing {
+                self.flushing = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    /// Commits what is pending, batch after batch, until nothing is.
+    private func flush() async {
+        while !self.pending.isEmpty {
+            let batch = self.pending
+            self.pending = []
+            var accepted: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
+            var seen = Set<String>()
+            for request in batch {
+                let ids = request.updates.map(\.id)
+                let known = (try? await self.existingIDs(ids)) ?? []
+                if !known.isEmpty || ids.contains(where: { !seen.insert($0).inserted }) {
+                    request.continuation.resume(throwing: EventStoreError.duplicateID)
+                } else {
+                    accepted.append(request)
+                }
+            }
+            do {
+                let stored = try await self.commit(accepted.flatMap(\.updates))
+                var offset = 0
+                for request in accepted {
+                    request.continuation.resume(returning: Array(stored[offset..<offset + request.updates.count]))
+                    offset += request.updates.count
+                }
+            } catch {
+                for request in accepted { request.continuation.resume(throwing: error) }
+            }
+        }
+        self.flushing = false
+    }
+
+    private func existingIDs(_ ids: [String]) async throws -> [String] {
+        guard !ids.isEmpty else { return [] }
+        let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ",")
+        let rows = try await self.writer.query("SELECT id FROM updates WHERE id IN (\(placeholders))", ids.map { .text($0) })
+        return rows.compactMap { $0.column("id")?.string }
+    }
+
+    private func commit(_ updates: [Update]) async throws -> [StoredUpdate] {
+        guard !updates.isEmpty else { return [] }
+        _ = try await self.writer.query("BEGIN IMMEDIATE")
+        do {
+            var stored: [StoredUpdate] = []
+            let now = Date().timeIntervalSince1970
+            for update in updates {
+                let topics = String(decoding: try JSONEncoder().encode(update.topics), as: UTF8.self)
+                let rows = try await self.writer.query(
+                    "INSERT INTO updates (id, topics, data, private, type, retry, published_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING sequence",
+                    [
+                        .text(update.id), .text(topics), .text(update.data), .integer(update.isPrivate ? 1 : 0),
+                        update.type.map { .text($0) } ?? .null,
+                        update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null,
+                        .float(now),
+                    ]
+                )
+                guard let sequence = rows.first?.column("sequence")?.integer else {
+                    throw EventStoreError(description: "SQLite did not return the new update's sequence")
+                }
+                stored.append(StoredUpdate(sequence: UInt64(sequence), update: update))
+            }
+            if let newest = stored.last?.sequence, newest > UInt64(self.capacity) {
+                _ = try await self.writer.query("DELETE FROM updates WHERE sequence <= ?", [.integer(Int(newest) - self.capacity)])
+            }
+            _ = try await self.writer.query("COMMIT")
+            self.last = stored.last?.sequence ?? self.last
+            return stored
+        } catch {
+            _ = try? await self.writer.query("ROLLBACK")
+            throw error
+        }
+    }
+
+    public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
+        let rows = try await self.reader.query("SELECT sequence FROM updates WHERE id = ?", [.text(lastEventID)])
+        guard let sequence = rows.first?.column("sequence")?.integer else { return nil }
+        return try await self.range(after: UInt64(sequence), through: last)
+    }
+
+    public func updates(through last: UInt64) async throws -> [StoredUpdate] {
+        try await self.range(after: 0, through: last)
+    }
+
+    private func range(after sequence: UInt64, through last: UInt64) async throws -> [StoredUpdate] {
+        guard last > sequence else { return [] }
+        let rows = try await self.reader.query(
+            "SELECT sequence, id, topics, data, private, type, retry FROM updates WHERE sequence > ? AND sequence <= ? ORDER BY sequence",
+            [.integer(Int(sequence)), .integer(Int(last))]
+        )
+        return try rows.map { row in
+            guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string,
+                let topicsJSON = row.column("topics")?.string, let data = row.column("data")?.string
+            else { throw EventStoreError(description: "a row of the SQLite history is incomplete") }
+            let topics = try JSONDecoder().decode([String].self, from: Data(topicsJSON.utf8))
+            return StoredUpdate(
+                sequence: UInt64(sequence),
+                update: Update(
+                    id: id,
+                    topics: topics,
+                    data: data,
+                    isPrivate: row.column("private")?.integer == 1,
+                    type: row.column("type")?.string,
+                    retry: row.column("retry")?.integer.map { .milliseconds($0) }
+                )
+            )
+        }
+    }
+}
