@@ -121,6 +121,7 @@ let package = Package(
                 "SSEClient",
                 "SSEHub",
                 "SSENIO",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -22,10 +22,11 @@ import Glibc
 struct ServeCommandTests {
     /// Starts `herald serve` on a free port with its history in `database`, and no key:
     /// development mode. Returns the process, the hub's URL and the publisher token it printed.
-    func startHub(database: String = Self.temporaryDatabase()) throws -> (Process, String, String) {
+    func startHub(database: String = Self.temporaryDatabase(), key: String? = nil) throws -> (Process, String, String) {
         let process = Process()
         process.executableURL = heraldExecutable
         process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", database]
+            + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? [])
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
         environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
@@ -43,6 +44,9 @@ struct ServeCommandTests {
                 url = String(line[range.upperBound...].prefix { $0 != " " })
             }
             if line.contains("DEVELOPMENT MODE, NOT FOR PRODUCTION") { sawDevelopmentMode = true }
+            if key != nil, let url {
+                return (process, url, "")
+            }
             if line.contains("publisher token"), let url {
                 let token = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
                 #expect(sawDevelopmentMode, "development mode says so loudly")
@@ -135,6 +139,31 @@ struct ServeCommandTests {
         })
         let lost = acked.filter { !replayed.contains($0) }
         #expect(lost.isEmpty, "acknowledged but lost: \(lost.prefix(5)) of \(acked.count)")
+    }
+
+    @Test func heraldPublishWithATokenOrAKey() async throws {
+        let (hub, url, token) = try self.startHub()
+        defer { hub.terminate() }
+        let published = try await runHerald(["publish", "--hub", url, "--topic", "https://example.com/a b", "--data", "x & y = z\nnext", "--type", "note", "--token", token])
+        #expect(published.status == 0, "\(published.standardError)")
+        let id = published.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(id.hasPrefix("urn:uuid:"))
+        let received = try await runHerald([
+            "listen", url + "?topic=" + "https%3A%2F%2Fexample.com%2Fa%20b", "--json", "--last-event-id", "earliest", "--max-events", "1",
+        ])
+        #expect(received.standardOutput == #"{"type": "note", "data": "x & y = z\nnext", "lastEventId": "\#(id)"}"# + "\n")
+
+        let refused = try await runHerald(["publish", "--hub", url, "--topic", "t", "--token", "not.a.jwt"])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("401"))
+
+        let key = String(repeating: "s", count: 40)
+        let (keyed, keyedURL, _) = try self.startHub(key: key)
+        defer { keyed.terminate() }
+        let signed = try await runHerald(["publish", "--hub", keyedURL, "--topic", "t", "--data", "signed", "--key", key])
+        #expect(signed.status == 0, "\(signed.standardError)")
+        let usage = try await runHerald(["publish", "--hub", keyedURL, "--topic", "t"])
+        #expect(usage.status == 64, "either --token or --key")
     }
 
     @Test func anUnusableKeyIsRefusedWithAReason() async throws {
