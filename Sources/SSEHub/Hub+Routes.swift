@@ -32,6 +32,8 @@ extension Hub {
         /// The origins from which a browser may publish with the `mercureAuthorization` cookie;
         /// the `Origin` (or `Referer`) of such a request must be one of them.
         public var publishOrigins: [String] = []
+        /// The origins whose pages may use the hub (with credentials); others get no CORS headers.
+        public var corsOrigins: [String] = []
 
         /// Creates a configuration with the defaults.
         public init() {}
@@ -49,6 +51,9 @@ extension Hub {
             subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),
             configuration: configuration
         )
+        if !configuration.corsOrigins.isEmpty {
+            router.add(middleware: CORSAllowList(origins: configuration.corsOrigins))
+        }
         router.get("/.well-known/mercure") { request, context in
             try await self.subscribeResponse(request, context: context, authorizer: authorizer, configuration: configuration)
         }

@@ -71,6 +71,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "An origin allowed to publish with the mercureAuthorization cookie. Repeatable.")
     var publishOrigin: [String] = []
 
+    @Option(help: "An origin whose pages may use the hub, with credentials (CORS). Repeatable.")
+    var corsOrigin: [String] = []
+
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535.") }
         guard self.heartbeat >= 0 else { throw ValidationError("--heartbeat must not be negative.") }
@@ -139,6 +142,7 @@ struct Serve: AsyncParsableCommand {
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
         http.allowsAnonymousSubscribers = self.anonymous
         http.publishOrigins = self.publishOrigin
+        http.corsOrigins = self.corsOrigin
         var banner = ""
         if let (publisher, subscriber) = keys {
             http.publisherKey = publisher

@@ -27,6 +27,7 @@ struct HubHTTPTests {
         maximumPublishSize: Int = 1 << 20,
         anonymous: Bool = true,
         publishOrigins: [String] = [],
+        corsOrigins: [String] = [],
         _ body: @escaping @Sendable (_ base: String) async throws -> Void
     ) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
@@ -37,6 +38,7 @@ struct HubHTTPTests {
         http.subscriberKey = http.publisherKey
         http.allowsAnonymousSubscribers = anonymous
         http.publishOrigins = publishOrigins
+        http.corsOrigins = corsOrigins
         let router = Router()
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
@@ -172,6 +174,32 @@ struct HubHTTPTests {
             let (duplicate, duplicateBody) = try await self.publish(base, "topic=t&id=same")
             #expect(duplicate == .conflict)
             #expect(duplicateBody.contains("already published"))
+        }
+    }
+
+    @Test func corsAllowsOnlyTheListedOrigins() async throws {
+        try await self.withHub(corsOrigins: ["https://app.example.com"]) { base in
+            let (allowed, _) = try await self.subscription(base + "?topic=t", headers: ["Origin": "https://app.example.com"]) {
+                $0.hasPrefix(":\n")
+            }
+            #expect(allowed.first(name: "Access-Control-Allow-Origin") == "https://app.example.com")
+            #expect(allowed.first(name: "Access-Control-Allow-Credentials") == "true")
+            let (other, _) = try await self.subscription(base + "?topic=t", headers: ["Origin": "https://evil.example"]) {
+                $0.hasPrefix(":\n")
+            }
+            #expect(other.first(name: "Access-Control-Allow-Origin") == nil)
+
+            var preflight = HTTPClientRequest(url: base)
+            preflight.method = .OPTIONS
+            preflight.headers = ["Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"]
+            let answer = try await HTTPClient.shared.execute(preflight, timeout: .seconds(10))
+            #expect(answer.status == .noContent)
+            #expect(answer.headers.first(name: "Access-Control-Allow-Origin") == "https://app.example.com")
+            #expect(answer.headers.first(name: "Access-Control-Allow-Headers")?.contains("Authorization") == true)
+
+            // An error is readable by the allowed page too.
+            let (status, _) = try await self.publish(base, "data=x", headers: ["Origin": "https://app.example.com"])
+            #expect(status == .unauthorized)
         }
     }
 
