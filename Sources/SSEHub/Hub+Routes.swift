@@ -9,6 +9,7 @@
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import ServiceLifecycle
 import HummingbirdSSE
 public import SSENIO
 
@@ -96,13 +97,19 @@ extension Hub {
             headers: headers,
             body: ResponseBody { writer in
                 do {
-                    try await request.body.consumeWithCancellationOnInboundClose { _ in
-                        try await EventStreamWriter.write(encoded: events, keepAlive: heartbeat) { buffer in
-                            try await writer.write(buffer)
+                    // On SIGTERM the stream ends cleanly, so that the server can stop and clients
+                    // reconnect (to another node) and resume with Last-Event-ID.
+                    try await withGracefulShutdownHandler {
+                        try await request.body.consumeWithCancellationOnInboundClose { _ in
+                            try await EventStreamWriter.write(encoded: events, keepAlive: heartbeat) { buffer in
+                                try await writer.write(buffer)
+                            }
                         }
+                    } onGracefulShutdown: {
+                        events.finish()
                     }
                 } catch is CancellationError {
-                    return
+                    return  // the client went away
                 }
                 try await writer.finish(nil)
             }

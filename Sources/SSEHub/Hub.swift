@@ -139,7 +139,7 @@ public final class Hub: Sendable {
         }
 
         guard let lastEventID else {
-            return (Subscription(replay: [], live: stream), nil)
+            return (Subscription(replay: [], live: stream, end: continuation), nil)
         }
         var replayed: [StoredUpdate]
         var resumption = Resumption(lastEventID: "earliest")
@@ -156,7 +156,7 @@ public final class Hub: Sendable {
             buffer.writeServerSentEvent(event)
             return buffer
         }
-        return (Subscription(replay: replay, live: stream), resumption)
+        return (Subscription(replay: replay, live: stream, end: continuation), resumption)
     }
 
     /// Whether a subscriber with `selectors` and `grants` receives `update`: one of its topics
@@ -172,6 +172,13 @@ public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
     let replay: [ByteBuffer]
     let live: AsyncStream<ByteBuffer>
+    let end: AsyncStream<ByteBuffer>.Continuation
+
+    /// Ends the subscription: what is queued is still delivered, then the sequence ends (when the
+    /// hub shuts down, so that clients reconnect elsewhere).
+    public func finish() {
+        self.end.finish()
+    }
 
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(replay: self.replay, live: self.live.makeAsyncIterator())

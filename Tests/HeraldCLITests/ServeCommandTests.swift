@@ -94,10 +94,25 @@ struct ServeCommandTests {
                 """
         )
 
+        // A subscriber is connected when the hub is told to stop: its stream ends cleanly (so it
+        // can reconnect elsewhere) and the hub exits.
+        let subscription = try await HTTPClient.shared.execute(HTTPClientRequest(url: url + "?topic=t"), timeout: .seconds(10))
+        #expect(subscription.status == .ok)
         kill(hub.processIdentifier, SIGTERM)
+        let body = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await subscription.body.collect(upTo: 1 << 20) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(20))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let body = try await group.next()! else { throw ProcessTimeout() }
+            return body
+        }
+        #expect(String(buffer: body).hasPrefix(":\n"), "the stream ended without an error")
         let deadline = Date().addingTimeInterval(20)
         while hub.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(!hub.isRunning, "the hub shuts down gracefully on SIGTERM")
+        #expect(!hub.isRunning, "the hub shuts down gracefully on SIGTERM, open streams and all")
         #expect(hub.terminationStatus == 0)
     }
 
