@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import Logging
+import Metrics
 public import NIOCore
 import NIOConcurrencyHelpers
 import SSECore
@@ -59,6 +60,12 @@ public final class Hub: Sendable {
     private let registry: NIOLockedValueBox<Registry>
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
+    // Through swift-metrics: the application picks the backend (herald serve: Prometheus).
+    private let publishes = Counter(label: "herald_publishes_total")
+    private let deliveries = Counter(label: "herald_deliveries_total")
+    private let subscribersCut = Counter(label: "herald_subscribers_cut_total")
+    private let subscribers = Gauge(label: "herald_subscribers")
+    private let storeLatency = Metrics.Timer(label: "herald_store_append_seconds")
 
     /// A hub on `store`, continuing its history.
     public init(store: any EventStore, configuration: Configuration = .init(), logger: Logger = Logger(label: "herald.hub")) async throws {
@@ -78,7 +85,11 @@ public final class Hub: Sendable {
         let event = try update.event()
         var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
         buffer.writeServerSentEvent(event)  // once, for every subscriber
+        let started = ContinuousClock.now
         guard let stored = try await self.store.append([update]).first else { return }
+        self.storeLatency.record(duration: ContinuousClock.now - started)
+        self.publishes.increment()
+        var delivered = 0
         let cut = self.registry.withLockedValue { registry in
             registry.waiting[stored.sequence] = (update, buffer)
             var cut: [AsyncStream<ByteBuffer>.Continuation] = []
@@ -87,6 +98,7 @@ public final class Hub: Sendable {
                 registry.lastSequence += 1
                 for (id, subscriber) in registry.subscribers
                 where Self.delivers(next, to: subscriber.selectors, grants: subscriber.grants) {
+                    delivered += 1
                     if case .dropped = subscriber.continuation.yield(bytes) {
                         self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
                         registry.subscribers.removeValue(forKey: id)
@@ -98,6 +110,8 @@ public final class Hub: Sendable {
         }
         // Outside the lock: finishing runs the stream's termination handler, which takes it.
         for continuation in cut { continuation.finish() }
+        self.deliveries.increment(by: delivered)
+        self.subscribersCut.increment(by: cut.count)
     }
 
     /// Subscribes to the updates matching `selectors`, after `lastEventID` if given (`earliest`
@@ -125,6 +139,7 @@ public final class Hub: Sendable {
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
             registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation)
+            self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
         let expiry = deadline.map { deadline in
@@ -133,9 +148,13 @@ public final class Hub: Sendable {
                 continuation.finish()  // the token expired: the stream ends, the connection closes
             }
         }
-        continuation.onTermination = { [registry] _ in
+        continuation.onTermination = { [registry, subscribers] _ in
             expiry?.cancel()
-            _ = registry.withLockedValue { $0.subscribers.removeValue(forKey: id) }
+            let count = registry.withLockedValue { registry in
+                registry.subscribers.removeValue(forKey: id)
+                return registry.subscribers.count
+            }
+            subscribers.record(count)
         }
 
         guard let lastEventID else {

@@ -10,6 +10,8 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
+import Prometheus
 import SSEHub
 import SSENIO
 
@@ -133,6 +135,10 @@ struct Serve: AsyncParsableCommand {
         keys: (publisher: JWTKey, subscriber: JWTKey)?,
         storeDescription: String
     ) async throws {
+        // Prometheus at /metrics: the hub reports through swift-metrics; this process picks the
+        // backend, before the hub makes its metrics.
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
         var logger = Logger(label: "herald")
         logger.logLevel = .info
         var hubConfiguration = Hub.Configuration()
@@ -169,6 +175,15 @@ struct Serve: AsyncParsableCommand {
 
         let router = Router()
         try await hub.addRoutes(to: router, configuration: http)
+        router.get("/metrics") { _, _ in
+            var text: [UInt8] = []
+            metrics.emit(into: &text)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: text))
+            )
+        }
         let history = self.history
         let startStore = storeDescription
         let startBanner = banner

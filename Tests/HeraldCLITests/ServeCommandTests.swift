@@ -86,6 +86,13 @@ struct ServeCommandTests {
             "--last-event-id", "earliest",
         ])
         #expect(result.status == 0, "\(result.standardError)")
+
+        let base = url.replacingOccurrences(of: "/.well-known/mercure", with: "")
+        let metrics = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/metrics"), timeout: .seconds(10))
+        let text = String(buffer: try await metrics.body.collect(upTo: 1 << 20))
+        #expect(text.contains("herald_publishes_total 3"), "\(text)")
+        #expect(text.contains("herald_deliveries_total"))
+        #expect(text.contains("herald_store_append_seconds"))
         #expect(
             result.standardOutput == """
                 {"type": "book", "data": "first", "lastEventId": "\(first)"}
