@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import ArgumentParser
+import Foundation
 import Logging
 import NIOHTTP1
 import SSEClient
@@ -75,9 +76,9 @@ struct Listen: AsyncParsableCommand {
 
     static func parseHeader(_ header: String) -> (name: String, value: String)? {
         guard let colon = header.firstIndex(of: ":") else { return nil }
-        let name = header[..<colon].trimmingSpaces()
+        let name = header[..<colon].trimmingCharacters(in: .whitespaces)
         guard !name.isEmpty, !name.contains(where: { $0 == " " || $0 == "\t" }) else { return nil }
-        return (String(name), String(header[header.index(after: colon)...].trimmingSpaces()))
+        return (name, header[header.index(after: colon)...].trimmingCharacters(in: .whitespaces))
     }
 
     func run() async throws {
@@ -142,14 +143,5 @@ struct Listen: AsyncParsableCommand {
         for line in event.data.split(separator: "\n", omittingEmptySubsequences: false) {
             bytes += Array("  \(line)\n".utf8)
         }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingSpaces() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
     }
 }
