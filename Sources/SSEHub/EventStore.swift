@@ -6,7 +6,29 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import NIOConcurrencyHelpers
+
+/// How much history a store keeps: the last `count` updates, none older than `age`.
+public struct Retention: Sendable, Hashable {
+    /// The most updates kept.
+    public var count: Int
+    /// The oldest an update may be and still be replayed; `nil` for no limit.
+    public var age: Duration?
+
+    /// A retention of the last `count` updates (100 000 by default), none older than `age`
+    /// (7 days by default).
+    public init(count: Int = 100_000, age: Duration? = .seconds(7 * 24 * 3600)) {
+        precondition(count > 0, "an event store must keep at least one update")
+        self.count = count
+        self.age = age
+    }
+
+    /// The publication time before which updates are dropped, as of `now`.
+    func cutoff(now: Date) -> Date? {
+        self.age.map { now.addingTimeInterval(-Double($0.components.seconds) - Double($0.components.attoseconds) / 1e18) }
+    }
+}
 
 /// An update with its place in the hub's history.
 public struct StoredUpdate: Sendable, Hashable {
@@ -62,20 +84,28 @@ public struct EventStoreError: Error, Hashable, Sendable, CustomStringConvertibl
 public final class InMemoryEventStore: EventStore {
     private struct State {
         var updates: [StoredUpdate] = []
+        /// When each of `updates` was stored.
+        var times: [Date] = []
         /// Index of the oldest kept update in `updates` (older ones are dropped lazily).
         var first = 0
         var sequenceByID: [String: UInt64] = [:]
         var lastSequence: UInt64 = 0
     }
 
-    /// The most updates kept; older ones are dropped.
-    public let capacity: Int
+    /// What is kept.
+    public let retention: Retention
+    private let now: @Sendable () -> Date
     private let state = NIOLockedValueBox(State())
 
-    /// A store that keeps the last `capacity` updates.
-    public init(capacity: Int = 10_000) {
-        precondition(capacity > 0, "an event store must keep at least one update")
-        self.capacity = capacity
+    /// A store that keeps what `retention` says.
+    public convenience init(retention: Retention = Retention()) {
+        self.init(retention: retention, now: Date.init)
+    }
+
+    /// A store whose notion of the current time is `now`: tests pass their own.
+    init(retention: Retention, now: @escaping @Sendable () -> Date) {
+        self.retention = retention
+        self.now = now
     }
 
     public func lastSequence() async throws -> UInt64 {
@@ -91,28 +121,23 @@ public final class InMemoryEventStore: EventStore {
                 }
             }
             var stored: [StoredUpdate] = []
+            let now = self.now()
             for update in updates {
                 state.lastSequence += 1
                 let entry = StoredUpdate(sequence: state.lastSequence, update: update)
                 state.updates.append(entry)
+                state.times.append(now)
                 state.sequenceByID[update.id] = entry.sequence
                 stored.append(entry)
             }
-            // Retention: forget the oldest, and compact once half the array is forgotten.
-            while state.updates.count - state.first > self.capacity {
-                state.sequenceByID.removeValue(forKey: state.updates[state.first].update.id)
-                state.first += 1
-            }
-            if state.first > state.updates.count / 2 {
-                state.updates.removeFirst(state.first)
-                state.first = 0
-            }
+            self.applyRetention(to: &state, now: now)
             return stored
         }
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
         self.state.withLockedValue { state in
+            self.applyRetention(to: &state, now: self.now())
             guard let sequence = state.sequenceByID[lastEventID] else { return nil }
             return Self.range(in: state, after: sequence, through: last)
         }
@@ -120,7 +145,25 @@ public final class InMemoryEventStore: EventStore {
 
     public func updates(through last: UInt64) async throws -> [StoredUpdate] {
         self.state.withLockedValue { state in
-            Self.range(in: state, after: 0, through: last)
+            self.applyRetention(to: &state, now: self.now())
+            return Self.range(in: state, after: 0, through: last)
+        }
+    }
+
+    /// Forgets the oldest updates past the count or the age, and compacts once half the array
+    /// is forgotten. Updates are in time order, so only the front is ever looked at.
+    private func applyRetention(to state: inout State, now: Date) {
+        let cutoff = self.retention.cutoff(now: now)
+        while state.first < state.updates.count,
+            state.updates.count - state.first > self.retention.count || cutoff.map({ state.times[state.first] < $0 }) == true
+        {
+            state.sequenceByID.removeValue(forKey: state.updates[state.first].update.id)
+            state.first += 1
+        }
+        if state.first > state.updates.count / 2 {
+            state.updates.removeFirst(state.first)
+            state.times.removeFirst(state.first)
+            state.first = 0
         }
     }
 

@@ -19,17 +19,22 @@ import SQLiteNIO
 /// unique index and reads a range of the primary key: no scan. Reads use a second connection,
 /// which WAL lets run beside the writer.
 public actor SQLiteEventStore: EventStore {
-    /// The most updates kept; older ones are deleted.
-    public let capacity: Int
+    /// What is kept; older updates are deleted.
+    public let retention: Retention
+    private let now: @Sendable () -> Date
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
     private var last: UInt64
     private var pending: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
     private var flushing = false
 
-    /// Opens (or creates) the history in the file at `path`, keeping the last `capacity` updates.
-    public static func open(path: String, capacity: Int = 100_000) async throws -> SQLiteEventStore {
-        precondition(capacity > 0, "an event store must keep at least one update")
+    /// Opens (or creates) the history in the file at `path`, keeping what `retention` says.
+    public static func open(path: String, retention: Retention = Retention()) async throws -> SQLiteEventStore {
+        try await self.open(path: path, retention: retention, now: Date.init)
+    }
+
+    /// Opens a history whose notion of the current time is `now`: tests pass their own.
+    static func open(path: String, retention: Retention, now: @escaping @Sendable () -> Date) async throws -> SQLiteEventStore {
         let writer = try await SQLiteConnection.open(storage: .file(path: path))
         do {
             for statement in [
@@ -53,18 +58,30 @@ public actor SQLiteEventStore: EventStore {
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
-            return SQLiteEventStore(writer: writer, reader: reader, last: last, capacity: capacity)
+            return SQLiteEventStore(writer: writer, reader: reader, last: last, retention: retention, now: now)
         } catch {
             try? await writer.close()  // a connection must be closed, even on the way out
             throw error
         }
     }
 
-    private init(writer: SQLiteConnection, reader: SQLiteConnection, last: UInt64, capacity: Int) {
+    private init(
+        writer: SQLiteConnection,
+        reader: SQLiteConnection,
+        last: UInt64,
+        retention: Retention,
+        now: @escaping @Sendable () -> Date
+    ) {
         self.writer = writer
         self.reader = reader
         self.last = last
-        self.capacity = capacity
+        self.retention = retention
+        self.now = now
+    }
+
+    /// Updates published before this are past the age limit (the distant past when there is none).
+    private var cutoff: Double {
+        self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
     }
 
     /// Closes both connections.
@@ -129,7 +146,7 @@ public actor SQLiteEventStore: EventStore {
         _ = try await self.writer.query("BEGIN IMMEDIATE")
         do {
             var stored: [StoredUpdate] = []
-            let now = Date().timeIntervalSince1970
+            let now = self.now().timeIntervalSince1970
             for update in updates {
                 let topics = String(decoding: try JSONEncoder().encode(update.topics), as: UTF8.self)
                 let rows = try await self.writer.query(
@@ -146,8 +163,11 @@ public actor SQLiteEventStore: EventStore {
                 }
                 stored.append(StoredUpdate(sequence: UInt64(sequence), update: update))
             }
-            if let newest = stored.last?.sequence, newest > UInt64(self.capacity) {
-                _ = try await self.writer.query("DELETE FROM updates WHERE sequence <= ?", [.integer(Int(newest) - self.capacity)])
+            if let newest = stored.last?.sequence {
+                _ = try await self.writer.query(
+                    "DELETE FROM updates WHERE sequence <= ? OR published_at < ?",
+                    [.integer(Int(newest) - self.retention.count), .float(self.cutoff)]
+                )
             }
             _ = try await self.writer.query("COMMIT")
             self.last = stored.last?.sequence ?? self.last
@@ -159,7 +179,10 @@ public actor SQLiteEventStore: EventStore {
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
-        let rows = try await self.reader.query("SELECT sequence FROM updates WHERE id = ?", [.text(lastEventID)])
+        let rows = try await self.reader.query(
+            "SELECT sequence FROM updates WHERE id = ? AND published_at >= ?",
+            [.text(lastEventID), .float(self.cutoff)]
+        )
         guard let sequence = rows.first?.column("sequence")?.integer else { return nil }
         return try await self.range(after: UInt64(sequence), through: last)
     }
@@ -171,8 +194,11 @@ public actor SQLiteEventStore: EventStore {
     private func range(after sequence: UInt64, through last: UInt64) async throws -> [StoredUpdate] {
         guard last > sequence else { return [] }
         let rows = try await self.reader.query(
-            "SELECT sequence, id, topics, data, private, type, retry FROM updates WHERE sequence > ? AND sequence <= ? ORDER BY sequence",
-            [.integer(Int(sequence)), .integer(Int(last))]
+            """
+            SELECT sequence, id, topics, data, private, type, retry FROM updates
+            WHERE sequence > ? AND sequence <= ? AND published_at >= ? ORDER BY sequence
+            """,
+            [.integer(Int(sequence)), .integer(Int(last)), .float(self.cutoff)]
         )
         return try rows.map { row in
             guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string,

@@ -46,6 +46,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "How many updates the history keeps for subscribers that resume.")
     var history = 100_000
 
+    @Option(help: "How many hours an update stays in the history; 0 for no limit.")
+    var historyHours: Double = 7 * 24
+
     @Option(help: "The SQLite file that keeps the history.")
     var database = "herald.db"
 
@@ -80,6 +83,7 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535.") }
         guard self.heartbeat >= 0 else { throw ValidationError("--heartbeat must not be negative.") }
         guard self.history > 0 else { throw ValidationError("--history must be at least 1.") }
+        guard self.historyHours >= 0 else { throw ValidationError("--history-hours must not be negative.") }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
     }
 
@@ -107,14 +111,15 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let keys = try self.keys()  // refuse a bad configuration before touching the history
+        let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore
         let storeDescription: String
         if self.inMemory {
-            store = InMemoryEventStore(capacity: self.history)
+            store = InMemoryEventStore(retention: retention)
             storeDescription = "history in memory"
         } else {
             do {
-                store = try await SQLiteEventStore.open(path: self.database, capacity: self.history)
+                store = try await SQLiteEventStore.open(path: self.database, retention: retention)
             } catch {
                 throw CommandFailure("cannot open the SQLite history '\(self.database)': \(error)")
             }

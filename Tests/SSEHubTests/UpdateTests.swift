@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 
 @testable import SSEHub
@@ -73,13 +74,19 @@ enum StoreKind: String, CaseIterable, Sendable {
     case memory, sqlite
 
     /// Runs `body` with a fresh store, and closes it afterwards (an SQLite connection must be).
-    func with(capacity: Int = 100, _ body: (any EventStore) async throws -> Void) async throws {
+    func with(
+        capacity: Int = 100,
+        age: Duration? = nil,
+        now: @escaping @Sendable () -> Date = Date.init,
+        _ body: (any EventStore) async throws -> Void
+    ) async throws {
+        let retention = Retention(count: capacity, age: age)
         switch self {
         case .memory:
-            try await body(InMemoryEventStore(capacity: capacity))
+            try await body(InMemoryEventStore(retention: retention, now: now))
         case .sqlite:
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
-            let store = try await SQLiteEventStore.open(path: path, capacity: capacity)
+            let store = try await SQLiteEventStore.open(path: path, retention: retention, now: now)
             do {
                 try await body(store)
             } catch {
@@ -117,6 +124,22 @@ struct EventStoreTests {
             #expect(try await store.updates(through: 10).map(\.update.id) == ["e8", "e9", "e10"])
             #expect(try await store.updates(after: "e7", through: 10) == nil, "a forgotten id is unknown")
             #expect(try await store.updates(after: "e8", through: 10)?.map(\.update.id) == ["e9", "e10"])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func retentionForgetsWhatIsTooOld(_ kind: StoreKind) async throws {
+        let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_000_000))
+        try await kind.with(age: .seconds(3600), now: { clock.withLockedValue { $0 } }) { store in
+            _ = try await store.append(self.updates(1...2))
+            clock.withLockedValue { $0 += 1800 }
+            _ = try await store.append(self.updates(3...4))
+            #expect(try await store.updates(through: 4).map(\.update.id) == ["e1", "e2", "e3", "e4"])
+            clock.withLockedValue { $0 += 1801 }  // e1 and e2 are now older than an hour
+            #expect(try await store.updates(through: 4).map(\.update.id) == ["e3", "e4"], "even with no publish since")
+            #expect(try await store.updates(after: "e2", through: 4) == nil, "a forgotten id is unknown")
+            _ = try await store.append(self.updates(5...5))
+            #expect(try await store.updates(after: "e3", through: 5)?.map(\.update.id) == ["e4", "e5"])
         }
     }
 
