@@ -41,14 +41,11 @@ public struct MercureClaims: Sendable {
     public var expiresAt: Date?
 }
 
-/// Why a request was not authorized: said so that an operator can act on it, never with secrets.
+/// Why a token was not accepted (a 401): said so that an operator can act on it, never with secrets.
 public struct AuthorizationFailure: Error, Sendable, CustomStringConvertible {
-    /// 401 (no valid token) or 403 (a valid token that does not allow this).
-    public let isForbidden: Bool
     public let description: String
 
-    static func unauthorized(_ reason: String) -> Self { Self(isForbidden: false, description: reason) }
-    static func forbidden(_ reason: String) -> Self { Self(isForbidden: true, description: reason) }
+    static func unauthorized(_ reason: String) -> Self { Self(description: reason) }
 }
 
 /// A key that cannot be used, said so that the operator can fix the configuration.

@@ -248,7 +248,7 @@ struct Authorizer: Sendable {
         do {
             return try await verifier.verify(token, role: role)
         } catch {
-            throw HTTPError(error.isForbidden ? .forbidden : .unauthorized, message: error.description)
+            throw HTTPError(.unauthorized, message: error.description)
         }
     }
 

@@ -82,9 +82,7 @@ public final class Hub: Sendable {
 
     /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored.
     public func publish(_ update: Update) async throws {
-        let event = try update.event()
-        var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
-        buffer.writeServerSentEvent(event)  // once, for every subscriber
+        let buffer = self.allocator.buffer(encoding: try update.event())  // once, for every subscriber
         let started = ContinuousClock.now
         guard let stored = try await self.store.append([update]).first else { return }
         self.storeLatency.record(duration: ContinuousClock.now - started)
@@ -169,12 +167,7 @@ public final class Hub: Sendable {
             replayed = try await self.store.updates(through: registeredThrough)
         }
         replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
-        let replay = try replayed.map { stored in
-            let event = try stored.update.event()
-            var buffer = self.allocator.buffer(capacity: event.encodedByteCount)
-            buffer.writeServerSentEvent(event)
-            return buffer
-        }
+        let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
         return (Subscription(replay: replay, live: stream, end: continuation), resumption)
     }
 

@@ -21,3 +21,16 @@ extension ByteBuffer {
         }
     }
 }
+
+extension ByteBufferAllocator {
+    /// A buffer holding exactly `event` in `text/event-stream` form: sized once, written once.
+    /// Encode an event this way once and hand the same buffer to every client.
+    public func buffer(encoding event: ServerSentEvent) -> ByteBuffer {
+        let size = event.encodedByteCount
+        var buffer = self.buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { bytes in
+            event.encode(into: bytes)
+        }
+        return buffer
+    }
+}

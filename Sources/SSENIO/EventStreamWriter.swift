@@ -51,11 +51,7 @@ public enum EventStreamWriter {
         clock: C = ContinuousClock(),
         to write: (ByteBuffer) async throws -> Void
     ) async throws where Events.Element == ServerSentEvent {
-        let encoded = events.map { event in
-            var buffer = allocator.buffer(capacity: event.encodedByteCount)
-            buffer.writeServerSentEvent(event)
-            return buffer
-        }
+        let encoded = events.map { allocator.buffer(encoding: $0) }
         try await Self.write(encoded: encoded, keepAlive: keepAlive, allocator: allocator, clock: clock, to: write)
     }
 

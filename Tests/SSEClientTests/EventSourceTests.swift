@@ -54,6 +54,13 @@ func quick(_ change: (inout EventSource.Configuration) -> Void = { _ in }) -> Ev
     return configuration
 }
 
+extension EventSource {
+    /// A source that waits on a manual clock.
+    convenience init(onManual clock: ManualClock, url: String, configuration: Configuration) {
+        self.init(url: url, configuration: configuration, httpClient: nil, logger: Logger(label: "test"), clock: clock)
+    }
+}
+
 @Suite("EventSource against a live server")
 struct EventSourceTests {
     @Test func sendsTheHeadersOfABrowserAndReceivesEvents() async throws {
@@ -203,13 +210,7 @@ struct EventSourceTests {
             try await responder.stream(index == 0 ? "retry: 1234\ndata: a\n\n" : "data: b\n\n")
         } _: { server in
             let clock = ManualClock()
-            let source = EventSource(
-                url: server.url,
-                configuration: quick { $0.readTimeout = nil },
-                httpClient: nil,
-                logger: Logger(label: "test"),
-                clock: clock
-            )
+            let source = EventSource(onManual: clock, url: server.url, configuration: quick { $0.readTimeout = nil })
             try await withTimeLimit { () async throws in
                 var iterator = source.makeAsyncIterator()
                 #expect(try await iterator.next()?.data == "a")
@@ -239,13 +240,7 @@ struct EventSourceTests {
             }
         } _: { server in
             let clock = ManualClock()
-            let source = EventSource(
-                url: server.url,
-                configuration: quick { $0.readTimeout = .seconds(5) },
-                httpClient: nil,
-                logger: Logger(label: "test"),
-                clock: clock
-            )
+            let source = EventSource(onManual: clock, url: server.url, configuration: quick { $0.readTimeout = .seconds(5) })
             try await withTimeLimit { () async throws in
                 var iterator = source.makeAsyncIterator()
                 #expect(try await iterator.next()?.data == "then silence")
@@ -271,13 +266,7 @@ struct EventSourceTests {
             try await Task.sleep(for: .seconds(30))
         } _: { server in
             let clock = ManualClock()
-            let source = EventSource(
-                url: server.url,
-                configuration: quick { $0.readTimeout = .seconds(5) },
-                httpClient: nil,
-                logger: Logger(label: "test"),
-                clock: clock
-            )
+            let source = EventSource(onManual: clock, url: server.url, configuration: quick { $0.readTimeout = .seconds(5) })
             try await withTimeLimit { () async throws in
                 var iterator = source.makeAsyncIterator()
                 #expect(try await iterator.next()?.data == "a")

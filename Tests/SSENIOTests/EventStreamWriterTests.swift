@@ -43,6 +43,9 @@ struct EventStreamWriterTests {
         event.encode(into: &expected)
         #expect(written == expected.count - 1)
         #expect(Array(buffer.readableBytesView) == expected)
+        let exact = ByteBufferAllocator().buffer(encoding: event)
+        #expect(Array(exact.readableBytesView) == Array(expected.dropFirst()))
+        #expect(exact.readableBytes == event.encodedByteCount)
     }
 
     @Test func opensWithACommentThenSendsEachEventThenEnds() async throws {
