@@ -39,6 +39,59 @@ public struct MercureClaims: Sendable {
     public var subscribe: [TopicSelector]?
     /// `exp`: when the token, and a subscription made with it, ends.
     public var expiresAt: Date?
+    /// `mercure.payload`: any JSON, shown with the bearer's subscriptions in the subscriptions API
+    /// and in subscription events.
+    var payload: JSONValue?
+
+    /// Claims that allow publishing to `publish` and receiving the private updates of `subscribe`.
+    public init(publish: [TopicSelector]? = nil, subscribe: [TopicSelector]? = nil, expiresAt: Date? = nil) {
+        self.publish = publish
+        self.subscribe = subscribe
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A JSON value kept as it was given (`mercure.payload`).
+enum JSONValue: Codable, Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case integer(Int64)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
 }
 
 /// Why a token was not accepted (a 401): said so that an operator can act on it, never with secrets.
@@ -104,11 +157,13 @@ final class TokenVerifier: Sendable {
                 "the \(role) token is not valid: it must be a JWT signed with the \(role) key (\(self.key.algorithm.rawValue))"
             )
         }
-        return MercureClaims(
+        var claims = MercureClaims(
             publish: payload.mercure?.publish?.map(TopicSelector.init),
             subscribe: payload.mercure?.subscribe?.map(TopicSelector.init),
             expiresAt: payload.exp?.value
         )
+        claims.payload = payload.mercure?.payload
+        return claims
     }
 
     /// Signs claims with an HMAC key: for development mode's ready-made tokens.
@@ -124,6 +179,7 @@ struct MercureToken: JWTPayload {
     struct Mercure: Codable, Sendable {
         var publish: [String]?
         var subscribe: [String]?
+        var payload: JSONValue?
     }
 
     var exp: ExpirationClaim?

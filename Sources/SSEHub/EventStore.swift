@@ -53,6 +53,9 @@ public protocol EventStore: Sendable {
     /// The sequence number of the last update stored (0 when there is none).
     func lastSequence() async throws -> UInt64
 
+    /// The ID of the last update stored, if it is still kept.
+    func lastEventID() async throws -> String?
+
     /// Stores `updates` in order and returns them with their sequence numbers.
     ///
     /// - Throws: ``EventStoreError/duplicateID`` when an ID is already in the history.
@@ -110,6 +113,10 @@ public final class InMemoryEventStore: EventStore {
 
     public func lastSequence() async throws -> UInt64 {
         self.state.withLockedValue { $0.lastSequence }
+    }
+
+    public func lastEventID() async throws -> String? {
+        self.state.withLockedValue { $0.first < $0.updates.count ? $0.updates.last?.update.id : nil }
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {

@@ -40,7 +40,8 @@ extension Hub {
         public init() {}
     }
 
-    /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure`, and `/healthz`.
+    /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure` (and the subscriptions
+    /// API when the hub tracks subscriptions), and `/healthz`.
     ///
     /// - Throws: When a configured key cannot be read (a PEM that does not parse, say).
     public func addRoutes<Context: RequestContext>(
@@ -60,6 +61,9 @@ extension Hub {
         }
         router.post("/.well-known/mercure") { request, context in
             try await self.publishResponse(request, context: context, authorizer: authorizer, configuration: configuration)
+        }
+        if self.configuration.tracksSubscriptions {
+            self.addSubscriptionsRoutes(to: router, authorizer: authorizer)
         }
         router.get("/healthz") { _, _ in "ok\n" }
     }
@@ -82,8 +86,7 @@ extension Hub {
         let (events, resumption) = try await self.subscribe(
             topics.map(TopicSelector.init),
             lastEventID: request.lastEventID,
-            grants: claims?.subscribe ?? [],
-            until: claims?.expiresAt.map { .now + .seconds($0.timeIntervalSinceNow) }
+            claims: claims
         )
         var headers: HTTPFields = [
             .contentType: "text/event-stream",

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 public import Logging
 import Metrics
 public import NIOCore
@@ -25,6 +26,10 @@ public final class Hub: Sendable {
         /// Updates waiting for one subscriber before it is cut as too slow (it then reconnects
         /// and catches up from the history, so nothing is lost and the others never wait).
         public var subscriberQueueLimit: Int = 1_000
+        /// Whether the hub tracks its subscriptions: it then publishes a private update on
+        /// `/.well-known/mercure/subscriptions/{topic}/{subscriber}` when a subscription starts
+        /// and when it ends, and answers the subscriptions API. Off by default, as in Mercure.
+        public var tracksSubscriptions = false
 
         /// Creates a configuration with the defaults.
         public init() {}
@@ -42,11 +47,15 @@ public final class Hub: Sendable {
         /// What the subscriber's token allows of private updates (`mercure.subscribe`).
         let grants: [TopicSelector]
         let continuation: AsyncStream<ByteBuffer>.Continuation
+        /// How the subscriptions API shows it, when the hub tracks subscriptions.
+        let tracked: TrackedSubscriber?
     }
 
     private struct Registry {
         /// The last update fanned out.
         var lastSequence: UInt64
+        /// Its ID, `nil` before the first.
+        var lastEventID: String?
         /// Updates stored but waiting for an earlier one to be fanned out first.
         var waiting: [UInt64: (Update, ByteBuffer)] = [:]
         var subscribers: [Int: Subscriber] = [:]
@@ -58,6 +67,8 @@ public final class Hub: Sendable {
     /// The configuration.
     public let configuration: Configuration
     private let registry: NIOLockedValueBox<Registry>
+    /// Subscription events on their way to the store, by a key of their own.
+    private let announcements = NIOLockedValueBox((nextKey: 0, tasks: [Int: Task<Void, Never>]()))
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
     // Through swift-metrics: the application picks the backend (herald serve: Prometheus).
@@ -72,7 +83,9 @@ public final class Hub: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        self.registry = NIOLockedValueBox(Registry(lastSequence: try await store.lastSequence()))
+        self.registry = NIOLockedValueBox(
+            Registry(lastSequence: try await store.lastSequence(), lastEventID: try await store.lastEventID())
+        )
     }
 
     /// The number of subscribers connected now.
@@ -94,6 +107,7 @@ public final class Hub: Sendable {
             // Fan out in history order, whatever order concurrent publishes finished storing in.
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
                 registry.lastSequence += 1
+                registry.lastEventID = next.id
                 for (id, subscriber) in registry.subscribers
                 where Self.delivers(next, to: subscriber.selectors, grants: subscriber.grants) {
                     delivered += 1
@@ -118,31 +132,34 @@ public final class Hub: Sendable {
     /// - Parameters:
     ///   - selectors: The topic selectors.
     ///   - lastEventID: Where to resume, if anywhere.
-    ///   - grants: The token's `mercure.subscribe` selectors: a private update is delivered only
-    ///     when one of its topics matches one of them.
-    ///   - deadline: When the subscription ends (the token's expiry), if ever.
+    ///   - claims: The subscriber's token, if it has one: a private update is delivered only when
+    ///     one of its topics matches one of the `mercure.subscribe` selectors; the subscription
+    ///     ends when the token expires.
     /// - Returns: The encoded events, replay first, then live; and, when `lastEventID` was given,
     ///   what the response's `Last-Event-ID` header must say.
     public func subscribe(
         _ selectors: [TopicSelector],
         lastEventID: String?,
-        grants: [TopicSelector] = [],
-        until deadline: ContinuousClock.Instant? = nil
+        claims: MercureClaims? = nil
     ) async throws -> (events: Subscription, resumption: Resumption?) {
+        let grants = claims?.subscribe ?? []
         let (stream, continuation) = AsyncStream.makeStream(
             of: ByteBuffer.self,
             bufferingPolicy: .bufferingOldest(self.configuration.subscriberQueueLimit)
         )
+        let tracked = self.configuration.tracksSubscriptions
+            ? TrackedSubscriber(id: Self.makeID(), topics: selectors.map(\.description), payload: claims?.payload)
+            : nil
         let (id, registeredThrough) = self.registry.withLockedValue { registry in
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
-            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation)
+            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation, tracked: tracked)
             self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
-        let expiry = deadline.map { deadline in
+        let expiry = claims?.expiresAt.map { expiresAt in
             Task {
-                try await Task.sleep(until: deadline)
+                try await Task.sleep(for: .seconds(expiresAt.timeIntervalSinceNow))
                 continuation.finish()  // the token expired: the stream ends, the connection closes
             }
         }
@@ -153,6 +170,20 @@ public final class Hub: Sendable {
                 return registry.subscribers.count
             }
             subscribers.record(count)
+            if let tracked {
+                self.announcements.withLockedValue { announcements in
+                    let key = announcements.nextKey
+                    announcements.nextKey += 1
+                    announcements.tasks[key] = Task {
+                        await self.publishSubscriptionEvents(for: tracked, active: false)
+                        // Runs after the insertion, which holds the lock.
+                        self.announcements.withLockedValue { _ = $0.tasks.removeValue(forKey: key) }
+                    }
+                }
+            }
+        }
+        if let tracked {
+            await self.publishSubscriptionEvents(for: tracked, active: true)
         }
 
         guard let lastEventID else {
@@ -169,6 +200,39 @@ public final class Hub: Sendable {
         replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
         let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
         return (Subscription(replay: replay, live: stream, end: continuation), resumption)
+    }
+
+    /// Waits until the subscription events of subscriptions that have ended are stored: call it
+    /// once the server has stopped, before closing the store.
+    public func waitForSubscriptionEvents() async {
+        while let task = self.announcements.withLockedValue({ $0.tasks.values.first }) {
+            await task.value
+        }
+    }
+
+    /// The subscriptions active now (when the hub tracks them), and the ID of the last update
+    /// fanned out (`earliest` before the first): resuming the subscription events from it misses
+    /// no change to the list.
+    func activeSubscriptions() -> (lastEventID: String, subscribers: [TrackedSubscriber]) {
+        self.registry.withLockedValue { registry in
+            (registry.lastEventID ?? "earliest", registry.subscribers.values.compactMap(\.tracked))
+        }
+    }
+
+    /// Publishes that `subscriber`'s subscriptions started or ended: one private update per topic
+    /// selector, on the subscription's own URL.
+    private func publishSubscriptionEvents(for subscriber: TrackedSubscriber, active: Bool) async {
+        for topic in subscriber.topics {
+            let document = subscriber.document(topic: topic, active: active)
+            do {
+                try await self.publish(Update(id: Self.makeID(), topics: [document.id], data: document.json(), isPrivate: true))
+            } catch {
+                self.logger.error(
+                    "subscription event not published",
+                    metadata: ["topic": "\(document.id)", "error": "\(String(describing: error))"]
+                )
+            }
+        }
     }
 
     /// Whether a subscriber with `selectors` and `grants` receives `update`: one of its topics

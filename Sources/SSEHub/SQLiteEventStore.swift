@@ -94,6 +94,14 @@ public actor SQLiteEventStore: EventStore {
         self.last
     }
 
+    public func lastEventID() async throws -> String? {
+        let rows = try await self.reader.query(
+            "SELECT id FROM updates WHERE published_at >= ? ORDER BY sequence DESC LIMIT 1",
+            [.float(self.cutoff)]
+        )
+        return rows.first?.column("id")?.string
+    }
+
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
             self.pending.append((updates, continuation))

@@ -29,7 +29,8 @@ struct Serve: AsyncParsableCommand {
             image: MERCURE_PUBLISHER_JWT_KEY, MERCURE_PUBLISHER_JWT_ALG, MERCURE_SUBSCRIBER_JWT_KEY, \
             MERCURE_SUBSCRIBER_JWT_ALG (HS256 when no algorithm is given; the subscriber key \
             defaults to the publisher key). With no key at all the hub starts in development mode: \
-            it makes a key for this run, prints ready tokens, and allows anonymous subscribers. \
+            it makes a key for this run, prints ready tokens, and allows anonymous subscribers \
+            and tracks subscriptions. \
             The history is kept in an SQLite file (herald.db) unless --in-memory is given.
             """
     )
@@ -72,6 +73,9 @@ struct Serve: AsyncParsableCommand {
 
     @Flag(help: "Allow subscribers without a token (they receive public updates only).")
     var anonymous = false
+
+    @Flag(help: "Publish subscription events and serve the subscriptions API (on in development mode).")
+    var subscriptions = false
 
     @Option(help: "An origin allowed to publish with the mercureAuthorization cookie. Repeatable.")
     var publishOrigin: [String] = []
@@ -148,6 +152,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = .info
         var hubConfiguration = Hub.Configuration()
         hubConfiguration.subscriberQueueLimit = self.subscriberQueue
+        hubConfiguration.tracksSubscriptions = self.subscriptions || keys == nil
         let hub = try await Hub(store: store, configuration: hubConfiguration, logger: logger)
         var http = Hub.HTTPConfiguration()
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
@@ -210,5 +215,6 @@ struct Serve: AsyncParsableCommand {
             logger: logger
         )
         try await app.runService()
+        await hub.waitForSubscriptionEvents()  // the ends of the subscriptions just closed
     }
 }

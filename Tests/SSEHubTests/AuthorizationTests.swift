@@ -20,13 +20,17 @@ import Testing
 func token(
     publish: [String]? = nil,
     subscribe: [String]? = nil,
+    payload: JSONValue? = nil,
     expires: Date? = nil,
     secret: String = HubHTTPTests.secret
 ) async throws -> String {
     let keys = JWTKeyCollection()
     await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
     return try await keys.sign(
-        MercureToken(exp: expires.map(ExpirationClaim.init(value:)), mercure: .init(publish: publish, subscribe: subscribe))
+        MercureToken(
+            exp: expires.map(ExpirationClaim.init(value:)),
+            mercure: .init(publish: publish, subscribe: subscribe, payload: payload)
+        )
     )
 }
 

@@ -28,9 +28,12 @@ struct HubHTTPTests {
         anonymous: Bool = true,
         publishOrigins: [String] = [],
         corsOrigins: [String] = [],
+        tracksSubscriptions: Bool = false,
         _ body: @escaping @Sendable (_ base: String) async throws -> Void
     ) async throws {
-        let hub = try await Hub(store: InMemoryEventStore())
+        var configuration = Hub.Configuration()
+        configuration.tracksSubscriptions = tracksSubscriptions
+        let hub = try await Hub(store: InMemoryEventStore(), configuration: configuration)
         var http = Hub.HTTPConfiguration()
         http.heartbeat = heartbeat
         http.maximumPublishSize = maximumPublishSize
