@@ -35,13 +35,15 @@ extension Hub {
         public var publishOrigins: [String] = []
         /// The origins whose pages may use the hub (with credentials); others get no CORS headers.
         public var corsOrigins: [String] = []
+        /// The dashboard served at `/`, if any.
+        public var dashboard: Dashboard?
 
         /// Creates a configuration with the defaults.
         public init() {}
     }
 
     /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure` (and the subscriptions
-    /// API when the hub tracks subscriptions), and `/healthz`.
+    /// API when the hub tracks subscriptions), the dashboard at `/` if configured, and `/healthz`.
     ///
     /// - Throws: When a configured key cannot be read (a PEM that does not parse, say).
     public func addRoutes<Context: RequestContext>(
@@ -65,6 +67,7 @@ extension Hub {
         if self.configuration.tracksSubscriptions {
             self.addSubscriptionsRoutes(to: router, authorizer: authorizer)
         }
+        configuration.dashboard?.addRoute(to: router)
         router.get("/healthz") { _, _ in "ok\n" }
     }
 

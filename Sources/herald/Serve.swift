@@ -77,6 +77,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Publish subscription events and serve the subscriptions API (on in development mode).")
     var subscriptions = false
 
+    @Flag(help: "Do not serve the dashboard at /.")
+    var noDashboard = false
+
     @Option(help: "An origin allowed to publish with the mercureAuthorization cookie. Repeatable.")
     var publishOrigin: [String] = []
 
@@ -160,6 +163,7 @@ struct Serve: AsyncParsableCommand {
         http.publishOrigins = self.publishOrigin
         http.corsOrigins = self.corsOrigin
         var banner = ""
+        http.dashboard = self.noDashboard ? nil : Hub.Dashboard()
         if let (publisher, subscriber) = keys {
             http.publisherKey = publisher
             http.subscriberKey = subscriber
@@ -172,9 +176,14 @@ struct Serve: AsyncParsableCommand {
             http.allowsAnonymousSubscribers = true
             let publisherToken = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: secret)
             let subscriberToken = try await Hub.developmentToken(publish: nil, subscribe: ["*"], key: secret)
+            if !self.noDashboard {
+                // Development mode only: the page comes with its tokens, ready to use.
+                http.dashboard = Hub.Dashboard(publisherToken: publisherToken, subscriberToken: subscriberToken)
+            }
             banner = """
                 herald: DEVELOPMENT MODE, NOT FOR PRODUCTION: no JWT key was given, so this hub made one for this run
-                herald: and lets anyone subscribe to public updates. Set MERCURE_PUBLISHER_JWT_KEY for real use.
+                herald: and lets anyone subscribe to public updates; the dashboard hands out the tokens below to anyone
+                herald: who can load it. Set MERCURE_PUBLISHER_JWT_KEY for real use.
                 herald: publisher token (may publish to every topic):
                 \(publisherToken)
                 herald: subscriber token (may receive every private update):
@@ -197,6 +206,7 @@ struct Serve: AsyncParsableCommand {
         let history = self.history
         let startStore = storeDescription
         let startBanner = banner
+        let dashboard = http.dashboard != nil
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
@@ -207,7 +217,7 @@ struct Serve: AsyncParsableCommand {
                         """
                         herald: hub listening on http://\(address)/.well-known/mercure (\(startStore), \(history) updates kept)
 
-                        """.utf8 + Array(startBanner.utf8)
+                        """.utf8 + Array((dashboard ? "herald: dashboard at http://\(address)/\n" : "").utf8) + Array(startBanner.utf8)
                     ),
                     to: STDERR_FILENO
                 )

@@ -39,9 +39,10 @@ class Example:
 
     started = 0
 
-    def __init__(self, name, port=None, **env):
+    def __init__(self, name, port=None, args=(), **env):
         self.name = name
         self.port = port or free_port()
+        self.args = [argument.replace("{port}", str(self.port)) for argument in args]
         self.env = {**os.environ, "PORT": str(self.port), **{k: str(v) for k, v in env.items()}}
         self.process = None
         Example.started += 1
@@ -54,7 +55,7 @@ class Example:
     def start(self):
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [str(BUILD / self.name)], cwd=ROOT, env=self.env,
+            [str(BUILD / self.name), *self.args], cwd=ROOT, env=self.env,
             stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
         )
 

@@ -29,6 +29,7 @@ struct HubHTTPTests {
         publishOrigins: [String] = [],
         corsOrigins: [String] = [],
         tracksSubscriptions: Bool = false,
+        dashboard: Hub.Dashboard? = nil,
         _ body: @escaping @Sendable (_ base: String) async throws -> Void
     ) async throws {
         var configuration = Hub.Configuration()
@@ -42,6 +43,7 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = anonymous
         http.publishOrigins = publishOrigins
         http.corsOrigins = corsOrigins
+        http.dashboard = dashboard
         let router = Router()
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
@@ -108,6 +110,25 @@ struct HubHTTPTests {
             #expect(event.data == "line 1\nline 2")
             #expect(event.retry == .milliseconds(700))
             source.close()
+        }
+    }
+
+    @Test func theDashboardIsOnePageWithOnlyTheTokensItWasGiven() async throws {
+        @Sendable func origin(_ base: String) -> String { String(base.dropLast("/.well-known/mercure".count)) + "/" }
+        try await self.withHub { base in
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: origin(base)), timeout: .seconds(10))
+            #expect(response.status == .notFound, "no dashboard unless configured")
+        }
+        let dashboard = Hub.Dashboard(publisherToken: "abc.DEF-_.ghi</script><b>", subscriberToken: nil)
+        try await self.withHub(dashboard: dashboard) { base in
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: origin(base)), timeout: .seconds(10))
+            let page = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(response.status == .ok)
+            #expect(response.headers.first(name: "Content-Type") == "text/html; charset=utf-8")
+            #expect(response.headers.first(name: "Content-Security-Policy")?.contains("connect-src 'self'") == true)
+            #expect(page.contains(#"{publisherToken: "abc.DEF-_.ghiscriptb", subscriberToken: null}"#))
+            #expect(page.contains("new EventSource("))
+            #expect(!page.contains("src=") && !page.contains("<link") && !page.contains("@import"), "no external assets")
         }
     }
 
