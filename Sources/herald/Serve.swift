@@ -9,8 +9,11 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
 import Logging
 import Metrics
+import NIOSSL
 import Prometheus
 import SSEHub
 import SSENIO
@@ -40,6 +43,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "The port to listen on.")
     var port = 8080
+
+    @Option(help: "A PEM certificate (chain): serve HTTPS, with HTTP/2 for browsers (needs --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
 
     @Option(help: "Seconds of silence before a heartbeat comment goes to a subscriber; 0 for none.")
     var heartbeat: Double = 15
@@ -92,6 +101,9 @@ struct Serve: AsyncParsableCommand {
         guard self.history > 0 else { throw ValidationError("--history must be at least 1.") }
         guard self.historyHours >= 0 else { throw ValidationError("--history-hours must not be negative.") }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
+        guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP.")
+        }
     }
 
     /// The keys from the options, else the environment; both `nil` means development mode.
@@ -116,8 +128,34 @@ struct Serve: AsyncParsableCommand {
         return (publisher, JWTKey(algorithm: subscriberAlgorithm, key: subscriberKey))
     }
 
+    /// HTTPS with HTTP/2 (and HTTP/1.1 for clients that do not offer it) when a certificate is
+    /// given, else plain HTTP/1.1.
+    func server() throws -> (HTTPServerBuilder, scheme: String) {
+        guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return (.http1(), "http") }
+        let certificates: [NIOSSLCertificate]
+        let key: NIOSSLPrivateKey
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(certificatePath)
+        } catch {
+            throw CommandFailure("cannot read the TLS certificate '\(certificatePath)': \(error)")
+        }
+        guard !certificates.isEmpty else { throw CommandFailure("'\(certificatePath)' holds no PEM certificate") }
+        do {
+            key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+        } catch {
+            throw CommandFailure("cannot read the TLS private key '\(keyPath)': \(error)")
+        }
+        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates.map { .certificate($0) }, privateKey: .privateKey(key))
+        do {
+            return (try .http2Upgrade(tlsConfiguration: tls), "https")
+        } catch {
+            throw CommandFailure("the TLS certificate and key cannot be used together: \(error)")
+        }
+    }
+
     func run() async throws {
         let keys = try self.keys()  // refuse a bad configuration before touching the history
+        let server = try self.server()
         let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore
         let storeDescription: String
@@ -133,7 +171,7 @@ struct Serve: AsyncParsableCommand {
             storeDescription = "history in SQLite file \(self.database)"
         }
         do {
-            try await self.serve(store: store, keys: keys, storeDescription: storeDescription)
+            try await self.serve(store: store, keys: keys, server: server, storeDescription: storeDescription)
         } catch {
             try? await (store as? SQLiteEventStore)?.close()
             throw error
@@ -145,6 +183,7 @@ struct Serve: AsyncParsableCommand {
     private func serve(
         store: any EventStore,
         keys: (publisher: JWTKey, subscriber: JWTKey)?,
+        server: (builder: HTTPServerBuilder, scheme: String),
         storeDescription: String
     ) async throws {
         // Prometheus at /metrics: the hub reports through swift-metrics; this process picks the
@@ -207,17 +246,19 @@ struct Serve: AsyncParsableCommand {
         let startStore = storeDescription
         let startBanner = banner
         let dashboard = http.dashboard != nil
+        let scheme = server.scheme
         let app = Application(
             router: router,
+            server: server.builder,
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 try? writeAll(
                     Array(
                         """
-                        herald: hub listening on http://\(address)/.well-known/mercure (\(startStore), \(history) updates kept)
+                        herald: hub listening on \(scheme)://\(address)/.well-known/mercure (\(startStore), \(history) updates kept)
 
-                        """.utf8 + Array((dashboard ? "herald: dashboard at http://\(address)/\n" : "").utf8) + Array(startBanner.utf8)
+                        """.utf8 + Array((dashboard ? "herald: dashboard at \(scheme)://\(address)/\n" : "").utf8) + Array(startBanner.utf8)
                     ),
                     to: STDERR_FILENO
                 )

@@ -42,6 +42,7 @@ class Example:
     def __init__(self, name, port=None, args=(), **env):
         self.name = name
         self.port = port or free_port()
+        self.scheme = "https" if "--tls-cert" in args else "http"
         self.args = [argument.replace("{port}", str(self.port)) for argument in args]
         self.env = {**os.environ, "PORT": str(self.port), **{k: str(v) for k, v in env.items()}}
         self.process = None
@@ -50,7 +51,7 @@ class Example:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self):
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +111,8 @@ def browser():
     for argument in [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-background-networking",
+        # The TLS tests' hub has a self-signed certificate (Tests/Fixtures/tls).
+        "--ignore-certificate-errors",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     ]:
         options.add_argument(argument)

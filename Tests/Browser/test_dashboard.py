@@ -2,17 +2,24 @@
 # the page's form reaches a second page, and a page whose hub is killed resumes with
 # Last-Event-ID, with no gap and no duplicate.
 import re
+import ssl
+import time
 import urllib.parse
 import urllib.request
 
 from selenium.webdriver.common.by import By
 
-from conftest import wait_until
+from conftest import ROOT, wait_until
+
+TLS = ROOT / "Tests" / "Fixtures" / "tls"
 
 
-def serve(example, database, port=None):
+def serve(example, database, port=None, tls=False):
     """`herald serve` in development mode on a free (or the given) port, history in `database`."""
-    return example("herald", port=port, args=["serve", "--port", "{port}", "--database", str(database)])
+    arguments = ["serve", "--port", "{port}", "--database", str(database)]
+    if tls:
+        arguments += ["--tls-cert", str(TLS / "cert.pem"), "--tls-key", str(TLS / "key.pem")]
+    return example("herald", port=port, args=arguments)
 
 
 def publisher_token(hub):
@@ -26,7 +33,7 @@ def publish(hub, topic, data):
     form = urllib.parse.urlencode({"topic": topic, "data": data}).encode()
     request = urllib.request.Request(hub.url + "/.well-known/mercure", data=form, method="POST")
     request.add_header("Authorization", "Bearer " + publisher_token(hub))
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10, context=ssl._create_unverified_context()) as response:
         return response.read().decode()
 
 
@@ -93,3 +100,40 @@ def test_a_page_resumes_with_last_event_id_after_the_hub_is_killed(browser, exam
     assert text(browser, "status").startswith("open")
     assert text(browser, "reconnects") == "1"
     assert text(browser, "last-id") == missed[1]
+
+
+OPEN_MANY = """
+window.sources = [];
+window.received = 0;
+for (let i = 0; i < arguments[0]; i++) {
+  const source = new EventSource("/.well-known/mercure?topic=many");
+  source.onmessage = () => { window.received += 1; };
+  window.sources.push(source);
+}
+"""
+OPEN_COUNT = "return window.sources.filter((s) => s.readyState === EventSource.OPEN).length"
+
+
+def test_over_tls_with_http2_one_page_opens_more_than_six_event_sources(browser, example, tmp_path):
+    hub = serve(example, tmp_path / "hub.db", tls=True)
+    browser.get(hub.url + "/?topic=news")
+    wait_until(lambda: text(browser, "status") == "open", message="the dashboard to subscribe")
+    assert browser.execute_script("return performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+    # The dashboard holds two EventSources already (its events and its subscriptions list).
+    browser.execute_script(OPEN_MANY, 8)
+    wait_until(lambda: browser.execute_script(OPEN_COUNT) == 8, message="eight more EventSources to open")
+    publish(hub, "many", "to every one")
+    wait_until(lambda: browser.execute_script("return window.received") == 8, message="the update on all eight")
+    assert text(browser, "status") == "open"
+
+
+def test_over_http1_the_browser_stops_at_six(browser, example, tmp_path):
+    # The control for the test above: the same page over plain HTTP/1.1 is held to six connections.
+    hub = serve(example, tmp_path / "hub.db")
+    browser.get(hub.url + "/?topic=news")
+    wait_until(lambda: text(browser, "status") == "open", message="the dashboard to subscribe")
+    browser.execute_script(OPEN_MANY, 8)
+    wait_until(lambda: browser.execute_script(OPEN_COUNT) == 4, message="four more EventSources to open")
+    time.sleep(1.5)
+    assert browser.execute_script(OPEN_COUNT) == 4, "two dashboard streams and four of these: six in all"
+    browser.execute_script("window.sources.forEach((s) => s.close())")

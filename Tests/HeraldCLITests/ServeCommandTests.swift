@@ -11,6 +11,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Testing
 
 #if canImport(Glibc)
@@ -22,11 +23,15 @@ import Glibc
 struct ServeCommandTests {
     /// Starts `herald serve` on a free port with its history in `database`, and no key:
     /// development mode. Returns the process, the hub's URL and the publisher token it printed.
-    func startHub(database: String = Self.temporaryDatabase(), key: String? = nil) throws -> (Process, String, String) {
+    func startHub(
+        database: String = Self.temporaryDatabase(),
+        key: String? = nil,
+        arguments: [String] = []
+    ) throws -> (Process, String, String) {
         let process = Process()
         process.executableURL = heraldExecutable
         process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", database]
-            + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? [])
+            + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? []) + arguments
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
         environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
@@ -190,6 +195,67 @@ struct ServeCommandTests {
         #expect(signed.status == 0, "\(signed.standardError)")
         let usage = try await runHerald(["publish", "--hub", keyedURL, "--topic", "t"])
         #expect(usage.status == 64, "either --token or --key")
+    }
+
+    @Test func tlsWithHTTP2() async throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tls")
+        let (hub, url, token) = try self.startHub(arguments: [
+            "--tls-cert", fixtures.appendingPathComponent("cert.pem").path,
+            "--tls-key", fixtures.appendingPathComponent("key.pem").path,
+        ])
+        defer { if hub.isRunning { hub.terminate() } }
+        #expect(url.hasPrefix("https://127.0.0.1:"))
+
+        var configuration = HTTPClient.Configuration()
+        configuration.tlsConfiguration = .makeClientConfiguration()
+        configuration.tlsConfiguration?.certificateVerification = .none  // the fixture is self-signed
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        do {
+            try await self.checkHTTP2(client: client, url: url, token: token)
+        } catch {
+            try await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+
+    private func checkHTTP2(client: HTTPClient, url: String, token: String) async throws {
+        // Two subscriptions and a publish share one HTTP/2 connection.
+        var first = HTTPClientRequest(url: url + "?topic=tls")
+        first.headers.add(name: "Last-Event-ID", value: "earliest")
+        let second = HTTPClientRequest(url: url + "?topic=tls")
+        let streams = [try await client.execute(first, timeout: .seconds(10)), try await client.execute(second, timeout: .seconds(10))]
+        for stream in streams {
+            #expect(stream.status == .ok)
+            #expect(stream.version == .http2)
+            #expect(stream.headers.first(name: "Content-Type") == "text/event-stream")
+        }
+        var publish = HTTPClientRequest(url: url)
+        publish.method = .POST
+        publish.headers.add(name: "Authorization", value: "Bearer \(token)")
+        publish.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        publish.body = .bytes(ByteBuffer(string: "topic=tls&data=over+h2&id=h2"))
+        let published = try await client.execute(publish, timeout: .seconds(10))
+        #expect(published.status == .ok)
+        #expect(published.version == .http2)
+        for stream in streams {
+            var text = ""
+            for try await chunk in stream.body {
+                text += String(buffer: chunk)
+                if text.contains("data: over h2") { break }
+            }
+            #expect(text.contains("id: h2\ndata: over h2\n\n"))
+        }
+    }
+
+    @Test func tlsNeedsAReadableCertificateAndKey() async throws {
+        let missing = try await runHerald(["serve", "--in-memory", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"])
+        #expect(missing.status == 1)
+        #expect(missing.standardError.contains("cannot read the TLS certificate '/nonexistent.pem'"))
+        let alone = try await runHerald(["serve", "--in-memory", "--tls-cert", "/nonexistent.pem"])
+        #expect(alone.status == 64)
+        #expect(alone.standardError.contains("--tls-cert and --tls-key go together"))
     }
 
     @Test func anUnusableKeyIsRefusedWithAReason() async throws {
