@@ -43,7 +43,7 @@ echo "the benchmark runs, and every parser counts every event of every case"
 echo "== fuzz (${HERALD_FUZZ_SECONDS:-45} s)"
 scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-45}"
 
-echo "== examples in a real browser"
+echo "== examples, the hub's dashboard and Mercure's conformance suite in a real browser"
 python3 -m pytest -q -p no:cacheprovider Tests/Browser
 
 echo "== tests"

@@ -68,6 +68,23 @@ public protocol EventStore: Sendable {
 
     /// Every update kept, up to and including sequence `last`, oldest first.
     func updates(through last: UInt64) async throws -> [StoredUpdate]
+
+    /// How much the store holds now.
+    func size() async throws -> EventStoreSize
+}
+
+/// How much a store holds: the updates kept, and the bytes they take (the file, for a file).
+public struct EventStoreSize: Sendable, Hashable {
+    /// The updates kept.
+    public var updates: Int
+    /// The bytes they take.
+    public var bytes: Int
+
+    /// A size.
+    public init(updates: Int, bytes: Int) {
+        self.updates = updates
+        self.bytes = bytes
+    }
 }
 
 /// Why a store refused updates.
@@ -93,6 +110,8 @@ public final class InMemoryEventStore: EventStore {
         var first = 0
         var sequenceByID: [String: UInt64] = [:]
         var lastSequence: UInt64 = 0
+        /// The bytes of the kept updates' IDs, topics and data.
+        var bytes = 0
     }
 
     /// What is kept.
@@ -135,6 +154,7 @@ public final class InMemoryEventStore: EventStore {
                 state.updates.append(entry)
                 state.times.append(now)
                 state.sequenceByID[update.id] = entry.sequence
+                state.bytes += Self.byteCount(of: update)
                 stored.append(entry)
             }
             self.applyRetention(to: &state, now: now)
@@ -157,6 +177,17 @@ public final class InMemoryEventStore: EventStore {
         }
     }
 
+    public func size() async throws -> EventStoreSize {
+        self.state.withLockedValue { state in
+            self.applyRetention(to: &state, now: self.now())
+            return EventStoreSize(updates: state.updates.count - state.first, bytes: state.bytes)
+        }
+    }
+
+    private static func byteCount(of update: Update) -> Int {
+        update.id.utf8.count + update.data.utf8.count + update.topics.reduce(0) { $0 + $1.utf8.count }
+    }
+
     /// Forgets the oldest updates past the count or the age, and compacts once half the array
     /// is forgotten. Updates are in time order, so only the front is ever looked at.
     private func applyRetention(to state: inout State, now: Date) {
@@ -165,6 +196,7 @@ public final class InMemoryEventStore: EventStore {
             state.updates.count - state.first > self.retention.count || cutoff.map({ state.times[state.first] < $0 }) == true
         {
             state.sequenceByID.removeValue(forKey: state.updates[state.first].update.id)
+            state.bytes -= Self.byteCount(of: state.updates[state.first].update)
             state.first += 1
         }
         if state.first > state.updates.count / 2 {

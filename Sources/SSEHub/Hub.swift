@@ -77,6 +77,8 @@ public final class Hub: Sendable {
     private let subscribersCut = Counter(label: "herald_subscribers_cut_total")
     private let subscribers = Gauge(label: "herald_subscribers")
     private let storeLatency = Metrics.Timer(label: "herald_store_append_seconds")
+    private let storeUpdates = Gauge(label: "herald_store_updates")
+    private let storeBytes = Gauge(label: "herald_store_bytes")
 
     /// A hub on `store`, continuing its history.
     public init(store: any EventStore, configuration: Configuration = .init(), logger: Logger = Logger(label: "herald.hub")) async throws {
@@ -91,6 +93,14 @@ public final class Hub: Sendable {
     /// The number of subscribers connected now.
     public var subscriberCount: Int {
         self.registry.withLockedValue { $0.subscribers.count }
+    }
+
+    /// Reads the store's size into the `herald_store_updates` and `herald_store_bytes` gauges:
+    /// call it before metrics are exported (`herald serve` does on each scrape of `/metrics`).
+    public func recordStoreSize() async throws {
+        let size = try await self.store.size()
+        self.storeUpdates.record(size.updates)
+        self.storeBytes.record(size.bytes)
     }
 
     /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored.

@@ -21,6 +21,8 @@ import SQLiteNIO
 public actor SQLiteEventStore: EventStore {
     /// What is kept; older updates are deleted.
     public let retention: Retention
+    /// The file.
+    public let path: String
     private let now: @Sendable () -> Date
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
@@ -58,7 +60,7 @@ public actor SQLiteEventStore: EventStore {
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
-            return SQLiteEventStore(writer: writer, reader: reader, last: last, retention: retention, now: now)
+            return SQLiteEventStore(path: path, writer: writer, reader: reader, last: last, retention: retention, now: now)
         } catch {
             try? await writer.close()  // a connection must be closed, even on the way out
             throw error
@@ -66,12 +68,14 @@ public actor SQLiteEventStore: EventStore {
     }
 
     private init(
+        path: String,
         writer: SQLiteConnection,
         reader: SQLiteConnection,
         last: UInt64,
         retention: Retention,
         now: @escaping @Sendable () -> Date
     ) {
+        self.path = path
         self.writer = writer
         self.reader = reader
         self.last = last
@@ -100,6 +104,15 @@ public actor SQLiteEventStore: EventStore {
             [.float(self.cutoff)]
         )
         return rows.first?.column("id")?.string
+    }
+
+    public func size() async throws -> EventStoreSize {
+        let count = try await self.reader.query("SELECT COUNT(*) AS n FROM updates WHERE published_at >= ?", [.float(self.cutoff)])
+        var bytes = 0
+        for file in [self.path, self.path + "-wal"] {
+            bytes += ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0
+        }
+        return EventStoreSize(updates: count.first?.column("n")?.integer ?? 0, bytes: bytes)
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {

@@ -6,6 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+import NIOConcurrencyHelpers
+
 /// A Mercure topic selector: `*`, an exact topic, or an RFC 6570 URI template.
 ///
 /// A topic matches when the selector is `*`, when the two strings are equal (so a template also
@@ -31,6 +33,10 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     /// matches only itself.
     public init(_ selector: String) {
         self.description = selector
+        if let matcher = Self.compiled.withLockedValue({ $0[selector] }) {
+            self.matcher = matcher
+            return
+        }
         if selector == "*" {
             self.matcher = .all
         } else if let pattern = Self.pattern(forTemplate: selector), let regex = try? Regex(pattern) {
@@ -38,6 +44,20 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
         } else {
             self.matcher = .exact
         }
+        Self.compiled.withLockedValue { compiled in
+            if compiled.count >= Self.cacheLimit { compiled.removeAll(keepingCapacity: true) }
+            compiled[selector] = self.matcher
+        }
+    }
+
+    /// Selectors compiled so far: subscribers and tokens repeat the same few, so each is compiled
+    /// once. Bounded: when full it starts again.
+    private static let compiled = NIOLockedValueBox<[String: Matcher]>([:])
+    static let cacheLimit = 10_000
+
+    /// Whether `selector` is compiled and cached (for the tests).
+    static func isCached(_ selector: String) -> Bool {
+        Self.compiled.withLockedValue { $0[selector] != nil }
     }
 
     /// Whether `topic` matches this selector.

@@ -234,6 +234,7 @@ struct Serve: AsyncParsableCommand {
         let router = Router()
         try await hub.addRoutes(to: router, configuration: http)
         router.get("/metrics") { _, _ in
+            try? await hub.recordStoreSize()
             var text: [UInt8] = []
             metrics.emit(into: &text)
             return Response(

@@ -62,4 +62,17 @@ struct TopicSelectorTests {
         #expect(selector.matchesAny(of: ["https://example.com/books/1", "https://example.com/users/foo/?topic=x"]))
         #expect(!selector.matchesAny(of: ["https://example.com/books/1"]))
     }
+
+    @Test func aSelectorIsCompiledOnceThenTakenFromTheCache() {
+        let template = "https://example.com/cached/\(UInt64.random(in: 0...UInt64.max))/{id}"
+        #expect(!TopicSelector.isCached(template))
+        let first = TopicSelector(template)
+        #expect(TopicSelector.isCached(template))
+        let second = TopicSelector(template)
+        // The cached one matches as the first did.
+        for topic in ["\(template.dropLast(4))42", "\(template.dropLast(4))4/2"] {
+            #expect(first.matches(topic) == second.matches(topic))
+        }
+        #expect(second.matches("\(template.dropLast(4))42"))
+    }
 }

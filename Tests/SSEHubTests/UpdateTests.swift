@@ -124,6 +124,10 @@ struct EventStoreTests {
             #expect(try await store.updates(through: 10).map(\.update.id) == ["e8", "e9", "e10"])
             #expect(try await store.updates(after: "e7", through: 10) == nil, "a forgotten id is unknown")
             #expect(try await store.updates(after: "e8", through: 10)?.map(\.update.id) == ["e9", "e10"])
+            #expect(try await store.lastEventID() == "e10")
+            let size = try await store.size()
+            #expect(size.updates == 3)
+            #expect(size.bytes > 0)
         }
     }
 
@@ -137,6 +141,7 @@ struct EventStoreTests {
             #expect(try await store.updates(through: 4).map(\.update.id) == ["e1", "e2", "e3", "e4"])
             clock.withLockedValue { $0 += 1801 }  // e1 and e2 are now older than an hour
             #expect(try await store.updates(through: 4).map(\.update.id) == ["e3", "e4"], "even with no publish since")
+            #expect(try await store.size().updates == 2)
             #expect(try await store.updates(after: "e2", through: 4) == nil, "a forgotten id is unknown")
             _ = try await store.append(self.updates(5...5))
             #expect(try await store.updates(after: "e3", through: 5)?.map(\.update.id) == ["e4", "e5"])
