@@ -13,7 +13,7 @@ struct Herald: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald",
         abstract: "Server-Sent Events tools.",
-        subcommands: [Decode.self, Listen.self, Serve.self, Publish.self]
+        subcommands: [Decode.self, Listen.self, Serve.self, Publish.self, Bench.self]
     )
 }
 

@@ -1,0 +1,597 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Histogram
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SSECore
+import SSEHub
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load a hub with subscribers and publishes; report deliveries, latency and completeness.",
+        discussion: """
+            Opens --subscribers EventSource connections (subscriber i listens to topic i mod \
+            --topics), then publishes for --duration seconds, at --rate publishes a second or as \
+            fast as --publishers concurrent publishers can. Each event carries its send time, so \
+            each delivery's latency is measured. A progress line goes to standard error, a JSON \
+            summary to standard output; the exit status is 1 when an event is missing or a \
+            request failed. Works with any Mercure hub, and with Nchan (--protocol nchan: \
+            subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). --server-pid \
+            (repeatable) adds the server's memory per connection and CPU time, read from /proc.
+            """
+    )
+
+    enum WireProtocol: String, ExpressibleByArgument, CaseIterable {
+        case mercure, nchan
+    }
+
+    @Option(help: "The hub: its Mercure URL (http://127.0.0.1:8080/.well-known/mercure), or Nchan's base URL.")
+    var hub: String
+
+    @Option(name: .customLong("protocol"), help: "mercure or nchan.")
+    var wireProtocol: WireProtocol = .mercure
+
+    @Option(help: "Subscriber connections to open.")
+    var subscribers = 100
+
+    @Option(help: "Topics; subscriber i listens to topic i mod this, and publishes go round-robin.")
+    var topics = 1
+
+    @Option(help: "Publishes a second; 0 publishes as fast as the publishers can.")
+    var rate: Double = 0
+
+    @Option(help: "Seconds of publishing (or of holding the connections, with --idle).")
+    var duration: Double = 10
+
+    @Option(help: "Concurrent publishers.")
+    var publishers = 4
+
+    @Flag(help: "Publish nothing: open the connections and hold them for --duration.")
+    var idle = false
+
+    @Option(help: "Bytes of padding in each event's data.")
+    var padding = 0
+
+    @Option(help: "A Mercure publisher JWT.")
+    var token: String?
+
+    @Option(help: "The Mercure hub's HS256 publisher key: signs a token for the bench topics.")
+    var key: String?
+
+    @Option(help: "Source addresses 127.0.0.1, .2, … to spread connections over (default: one per 10 000).")
+    var sourceAddresses: Int?
+
+    @Option(help: "A server process to measure (memory, CPU time) from /proc. Repeatable.")
+    var serverPID: [Int32] = []
+
+    @Option(help: "Seconds to wait after publishing for the last deliveries.")
+    var drain: Double = 10
+
+    func validate() throws {
+        guard self.subscribers >= 1 else { throw ValidationError("--subscribers must be at least 1.") }
+        guard self.topics >= 1 else { throw ValidationError("--topics must be at least 1.") }
+        guard self.rate >= 0, self.duration > 0, self.drain >= 0 else {
+            throw ValidationError("--rate, --duration and --drain must not be negative (--duration above 0).")
+        }
+        guard self.publishers >= 1 else { throw ValidationError("--publishers must be at least 1.") }
+        guard self.padding >= 0 else { throw ValidationError("--padding must not be negative.") }
+        if self.wireProtocol == .mercure, !self.idle, (self.token == nil) == (self.key == nil) {
+            throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
+        }
+        guard URL(string: self.hub)?.host != nil else { throw ValidationError("--hub must be an http:// URL.") }
+    }
+
+    func run() async throws {
+        let target = try Target(hub: self.hub, wireProtocol: self.wireProtocol)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let stats = group.makeIterator().map { _ in LoopStats() }
+        let server = ServerProcesses(pids: self.serverPID)
+        var report = Report(protocol: self.wireProtocol.rawValue, subscribers: self.subscribers, topics: self.topics)
+        report.serverRSSKilobytesBefore = server.rssKilobytes()
+
+        // 1. Connect every subscriber.
+        let progress = Progress(stats: stats, subscribers: self.subscribers)
+        let ticker = Task { await progress.run() }
+        let connectStart = ContinuousClock.now
+        let channels: [any Channel]
+        do {
+            channels = try await self.connectSubscribers(target: target, group: group, stats: stats)
+        } catch {
+            ticker.cancel()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        report.connected = channels.count
+        report.connectSeconds = (ContinuousClock.now - connectStart).seconds
+        report.connectionsPerSecond = Double(channels.count) / max(report.connectSeconds, 1e-9)
+        try await Task.sleep(for: .seconds(1))  // let the server settle before measuring it
+        report.serverRSSKilobytesConnected = server.rssKilobytes()
+        if let before = report.serverRSSKilobytesBefore, let connected = report.serverRSSKilobytesConnected {
+            report.serverKilobytesPerConnection = Double(connected - before) / Double(max(1, channels.count))
+        }
+
+        // 2. Publish (or hold the connections).
+        let cpuBefore = server.cpuSeconds()
+        let publishStart = ContinuousClock.now
+        var publishing = PublishResult()
+        if self.idle {
+            try await Task.sleep(for: .seconds(self.duration))
+        } else {
+            progress.publishing.withLockedValue { $0 = true }
+            publishing = try await self.publish(target: target, progress: progress)
+        }
+        let publishSeconds = (ContinuousClock.now - publishStart).seconds
+
+        // 3. Wait for the last deliveries, then stop.
+        let perTopic = (0..<self.topics).map { topic in (self.subscribers - topic + self.topics - 1) / self.topics }
+        let expected = publishing.publishedPerTopic.enumerated().reduce(0) { $0 + $1.element * perTopic[$1.offset] }
+        let drainDeadline = ContinuousClock.now + .seconds(self.drain)
+        while LoopStats.total(stats).delivered < expected, ContinuousClock.now < drainDeadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let deliverySeconds = (ContinuousClock.now - publishStart).seconds
+        let cpuAfter = server.cpuSeconds()
+        let totals = LoopStats.total(stats)  // before closing: what closing does is not counted
+        ticker.cancel()
+        progress.finishLine()
+        for channel in channels { channel.close(promise: nil) }
+        try await group.shutdownGracefully()
+
+        report.published = publishing.published
+        report.publishErrors = publishing.errors
+        report.publishesPerSecond = Double(publishing.published) / max(publishSeconds, 1e-9)
+        report.publishLatency = Percentiles(publishing.latency)
+        report.expectedDeliveries = expected
+        report.delivered = totals.delivered
+        report.completeness = expected == 0 ? 1 : Double(totals.delivered) / Double(expected)
+        report.deliveriesPerSecond = Double(totals.delivered) / max(deliverySeconds, 1e-9)
+        report.latency = Percentiles(totals.latency)
+        report.subscriberErrors = totals.errors
+        report.streamsEnded = totals.ended
+        if let cpuBefore, let cpuAfter {
+            report.serverCPUSeconds = cpuAfter - cpuBefore
+            report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(cpuAfter - cpuBefore, 1e-9)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try writeAll(Array(try encoder.encode(report)) + [UInt8(ascii: "\n")])
+        if report.completeness < 1 || report.publishErrors > 0 || report.subscriberErrors > 0 || report.streamsEnded > 0 {
+            throw CommandFailure(
+                "incomplete: \(totals.delivered) of \(expected) deliveries, \(publishing.errors) publish errors, "
+                    + "\(totals.errors) subscriber errors, \(totals.ended) streams ended early"
+            )
+        }
+    }
+
+    // MARK: Subscribers
+
+    private func connectSubscribers(target: Target, group: MultiThreadedEventLoopGroup, stats: [LoopStats]) async throws -> [any Channel] {
+        let sources = self.sourceAddresses ?? max(1, (self.subscribers + 9_999) / 10_000)
+        let loops = Array(group.makeIterator())
+        let inFlight = 256  // connections being opened at once
+        return try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
+            var channels: [any Channel] = []
+            channels.reserveCapacity(self.subscribers)
+            for index in 0..<self.subscribers {
+                if index >= inFlight, let channel = try await tasks.next() { channels.append(channel) }
+                let loopIndex = index % loops.count
+                let source = target.isLoopback && sources > 1 ? "127.0.0.\(1 + index % sources)" : nil
+                tasks.addTask {
+                    try await self.openSubscriber(
+                        target: target,
+                        topic: index % self.topics,
+                        loop: loops[loopIndex],
+                        stats: stats[loopIndex],
+                        source: source
+                    )
+                }
+            }
+            for try await channel in tasks { channels.append(channel) }
+            return channels
+        }
+    }
+
+    private func openSubscriber(target: Target, topic: Int, loop: any EventLoop, stats: LoopStats, source: String?) async throws -> any Channel {
+        let opened = loop.makePromise(of: Void.self)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.subscribePath(topic: topic))
+        head.headers.add(name: "Host", value: target.hostHeader)
+        head.headers.add(name: "Accept", value: "text/event-stream")
+        let request = head
+        var bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(10))
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(SubscriberHandler(request: request, stats: stats, opened: opened))
+                }
+            }
+        if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: target.host, port: target.port).get()
+        } catch {
+            opened.fail(error)
+            throw CommandFailure("cannot connect subscriber to \(target.host):\(target.port): \(error)")
+        }
+        do {
+            try await opened.futureResult.get()
+        } catch {
+            channel.close(promise: nil)
+            throw CommandFailure("a subscription was refused: \(error)")
+        }
+        return channel
+    }
+
+    // MARK: Publishers
+
+    private struct PublishResult {
+        var published = 0
+        var errors = 0
+        var publishedPerTopic: [Int] = []
+        var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+    }
+
+    private func publish(target: Target, progress: Progress) async throws -> PublishResult {
+        var signed = self.token ?? ""
+        if let key = self.key {
+            signed = try await Hub.developmentToken(publish: (0..<self.topics).map(target.topicName), subscribe: nil, key: key)
+        }
+        let token = signed
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.publishers
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let sequence = NIOLockedValueBox(0)
+        let start = ContinuousClock.now
+        let end = start + .seconds(self.duration)
+        let padding = String(repeating: "x", count: self.padding)
+        let topics = self.topics
+        let rate = self.rate
+        let result = await withTaskGroup(of: PublishResult.self) { group in
+            for _ in 0..<self.publishers {
+                group.addTask {
+                    var result = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
+                    while true {
+                        let number = sequence.withLockedValue { value -> Int in
+                            defer { value += 1 }
+                            return value
+                        }
+                        if rate > 0 {
+                            let due = start + .seconds(Double(number) / rate)
+                            guard due < end else { break }
+                            try? await Task.sleep(until: due)
+                        } else if ContinuousClock.now >= end {
+                            break
+                        }
+                        let topic = number % topics
+                        let sent = monotonicNanoseconds()
+                        let data = "\(number) \(sent)" + (padding.isEmpty ? "" : " " + padding)
+                        let ok = await target.publish(client: client, topic: topic, data: data, token: token)
+                        _ = result.latency.record(monotonicNanoseconds() - sent)
+                        if ok {
+                            result.published += 1
+                            result.publishedPerTopic[topic] += 1
+                            progress.published.withLockedValue { $0 += 1 }
+                        } else {
+                            result.errors += 1
+                        }
+                    }
+                    return result
+                }
+            }
+            var total = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
+            for await part in group {
+                total.published += part.published
+                total.errors += part.errors
+                for topic in 0..<topics { total.publishedPerTopic[topic] += part.publishedPerTopic[topic] }
+                total.latency.add(part.latency)
+            }
+            return total
+        }
+        try await client.shutdown()
+        return result
+    }
+}
+
+/// Where the bench connects, and how it speaks to the hub.
+private struct Target: Sendable {
+    let url: URL
+    let host: String
+    let port: Int
+    let wireProtocol: Bench.WireProtocol
+
+    init(hub: String, wireProtocol: Bench.WireProtocol) throws {
+        guard let url = URL(string: hub), url.scheme == "http", let host = url.host else {
+            throw CommandFailure("--hub must be an http:// URL (the bench speaks plain HTTP/1.1): \(hub)")
+        }
+        self.url = url
+        self.host = host
+        self.port = url.port ?? 80
+        self.wireProtocol = wireProtocol
+    }
+
+    var isLoopback: Bool { self.host == "127.0.0.1" || self.host == "localhost" }
+    var hostHeader: String { "\(self.host):\(self.port)" }
+
+    func topicName(_ topic: Int) -> String { "bench\(topic)" }
+
+    private var basePath: String {
+        let path = self.url.path
+        return path.hasSuffix("/") ? String(path.dropLast()) : path
+    }
+
+    func subscribePath(topic: Int) -> String {
+        switch self.wireProtocol {
+        case .mercure: return "\(self.basePath)?topic=\(self.topicName(topic))"
+        case .nchan: return "\(self.basePath)/sub/\(self.topicName(topic))"
+        }
+    }
+
+    /// Publishes one event; `false` when the hub did not answer 2xx.
+    func publish(client: HTTPClient, topic: Int, data: String, token: String) async -> Bool {
+        let origin = "http://\(self.hostHeader)"
+        var request: HTTPClientRequest
+        switch self.wireProtocol {
+        case .mercure:
+            request = HTTPClientRequest(url: origin + self.basePath)
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .bytes(ByteBuffer(string: "topic=\(self.topicName(topic))&data=\(Publish.encode(data))"))
+        case .nchan:
+            request = HTTPClientRequest(url: origin + self.basePath + "/pub/" + self.topicName(topic))
+            request.body = .bytes(ByteBuffer(string: data))
+        }
+        request.method = .POST
+        do {
+            let response = try await client.execute(request, timeout: .seconds(30))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return (200..<300).contains(response.status.code)
+        } catch {
+            return false
+        }
+    }
+}
+
+/// What the subscribers of one event loop saw; touched only on that loop, read under its lock.
+private final class LoopStats: Sendable {
+    struct Counts {
+        var connected = 0
+        var delivered = 0
+        var errors = 0
+        var ended = 0
+        var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+    }
+
+    let counts = NIOLockedValueBox(Counts())
+
+    static func total(_ all: [LoopStats]) -> Counts {
+        var total = Counts()
+        for stats in all {
+            stats.counts.withLockedValue { counts in
+                total.connected += counts.connected
+                total.delivered += counts.delivered
+                total.errors += counts.errors
+                total.ended += counts.ended
+                total.latency.add(counts.latency)
+            }
+        }
+        return total
+    }
+}
+
+/// One subscriber connection: sends the request, parses the event stream, records each event's
+/// latency from the send time in its data.
+private final class SubscriberHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let request: HTTPRequestHead
+    private let stats: LoopStats
+    private let opened: EventLoopPromise<Void>
+    private var parser = ServerSentEventParser()
+    private var open = false
+
+    init(request: HTTPRequestHead, stats: LoopStats, opened: EventLoopPromise<Void>) {
+        self.request = request
+        self.stats = stats
+        self.opened = opened
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.write(self.wrapOutboundOut(.head(self.request)), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            if head.status == .ok {
+                self.open = true
+                self.stats.counts.withLockedValue { $0.connected += 1 }
+                self.opened.succeed()
+            } else {
+                self.opened.fail(CommandFailure("the hub answered \(head.status.code) \(head.status.reasonPhrase)"))
+                context.close(promise: nil)
+            }
+        case .body(let buffer):
+            let now = monotonicNanoseconds()
+            var delivered = 0
+            var latencies: [UInt64] = []
+            do {
+                try self.parser.parse(buffer.readableBytesView) { output in
+                    guard case .event(let event) = output else { return }
+                    delivered += 1
+                    // The data starts "<sequence> <send time in ns>".
+                    let fields = event.data.split(separator: " ", maxSplits: 2)
+                    if fields.count >= 2, let sent = UInt64(fields[1]), sent <= now {
+                        latencies.append(now - sent)
+                    }
+                }
+            } catch {
+                self.stats.counts.withLockedValue { $0.errors += 1 }
+                context.close(promise: nil)
+            }
+            self.stats.counts.withLockedValue { counts in
+                counts.delivered += delivered
+                for latency in latencies { _ = counts.latency.record(latency) }
+            }
+        case .end:
+            self.stats.counts.withLockedValue { $0.ended += 1 }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.stats.counts.withLockedValue { $0.errors += 1 }
+        self.opened.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.opened.fail(CommandFailure("the connection closed before the stream opened"))
+        context.fireChannelInactive()
+    }
+}
+
+/// A progress line on standard error, once a second.
+private final class Progress: Sendable {
+    let stats: [LoopStats]
+    let subscribers: Int
+    let published = NIOLockedValueBox(0)
+    let publishing = NIOLockedValueBox(false)
+
+    init(stats: [LoopStats], subscribers: Int) {
+        self.stats = stats
+        self.subscribers = subscribers
+    }
+
+    func run() async {
+        let start = ContinuousClock.now
+        var lastDelivered = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let totals = LoopStats.total(self.stats)
+            let elapsed = (ContinuousClock.now - start).seconds
+            var line = String(format: "\r%6.1fs  subscribers %d/%d", elapsed, totals.connected, self.subscribers)
+            if self.publishing.withLockedValue({ $0 }) {
+                line += String(
+                    format: "  published %d  delivered %d (%.0f/s)  p99 %.2f ms  errors %d   ",
+                    self.published.withLockedValue { $0 }, totals.delivered, Double(totals.delivered - lastDelivered),
+                    Double(totals.latency.valueAtPercentile(99)) / 1e6, totals.errors
+                )
+            }
+            lastDelivered = totals.delivered
+            try? writeAll(Array(line.utf8), to: STDERR_FILENO)
+        }
+    }
+
+    func finishLine() {
+        try? writeAll(Array("\n".utf8), to: STDERR_FILENO)
+    }
+}
+
+/// The server's processes, read from /proc (Linux): resident memory and CPU time.
+private struct ServerProcesses {
+    let pids: [Int32]
+
+    func rssKilobytes() -> Int? {
+        guard !self.pids.isEmpty else { return nil }
+        var total = 0
+        for pid in self.pids {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else { return nil }
+            total += kilobytes
+        }
+        return total
+    }
+
+    func cpuSeconds() -> Double? {
+        guard !self.pids.isEmpty else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for pid in self.pids {
+            // Fields after the command (which is in parentheses): utime is the 12th, stime the 13th.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+            total += (user + system) / ticks
+        }
+        return total
+    }
+}
+
+/// Latency percentiles in milliseconds.
+private struct Percentiles: Encodable {
+    var p50 = 0.0, p90 = 0.0, p99 = 0.0, p999 = 0.0, max = 0.0
+
+    init(_ histogram: Histogram<UInt64>) {
+        guard histogram.totalCount > 0 else { return }
+        let milliseconds = { (value: UInt64) in (Double(value) / 1e6 * 1000).rounded() / 1000 }
+        self.p50 = milliseconds(histogram.valueAtPercentile(50))
+        self.p90 = milliseconds(histogram.valueAtPercentile(90))
+        self.p99 = milliseconds(histogram.valueAtPercentile(99))
+        self.p999 = milliseconds(histogram.valueAtPercentile(99.9))
+        self.max = milliseconds(histogram.max)
+    }
+
+    init() {}
+}
+
+/// The JSON summary.
+private struct Report: Encodable {
+    let `protocol`: String
+    let subscribers: Int
+    let topics: Int
+    var connected = 0
+    var connectSeconds = 0.0
+    var connectionsPerSecond = 0.0
+    var serverRSSKilobytesBefore: Int?
+    var serverRSSKilobytesConnected: Int?
+    var serverKilobytesPerConnection: Double?
+    var published = 0
+    var publishErrors = 0
+    var publishesPerSecond = 0.0
+    var publishLatency = Percentiles()
+    var expectedDeliveries = 0
+    var delivered = 0
+    var completeness = 1.0
+    var deliveriesPerSecond = 0.0
+    var latency = Percentiles()
+    var subscriberErrors = 0
+    var streamsEnded = 0
+    var serverCPUSeconds: Double?
+    var deliveriesPerServerCPUSecond: Double?
+}
+
+private func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+extension Duration {
+    fileprivate var seconds: Double {
+        Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,57 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import Testing
+
+/// A short run of `herald bench` against `herald serve`: a smoke test of the load generator (the
+/// benchmark itself is not part of the test command).
+@Suite("herald bench")
+struct BenchCommandTests {
+    let serve = ServeCommandTests()
+
+    func report(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    @Test func everyPublishReachesEverySubscriberOfItsTopic() async throws {
+        let (hub, url, token) = try self.serve.startHub()
+        defer { if hub.isRunning { hub.terminate() } }
+        let result = try await runHerald([
+            "bench", "--hub", url, "--token", token, "--subscribers", "30", "--topics", "3", "--rate", "200",
+            "--duration", "1.5", "--server-pid", String(hub.processIdentifier),
+        ])
+        #expect(result.status == 0, "\(result.standardError)")
+        let report = try self.report(result.standardOutput)
+        #expect(report["connected"] as? Int == 30)
+        let published = try #require(report["published"] as? Int)
+        #expect(published >= 250, "200/s for 1.5 s: \(published)")
+        // Round-robin over three topics of ten subscribers each: ten deliveries per publish.
+        #expect(report["expectedDeliveries"] as? Int == published * 10)
+        #expect(report["delivered"] as? Int == published * 10)
+        #expect(report["completeness"] as? Double == 1)
+        let latency = try #require(report["latency"] as? [String: Double])
+        #expect(latency["p50"]! > 0 && latency["p50"]! <= latency["p99"]! && latency["p99"]! <= latency["max"]!)
+        #expect((report["serverCPUSeconds"] as? Double ?? 0) > 0, "read from /proc")
+        #expect(result.standardError.contains("subscribers 30/30"), "the progress line")
+    }
+
+    @Test func aHubThatRefusesIsReportedWithAnExitStatus() async throws {
+        let (hub, url, _) = try self.serve.startHub()
+        defer { if hub.isRunning { hub.terminate() } }
+        let forged = try await runHerald([
+            "bench", "--hub", url, "--key", "not the key of this hub, though long enough", "--subscribers", "2",
+            "--duration", "0.5", "--rate", "20", "--drain", "0.5",
+        ])
+        #expect(forged.status == 1)
+        #expect(forged.standardError.contains("publish errors"))
+        let nobody = try await runHerald(["bench", "--hub", "http://127.0.0.1:1/.well-known/mercure", "--idle", "--subscribers", "1"])
+        #expect(nobody.status == 1)
+        #expect(nobody.standardError.contains("cannot connect subscriber"))
+    }
+}
