@@ -59,6 +59,7 @@ public final class Hub: Sendable {
         /// Updates stored but waiting for an earlier one to be fanned out first.
         var waiting: [UInt64: (Update, ByteBuffer)] = [:]
         var subscribers: [Int: Subscriber] = [:]
+        var index = SubscriberIndex()
         var nextSubscriberID = 0
     }
 
@@ -118,14 +119,22 @@ public final class Hub: Sendable {
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
                 registry.lastSequence += 1
                 registry.lastEventID = next.id
-                for (id, subscriber) in registry.subscribers
-                where Self.delivers(next, to: subscriber.selectors, grants: subscriber.grants) {
-                    delivered += 1
-                    if case .dropped = subscriber.continuation.yield(bytes) {
-                        self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
-                        registry.subscribers.removeValue(forKey: id)
-                        cut.append(subscriber.continuation)
+                var slow: [Int] = []
+                do {
+                    let subscribers = registry.subscribers
+                    registry.index.forEachSubscriber(of: next.topics) { id in
+                        guard let subscriber = subscribers[id],
+                            !next.isPrivate || subscriber.grants.contains(where: { $0.matchesAny(of: next.topics) })
+                        else { return }
+                        delivered += 1
+                        if case .dropped = subscriber.continuation.yield(bytes) { slow.append(id) }
                     }
+                }
+                for id in slow {
+                    guard let subscriber = registry.subscribers.removeValue(forKey: id) else { continue }
+                    registry.index.remove(id, selectors: subscriber.selectors)
+                    self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
+                    cut.append(subscriber.continuation)
                 }
             }
             return cut
@@ -164,6 +173,7 @@ public final class Hub: Sendable {
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
             registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation, tracked: tracked)
+            registry.index.insert(id, selectors: selectors)
             self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
@@ -176,7 +186,9 @@ public final class Hub: Sendable {
         continuation.onTermination = { [registry, subscribers] _ in
             expiry?.cancel()
             let count = registry.withLockedValue { registry in
-                registry.subscribers.removeValue(forKey: id)
+                if registry.subscribers.removeValue(forKey: id) != nil {
+                    registry.index.remove(id, selectors: selectors)
+                }
                 return registry.subscribers.count
             }
             subscribers.record(count)

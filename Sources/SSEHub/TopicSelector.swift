@@ -17,7 +17,7 @@ import NIOConcurrencyHelpers
 /// `https://example.com/books/1` and `https://example.com/books/`, but not
 /// `https://example.com/books/1/reviews` (a simple expression never spans a `/`; `{+path}` does).
 ///
-/// A template is compiled once, when the selector is made.
+/// A template is compiled once, and cached for the selectors made from the same string later.
 public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     /// The selector as given.
     public let description: String
@@ -58,6 +58,24 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     /// Whether `selector` is compiled and cached (for the tests).
     static func isCached(_ selector: String) -> Bool {
         Self.compiled.withLockedValue { $0[selector] != nil }
+    }
+
+    /// How the hub indexes a subscriber with this selector.
+    enum Kind {
+        /// `*`: every topic.
+        case everything
+        /// Only the topic equal to the selector.
+        case exact
+        /// A URI template: its expansions, and itself.
+        case template
+    }
+
+    var kind: Kind {
+        switch self.matcher {
+        case .all: .everything
+        case .exact: .exact
+        case .template: .template
+        }
     }
 
     /// Whether `topic` matches this selector.
