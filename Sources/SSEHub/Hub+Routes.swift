@@ -11,6 +11,11 @@ import HTTPTypes
 public import Hummingbird
 import ServiceLifecycle
 import HummingbirdSSE
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import SSECore
 public import SSENIO
 
 extension Hub {
@@ -19,6 +24,9 @@ extension Hub {
         /// A comment on idle subscriptions (15 s by default, under the 60 s idle timeouts of
         /// proxies); `nil` for none.
         public var heartbeat: KeepAlive? = KeepAlive()
+        /// How long one write to a subscriber may wait for the client to take the bytes before
+        /// the subscriber is cut (it reconnects and resumes from the history).
+        public var writeTimeout: Duration = .seconds(30)
         /// The largest publish request body, in bytes; larger ones get 413.
         public var maximumPublishSize = 1 << 20
         /// The most `topic` parameters one subscription may have.
@@ -97,7 +105,6 @@ extension Hub {
             .xAccelBuffering: "no",
         ]
         if let resumption { headers[.lastEventID] = resumption.lastEventID }
-        let heartbeat = configuration.heartbeat
         return Response(
             status: .ok,
             headers: headers,
@@ -107,19 +114,49 @@ extension Hub {
                     // reconnect (to another node) and resume with Last-Event-ID.
                     try await withGracefulShutdownHandler {
                         try await request.body.consumeWithCancellationOnInboundClose { _ in
-                            try await EventStreamWriter.write(encoded: events, keepAlive: heartbeat) { buffer in
-                                try await writer.write(buffer)
+                            try await self.stream(events, configuration: configuration) { batch in
+                                try await writer.write(contentsOf: batch)
                             }
                         }
                     } onGracefulShutdown: {
                         events.finish()
                     }
                 } catch is CancellationError {
-                    return  // the client went away
+                    return  // the client went away, or did not read in time
                 }
                 try await writer.finish(nil)
             }
         )
+    }
+
+    /// Writes a subscription: the opening comment and the replay at once, then each batch of
+    /// what was queued meanwhile with one flush, heartbeats when idle, all under the write
+    /// timeout.
+    private func stream(
+        _ events: Subscription,
+        configuration: HTTPConfiguration,
+        write: ([ByteBuffer]) async throws -> Void
+    ) async throws {
+        try await write([ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
+        let writeTimeout = TimeAmount(configuration.writeTimeout)
+        let heartbeat = configuration.heartbeat.map { (ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment)), TimeAmount($0.interval)) }
+        events.queue.startTimer(
+            period: .nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2),
+            heartbeat: heartbeat,
+            writeDeadline: writeTimeout,
+            on: MultiThreadedEventLoopGroup.singleton.any()
+        )
+        while true {
+            let batch = await events.queue.next()
+            guard !batch.isEmpty else { break }
+            do {
+                try await events.queue.write { try await write(batch) }
+            } catch is CancellationError where events.queue.wasCutForWriteDeadline {
+                self.subscribersCut.increment()
+                self.logger.notice("subscriber cut: the client did not read for \(configuration.writeTimeout)")
+                throw CancellationError()
+            }
+        }
     }
 
     private func publishResponse(

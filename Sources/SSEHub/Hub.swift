@@ -10,6 +10,7 @@ import Foundation
 public import Logging
 import Metrics
 public import NIOCore
+import NIOPosix
 import NIOConcurrencyHelpers
 import SSECore
 import SSENIO
@@ -26,6 +27,10 @@ public final class Hub: Sendable {
         /// Updates waiting for one subscriber before it is cut as too slow (it then reconnects
         /// and catches up from the history, so nothing is lost and the others never wait).
         public var subscriberQueueLimit: Int = 1_000
+        /// Bytes of updates waiting for one subscriber before it is cut as too slow. (The bytes
+        /// of an update are shared by all its subscribers: this bounds what one slow subscriber
+        /// keeps alive.)
+        public var subscriberQueueBytes: Int = 16 << 20
         /// Whether the hub tracks its subscriptions: it then publishes a private update on
         /// `/.well-known/mercure/subscriptions/{topic}/{subscriber}` when a subscription starts
         /// and when it ends, and answers the subscriptions API. Off by default, as in Mercure.
@@ -46,7 +51,7 @@ public final class Hub: Sendable {
         let selectors: [TopicSelector]
         /// What the subscriber's token allows of private updates (`mercure.subscribe`).
         let grants: [TopicSelector]
-        let continuation: AsyncStream<ByteBuffer>.Continuation
+        let queue: SubscriberQueue
         /// How the subscriptions API shows it, when the hub tracks subscriptions.
         let tracked: TrackedSubscriber?
     }
@@ -70,12 +75,12 @@ public final class Hub: Sendable {
     private let registry: NIOLockedValueBox<Registry>
     /// Subscription events on their way to the store, by a key of their own.
     private let announcements = NIOLockedValueBox((nextKey: 0, tasks: [Int: Task<Void, Never>]()))
-    private let logger: Logger
+    let logger: Logger
     private let allocator = ByteBufferAllocator()
     // Through swift-metrics: the application picks the backend (herald serve: Prometheus).
     private let publishes = Counter(label: "herald_publishes_total")
     private let deliveries = Counter(label: "herald_deliveries_total")
-    private let subscribersCut = Counter(label: "herald_subscribers_cut_total")
+    let subscribersCut = Counter(label: "herald_subscribers_cut_total")
     private let subscribers = Gauge(label: "herald_subscribers")
     private let storeLatency = Metrics.Timer(label: "herald_store_append_seconds")
     private let storeUpdates = Gauge(label: "herald_store_updates")
@@ -114,7 +119,7 @@ public final class Hub: Sendable {
         var delivered = 0
         let cut = self.registry.withLockedValue { registry in
             registry.waiting[stored.sequence] = (update, buffer)
-            var cut: [AsyncStream<ByteBuffer>.Continuation] = []
+            var cut: [SubscriberQueue] = []
             // Fan out in history order, whatever order concurrent publishes finished storing in.
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
                 registry.lastSequence += 1
@@ -127,20 +132,20 @@ public final class Hub: Sendable {
                             !next.isPrivate || subscriber.grants.contains(where: { $0.matchesAny(of: next.topics) })
                         else { return }
                         delivered += 1
-                        if case .dropped = subscriber.continuation.yield(bytes) { slow.append(id) }
+                        if !subscriber.queue.push(bytes) { slow.append(id) }
                     }
                 }
                 for id in slow {
                     guard let subscriber = registry.subscribers.removeValue(forKey: id) else { continue }
                     registry.index.remove(id, selectors: subscriber.selectors)
                     self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
-                    cut.append(subscriber.continuation)
+                    cut.append(subscriber.queue)
                 }
             }
             return cut
         }
-        // Outside the lock: finishing runs the stream's termination handler, which takes it.
-        for continuation in cut { continuation.finish() }
+        // Outside the lock: finishing runs the subscription's end, which takes it.
+        for queue in cut { queue.finish() }
         self.deliveries.increment(by: delivered)
         self.subscribersCut.increment(by: cut.count)
     }
@@ -162,9 +167,8 @@ public final class Hub: Sendable {
         claims: MercureClaims? = nil
     ) async throws -> (events: Subscription, resumption: Resumption?) {
         let grants = claims?.subscribe ?? []
-        let (stream, continuation) = AsyncStream.makeStream(
-            of: ByteBuffer.self,
-            bufferingPolicy: .bufferingOldest(self.configuration.subscriberQueueLimit)
+        let queue = SubscriberQueue(
+            limits: .init(events: self.configuration.subscriberQueueLimit, bytes: self.configuration.subscriberQueueBytes)
         )
         let tracked = self.configuration.tracksSubscriptions
             ? TrackedSubscriber(id: Self.makeID(), topics: selectors.map(\.description), payload: claims?.payload)
@@ -172,18 +176,18 @@ public final class Hub: Sendable {
         let (id, registeredThrough) = self.registry.withLockedValue { registry in
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
-            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, continuation: continuation, tracked: tracked)
+            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, queue: queue, tracked: tracked)
             registry.index.insert(id, selectors: selectors)
             self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
+        // The token's expiry ends the stream, and so closes the connection.
         let expiry = claims?.expiresAt.map { expiresAt in
-            Task {
-                try await Task.sleep(for: .seconds(expiresAt.timeIntervalSinceNow))
-                continuation.finish()  // the token expired: the stream ends, the connection closes
+            MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(Int64(expiresAt.timeIntervalSinceNow * 1e9))) {
+                queue.finish()
             }
         }
-        continuation.onTermination = { [registry, subscribers] _ in
+        queue.onFinish { [registry, subscribers] in
             expiry?.cancel()
             let count = registry.withLockedValue { registry in
                 if registry.subscribers.removeValue(forKey: id) != nil {
@@ -209,7 +213,7 @@ public final class Hub: Sendable {
         }
 
         guard let lastEventID else {
-            return (Subscription(replay: [], live: stream, end: continuation), nil)
+            return (Subscription(replay: [], queue: queue), nil)
         }
         var replayed: [StoredUpdate]
         var resumption = Resumption(lastEventID: "earliest")
@@ -221,7 +225,7 @@ public final class Hub: Sendable {
         }
         replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
         let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
-        return (Subscription(replay: replay, live: stream, end: continuation), resumption)
+        return (Subscription(replay: replay, queue: queue), resumption)
     }
 
     /// Waits until the subscription events of subscriptions that have ended are stored: call it
@@ -266,34 +270,48 @@ public final class Hub: Sendable {
 }
 
 /// The encoded events of one subscription: the replay, then live updates.
+///
+/// The subscription ends when ``finish()`` is called, when the subscriber is cut as too slow,
+/// when its token expires, or when the last copy of it is dropped.
 public struct Subscription: AsyncSequence, Sendable {
     public typealias Element = ByteBuffer
     let replay: [ByteBuffer]
-    let live: AsyncStream<ByteBuffer>
-    let end: AsyncStream<ByteBuffer>.Continuation
+    let queue: SubscriberQueue
+    private let lifetime: Lifetime
+
+    /// Finishes the queue when the last copy of the subscription goes.
+    private final class Lifetime: Sendable {
+        let queue: SubscriberQueue
+        init(_ queue: SubscriberQueue) { self.queue = queue }
+        deinit { self.queue.finish() }
+    }
+
+    init(replay: [ByteBuffer], queue: SubscriberQueue) {
+        self.replay = replay
+        self.queue = queue
+        self.lifetime = Lifetime(queue)
+    }
 
     /// Ends the subscription: what is queued is still delivered, then the sequence ends (when the
     /// hub shuts down, so that clients reconnect elsewhere).
     public func finish() {
-        self.end.finish()
+        self.queue.finish()
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(replay: self.replay, live: self.live.makeAsyncIterator())
+        AsyncIterator(subscription: self, pending: self.replay[...])
     }
 
     /// The iterator of a ``Subscription``.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var replay: [ByteBuffer]
-        var replayIndex = 0
-        var live: AsyncStream<ByteBuffer>.AsyncIterator
+        let subscription: Subscription
+        var pending: ArraySlice<ByteBuffer>
 
         public mutating func next() async -> ByteBuffer? {
-            if self.replayIndex < self.replay.count {
-                defer { self.replayIndex += 1 }
-                return self.replay[self.replayIndex]
+            if self.pending.isEmpty {
+                self.pending = await self.subscription.queue.next()[...]
             }
-            return await self.live.next()
+            return self.pending.popFirst()
         }
     }
 }

@@ -12,6 +12,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import SSEClient
 import Testing
 
@@ -129,6 +130,40 @@ struct HubHTTPTests {
             #expect(page.contains(#"{publisherToken: "abc.DEF-_.ghiscriptb", subscriberToken: null}"#))
             #expect(page.contains("new EventSource("))
             #expect(!page.contains("src=") && !page.contains("<link") && !page.contains("@import"), "no external assets")
+        }
+    }
+
+    @Test func aClientThatStopsReadingIsCutAtTheWriteTimeout() async throws {
+        var configuration = Hub.Configuration()
+        configuration.subscriberQueueLimit = 1_000_000  // only the write timeout can cut it
+        configuration.subscriberQueueBytes = 1 << 40
+        let hub = try await Hub(store: InMemoryEventStore(), configuration: configuration)
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        http.writeTimeout = .milliseconds(300)
+        let router = Router()
+        try await hub.addRoutes(to: router, configuration: http)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        try await app.test(.live) { client in
+            // A subscriber that never reads: the kernel's buffers fill, then the hub's write waits.
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4096)
+                .connect(host: "127.0.0.1", port: client.port!).get()
+            let request = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
+            try await channel.writeAndFlush(ByteBuffer(string: request))
+            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 1)
+            let big = String(repeating: "x", count: 256 * 1024)
+            var published = 0
+            while hub.subscriberCount == 1, published < 400 {
+                try await hub.publish(Update(id: "big\(published)", topics: ["t"], data: big))
+                published += 1
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(hub.subscriberCount == 0, "cut after \(published) updates of 256 KiB")
+            try await channel.close()
         }
     }
 

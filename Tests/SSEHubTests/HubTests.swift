@@ -153,6 +153,23 @@ struct HubTests {
         #expect(hub.subscriberCount <= 1)
     }
 
+    @Test func theQueueIsBoundedInBytesToo() async throws {
+        var configuration = Hub.Configuration()
+        configuration.subscriberQueueBytes = 3 * 65  // "id: uN\ndata: " + 50 bytes + "\n\n"
+        let hub = try await Hub(store: InMemoryEventStore(), configuration: configuration)
+        let (slow, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+        for n in 1...10 {
+            try await hub.publish(Update(id: "u\(n)", topics: ["t"], data: String(repeating: "x", count: 50)))
+        }
+        var received = 0
+        for await buffer in slow {
+            received += 1
+            #expect(buffer.readableBytes == 65)
+        }
+        #expect(received == 3, "what fit in 195 bytes, then the stream ended")
+        #expect(hub.subscriberCount == 0)
+    }
+
     @Test func aSubscriptionThatEndsIsForgotten() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         do {
