@@ -54,6 +54,8 @@ public actor SQLiteEventStore: EventStore {
                     published_at REAL NOT NULL
                 )
                 """,
+                // Retention by age deletes a range of this index, not a scan of the table.
+                "CREATE INDEX IF NOT EXISTS updates_published_at ON updates (published_at)",
             ] {
                 _ = try await writer.query(statement)
             }
@@ -131,11 +133,13 @@ public actor SQLiteEventStore: EventStore {
             let batch = self.pending
             self.pending = []
             var accepted: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
+            // One look-up for the whole batch; an ID already kept, or twice in the batch, refuses
+            // only the publish that has it.
+            let known = Set((try? await self.existingIDs(batch.flatMap { $0.updates.map(\.id) })) ?? [])
             var seen = Set<String>()
             for request in batch {
                 let ids = request.updates.map(\.id)
-                let known = (try? await self.existingIDs(ids)) ?? []
-                if !known.isEmpty || ids.contains(where: { !seen.insert($0).inserted }) {
+                if ids.contains(where: known.contains) || ids.contains(where: { !seen.insert($0).inserted }) {
                     request.continuation.resume(throwing: EventStoreError.duplicateID)
                 } else {
                     accepted.append(request)
@@ -155,34 +159,56 @@ public actor SQLiteEventStore: EventStore {
         self.flushing = false
     }
 
+    /// Rows per statement: SQLite allows 32 766 bound values, and a batch can be larger.
+    private static let rowsPerStatement = 500
+
     private func existingIDs(_ ids: [String]) async throws -> [String] {
-        guard !ids.isEmpty else { return [] }
-        let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ",")
-        let rows = try await self.writer.query("SELECT id FROM updates WHERE id IN (\(placeholders))", ids.map { .text($0) })
-        return rows.compactMap { $0.column("id")?.string }
+        var known: [String] = []
+        for start in stride(from: 0, to: ids.count, by: Self.rowsPerStatement) {
+            let chunk = ids[start..<min(ids.count, start + Self.rowsPerStatement)]
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            let rows = try await self.writer.query("SELECT id FROM updates WHERE id IN (\(placeholders))", chunk.map { .text($0) })
+            known += rows.compactMap { $0.column("id")?.string }
+        }
+        return known
     }
 
+    /// Inserts `updates` in one transaction, many rows a statement, then applies the retention.
     private func commit(_ updates: [Update]) async throws -> [StoredUpdate] {
         guard !updates.isEmpty else { return [] }
         _ = try await self.writer.query("BEGIN IMMEDIATE")
         do {
             var stored: [StoredUpdate] = []
+            stored.reserveCapacity(updates.count)
             let now = self.now().timeIntervalSince1970
-            for update in updates {
-                let topics = String(decoding: try JSONEncoder().encode(update.topics), as: UTF8.self)
-                let rows = try await self.writer.query(
-                    "INSERT INTO updates (id, topics, data, private, type, retry, published_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING sequence",
-                    [
-                        .text(update.id), .text(topics), .text(update.data), .integer(update.isPrivate ? 1 : 0),
+            let encoder = JSONEncoder()
+            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
+                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
+                var values: [SQLiteData] = []
+                values.reserveCapacity(chunk.count * 7)
+                for update in chunk {
+                    values += [
+                        .text(update.id), .text(String(decoding: try encoder.encode(update.topics), as: UTF8.self)),
+                        .text(update.data), .integer(update.isPrivate ? 1 : 0),
                         update.type.map { .text($0) } ?? .null,
                         update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null,
                         .float(now),
                     ]
-                )
-                guard let sequence = rows.first?.column("sequence")?.integer else {
-                    throw EventStoreError(description: "SQLite did not return the new update's sequence")
                 }
-                stored.append(StoredUpdate(sequence: UInt64(sequence), update: update))
+                let rows = try await self.writer.query(
+                    "INSERT INTO updates (id, topics, data, private, type, retry, published_at) VALUES "
+                        + Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
+                        + " RETURNING sequence",
+                    values
+                )
+                // Sequences are assigned in the order of the rows.
+                let sequences = rows.compactMap { $0.column("sequence")?.integer }.sorted()
+                guard sequences.count == chunk.count else {
+                    throw EventStoreError(description: "SQLite did not return the new updates' sequences")
+                }
+                for (update, sequence) in zip(chunk, sequences) {
+                    stored.append(StoredUpdate(sequence: UInt64(sequence), update: update))
+                }
             }
             if let newest = stored.last?.sequence {
                 _ = try await self.writer.query(
