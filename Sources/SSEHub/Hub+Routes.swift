@@ -105,6 +105,7 @@ extension Hub {
             .xAccelBuffering: "no",
         ]
         if let resumption { headers[.lastEventID] = resumption.lastEventID }
+        let loop = (context as? HubRequestContext)?.eventLoop
         return Response(
             status: .ok,
             headers: headers,
@@ -114,8 +115,12 @@ extension Hub {
                     // reconnect (to another node) and resume with Last-Event-ID.
                     try await withGracefulShutdownHandler {
                         try await request.body.consumeWithCancellationOnInboundClose { _ in
-                            try await self.stream(events, configuration: configuration) { batch in
-                                try await writer.write(contentsOf: batch)
+                            // From the connection's event loop, when the context knows it: a
+                            // write then goes straight to the channel.
+                            try await onEventLoop(loop) {
+                                try await self.stream(events, configuration: configuration) { batch in
+                                    try await writer.write(contentsOf: batch)
+                                }
                             }
                         }
                     } onGracefulShutdown: {

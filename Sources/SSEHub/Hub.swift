@@ -47,13 +47,21 @@ public final class Hub: Sendable {
         public let lastEventID: String
     }
 
-    private struct Subscriber {
+    /// A class: the fan-out looks one up per delivery, and copies one reference, not its fields.
+    private final class Subscriber: Sendable {
         let selectors: [TopicSelector]
         /// What the subscriber's token allows of private updates (`mercure.subscribe`).
         let grants: [TopicSelector]
         let queue: SubscriberQueue
         /// How the subscriptions API shows it, when the hub tracks subscriptions.
         let tracked: TrackedSubscriber?
+
+        init(selectors: [TopicSelector], grants: [TopicSelector], queue: SubscriberQueue, tracked: TrackedSubscriber?) {
+            self.selectors = selectors
+            self.grants = grants
+            self.queue = queue
+            self.tracked = tracked
+        }
     }
 
     private struct Registry {

@@ -231,7 +231,7 @@ struct Serve: AsyncParsableCommand {
                 """
         }
 
-        let router = Router()
+        let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
         router.get("/metrics") { _, _ in
             try? await hub.recordStoreSize()

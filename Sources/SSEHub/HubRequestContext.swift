@@ -1,0 +1,52 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+public import Hummingbird
+public import NIOCore
+
+/// The request context for a router that serves a hub: `Router(context: HubRequestContext.self)`.
+///
+/// It keeps the connection's event loop, so that the hub writes each subscriber's stream from
+/// that loop, with no thread hop per event. Any other context works too, a little slower.
+public struct HubRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The event loop of the request's connection.
+    public let eventLoop: any EventLoop
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.eventLoop = source.channel.eventLoop
+    }
+}
+
+/// Runs a task's jobs on an event loop.
+@available(macOS 15, iOS 18, tvOS 18, watchOS 11, visionOS 2, *)
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        self.loop.execute {
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+        }
+    }
+}
+
+/// Runs `body` on `loop` when there is one (and the platform has task executors), else as it is.
+func onEventLoop<T>(_ loop: (any EventLoop)?, _ body: () async throws -> T) async throws -> T {
+    if let loop, #available(macOS 15, iOS 18, tvOS 18, watchOS 11, visionOS 2, *) {
+        return try await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) {
+            try await body()
+        }
+    }
+    return try await body()
+}
