@@ -105,7 +105,7 @@ extension Hub {
             .xAccelBuffering: "no",
         ]
         if let resumption { headers[.lastEventID] = resumption.lastEventID }
-        let loop = (context as? HubRequestContext)?.eventLoop
+        let channel = (context as? HubRequestContext)?.channel
         return Response(
             status: .ok,
             headers: headers,
@@ -117,8 +117,8 @@ extension Hub {
                         try await request.body.consumeWithCancellationOnInboundClose { _ in
                             // From the connection's event loop, when the context knows it: a
                             // write then goes straight to the channel.
-                            try await onEventLoop(loop) {
-                                try await self.stream(events, configuration: configuration) { batch in
+                            try await onEventLoop(channel?.eventLoop) {
+                                try await self.stream(events, to: channel, configuration: configuration) { batch in
                                     try await writer.write(contentsOf: batch)
                                 }
                             }
@@ -134,29 +134,49 @@ extension Hub {
         )
     }
 
-    /// Writes a subscription: the opening comment and the replay at once, then each batch of
-    /// what was queued meanwhile with one flush, heartbeats when idle, all under the write
-    /// timeout.
+    /// Writes a subscription: the opening comment and the replay at once through `write`, then
+    /// either hands the channel to the hub's direct writes (when there is one), or writes each
+    /// batch of what was queued meanwhile through `write` with one flush; heartbeats when idle, and
+    /// all under the write timeout.
     private func stream(
         _ events: Subscription,
+        to channel: (any Channel)?,
         configuration: HTTPConfiguration,
         write: ([ByteBuffer]) async throws -> Void
     ) async throws {
         try await write([ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
         let writeTimeout = TimeAmount(configuration.writeTimeout)
-        let heartbeat = configuration.heartbeat.map { (ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment)), TimeAmount($0.interval)) }
-        events.queue.startTimer(
-            period: .nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2),
-            heartbeat: heartbeat,
-            writeDeadline: writeTimeout,
-            on: MultiThreadedEventLoopGroup.singleton.any()
-        )
+        let heartbeat = configuration.heartbeat.map { (EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment))), TimeAmount($0.interval)) }
+        let period = TimeAmount.nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2)
+
+        if let channel {
+            // Running on the channel's loop, `write` has already put its bytes in the channel, so
+            // the direct writes come after them.
+            let sink = ChannelSink(channel: channel)
+            guard events.queue.attach(sink) else { return }
+            events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: channel.eventLoop)
+            try await withTaskCancellationHandler {
+                try await sink.done.futureResult.get()
+            } onCancel: {
+                events.queue.finish()
+            }
+            if let reason = events.queue.cutReason {
+                // The client is not reading: close the connection rather than wait to end the response.
+                self.subscribersCut.increment()
+                self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(configuration.writeTimeout)" : "too much waiting for a client that does not read")")
+                try? await channel.close()
+                throw CancellationError()
+            }
+            return
+        }
+
+        events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: MultiThreadedEventLoopGroup.singleton.any())
         while true {
             let batch = await events.queue.next()
             guard !batch.isEmpty else { break }
             do {
                 try await events.queue.write { try await write(batch) }
-            } catch is CancellationError where events.queue.wasCutForWriteDeadline {
+            } catch is CancellationError where events.queue.cutReason == .writeTimeout {
                 self.subscribersCut.increment()
                 self.logger.notice("subscriber cut: the client did not read for \(configuration.writeTimeout)")
                 throw CancellationError()

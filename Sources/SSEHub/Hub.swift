@@ -70,7 +70,7 @@ public final class Hub: Sendable {
         /// Its ID, `nil` before the first.
         var lastEventID: String?
         /// Updates stored but waiting for an earlier one to be fanned out first.
-        var waiting: [UInt64: (Update, ByteBuffer)] = [:]
+        var waiting: [UInt64: (Update, EncodedEvent)] = [:]
         var subscribers: [Int: Subscriber] = [:]
         var index = SubscriberIndex()
         var nextSubscriberID = 0
@@ -119,7 +119,7 @@ public final class Hub: Sendable {
 
     /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored.
     public func publish(_ update: Update) async throws {
-        let buffer = self.allocator.buffer(encoding: try update.event())  // once, for every subscriber
+        let buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
         let started = ContinuousClock.now
         guard let stored = try await self.store.append([update]).first else { return }
         self.storeLatency.record(duration: ContinuousClock.now - started)

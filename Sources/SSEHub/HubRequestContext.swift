@@ -11,16 +11,17 @@ public import NIOCore
 
 /// The request context for a router that serves a hub: `Router(context: HubRequestContext.self)`.
 ///
-/// It keeps the connection's event loop, so that the hub writes each subscriber's stream from
-/// that loop, with no thread hop per event. Any other context works too, a little slower.
+/// It keeps the request's channel, so that the hub writes each subscriber's events straight to
+/// it on its event loop, many events a flush, with no task or thread hop per event. Any other
+/// context works too, more slowly.
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    /// The event loop of the request's connection.
-    public let eventLoop: any EventLoop
+    /// The channel of the request (of its HTTP/2 stream, over HTTP/2).
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.eventLoop = source.channel.eventLoop
+        self.channel = source.channel
     }
 }
 

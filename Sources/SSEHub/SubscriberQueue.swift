@@ -31,8 +31,14 @@ final class SubscriberQueue: Sendable {
         let task: UnsafeCurrentTask
     }
 
+    /// Why a subscriber was cut.
+    enum CutReason: Sendable { case tooManyBytes, writeTimeout }
+
     private struct State {
-        var buffers: [ByteBuffer] = []
+        /// Set once the connection's channel takes the events directly.
+        var sink: (ChannelSink, LoopWriter)?
+        var cutReason: CutReason?
+        var buffers: [EncodedEvent] = []
         var bytes = 0
         var waiter: CheckedContinuation<[ByteBuffer], Never>?
         var finished = false
@@ -40,12 +46,11 @@ final class SubscriberQueue: Sendable {
         var writingSince: NIODeadline?
         var writer: Writer?
         var timer: Scheduled<Void>?
-        var cutForWriteDeadline = false
         var onFinish: (@Sendable () -> Void)?
     }
 
     private let state = NIOLockedValueBox(State())
-    private let limits: Limits
+    let limits: Limits
 
     init(limits: Limits) {
         self.limits = limits
@@ -53,20 +58,52 @@ final class SubscriberQueue: Sendable {
 
     /// Queues `buffer`; `false` when that would overflow the queue (the caller then cuts the
     /// subscriber with ``finish()``, outside any lock of its own).
-    func push(_ buffer: ByteBuffer) -> Bool {
-        let pushed = self.state.withLockedValue { state -> (waiter: CheckedContinuation<[ByteBuffer], Never>?, batch: [ByteBuffer], accepted: Bool) in
-            guard !state.finished else { return (nil, [], true) }
-            guard state.buffers.count < self.limits.events, state.bytes + buffer.readableBytes <= self.limits.bytes else {
-                return (nil, [], false)
+    func push(_ event: EncodedEvent) -> Bool {
+        let pushed = self.state.withLockedValue {
+            state -> (waiter: CheckedContinuation<[ByteBuffer], Never>?, batch: [ByteBuffer], sink: (ChannelSink, LoopWriter)?, accepted: Bool) in
+            guard !state.finished else { return (nil, [], nil, true) }
+            if let sink = state.sink { return (nil, [], sink, true) }
+            guard state.buffers.count < self.limits.events, state.bytes + event.bytes.readableBytes <= self.limits.bytes else {
+                return (nil, [], nil, false)
             }
-            state.buffers.append(buffer)
-            state.bytes += buffer.readableBytes
+            state.buffers.append(event)
+            state.bytes += event.bytes.readableBytes
             state.lastActivity = .now()
             let (waiter, batch) = Self.takeWaiter(&state)
-            return (waiter, batch, true)
+            return (waiter, batch, nil, true)
         }
+        // Pushes come in order (the hub fans out under its lock), so the writer gets them in order.
+        if let (sink, writer) = pushed.sink { writer.enqueue(event, to: sink, of: self) }
         pushed.waiter?.resume(returning: pushed.batch)
         return pushed.accepted
+    }
+
+    /// Hands the subscriber's connection to `sink`: what is queued, then every later event, is
+    /// written straight to its channel. `false` when the queue has already finished.
+    func attach(_ sink: ChannelSink) -> Bool {
+        let writer = LoopWriter.forLoop(sink.loop)
+        return self.state.withLockedValue { state in
+            guard !state.finished else { return false }
+            // Under the lock, so that these go before any later push.
+            for event in state.buffers { writer.enqueue(event, to: sink, of: self) }
+            state.buffers = []
+            state.bytes = 0
+            state.sink = (sink, writer)
+            return true
+        }
+    }
+
+    /// Cuts the subscriber (it reconnects and catches up from the history).
+    func cut(reason: CutReason) {
+        self.state.withLockedValue { state in
+            if state.cutReason == nil { state.cutReason = reason }
+        }
+        self.finish()
+    }
+
+    /// Why the subscriber was cut, if it was.
+    var cutReason: CutReason? {
+        self.state.withLockedValue { $0.cutReason }
     }
 
     /// Ends the queue: what is queued is still taken, then ``next()`` returns nothing. The first
@@ -79,6 +116,7 @@ final class SubscriberQueue: Sendable {
             state.timer = nil
             let onFinish = state.onFinish
             state.onFinish = nil
+            if let (sink, _) = state.sink { sink.stop() }
             let (waiter, batch) = Self.takeWaiter(&state)
             return (waiter, batch, onFinish)
         }
@@ -103,7 +141,7 @@ final class SubscriberQueue: Sendable {
                 let batch = self.state.withLockedValue { state -> [ByteBuffer]? in
                     if !state.buffers.isEmpty || state.finished || Task.isCancelled {
                         defer { state.buffers = []; state.bytes = 0 }
-                        return state.buffers
+                        return state.buffers.map(\.bytes)
                     }
                     state.waiter = continuation
                     return nil
@@ -130,17 +168,12 @@ final class SubscriberQueue: Sendable {
             }
         }
         try await write()
-        if self.state.withLockedValue({ $0.cutForWriteDeadline }) { throw CancellationError() }
-    }
-
-    /// Whether the timer cancelled a write that took too long.
-    var wasCutForWriteDeadline: Bool {
-        self.state.withLockedValue { $0.cutForWriteDeadline }
+        if self.cutReason == .writeTimeout { throw CancellationError() }
     }
 
     /// Starts the timer: every `period`, a heartbeat if nothing was queued for `heartbeat`
     /// (`nil`: no heartbeats), and the end of a write running for longer than `writeDeadline`.
-    func startTimer(period: TimeAmount, heartbeat: (buffer: ByteBuffer, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
+    func startTimer(period: TimeAmount, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
         let timer = loop.scheduleTask(in: period) { [self] in
             self.tick(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
         }
@@ -149,19 +182,32 @@ final class SubscriberQueue: Sendable {
         }
     }
 
-    private func tick(period: TimeAmount, heartbeat: (buffer: ByteBuffer, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
+    private func tick(period: TimeAmount, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
         let now = NIODeadline.now()
+        if let (sink, _) = self.state.withLockedValue({ $0.sink }) {
+            // Writing directly: the timer runs on the sink's loop.
+            if sink.isStuck(for: writeDeadline, now: now) {
+                self.cut(reason: .writeTimeout)
+                return
+            }
+            if let heartbeat, sink.isIdle(for: heartbeat.after, now: now) {
+                _ = sink.write(heartbeat.event, maximumBytes: self.limits.bytes)
+                sink.flushIfNeeded()
+            }
+            self.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
+            return
+        }
         var cut = false
         let (waiter, batch) = self.state.withLockedValue { state -> (CheckedContinuation<[ByteBuffer], Never>?, [ByteBuffer]) in
             guard !state.finished else { return (nil, []) }
             if let since = state.writingSince, now - since >= writeDeadline {
-                state.cutForWriteDeadline = true
+                state.cutReason = .writeTimeout
                 state.writer?.task.cancel()
                 cut = true
                 return (nil, [])
             }
             if let heartbeat, now - state.lastActivity >= heartbeat.after {
-                state.buffers.append(heartbeat.buffer)
+                state.buffers.append(heartbeat.event)
                 state.lastActivity = now
                 return Self.takeWaiter(&state)
             }
@@ -179,6 +225,6 @@ final class SubscriberQueue: Sendable {
         guard let waiter = state.waiter else { return (nil, []) }
         state.waiter = nil
         defer { state.buffers = []; state.bytes = 0 }
-        return (waiter, state.buffers)
+        return (waiter, state.buffers.map(\.bytes))
     }
 }

@@ -147,7 +147,8 @@ struct ListenCommandTests {
             try await responder.write("data: first\n\n")
             try await Task.sleep(for: .seconds(30))
         } _: { server in
-            let result = try await runHerald(["listen", server.url, "--json", "--timeout", "0.5"], timeLimit: 10)
+            // Long enough for the process to start and connect on a loaded machine.
+            let result = try await runHerald(["listen", server.url, "--json", "--timeout", "3"], timeLimit: 15)
             #expect(result.status == 0)
             #expect(result.standardOutput == #"{"type": "message", "data": "first", "lastEventId": ""}"# + "\n")
         }

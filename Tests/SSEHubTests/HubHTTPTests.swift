@@ -45,7 +45,8 @@ struct HubHTTPTests {
         http.publishOrigins = publishOrigins
         http.corsOrigins = corsOrigins
         http.dashboard = dashboard
-        let router = Router()
+        // The context herald serve uses: subscribers' events go straight to their channels.
+        let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
         try await app.test(.live) { client in
@@ -133,7 +134,10 @@ struct HubHTTPTests {
         }
     }
 
-    @Test func aClientThatStopsReadingIsCutAtTheWriteTimeout() async throws {
+    /// Both ways of writing a subscription: straight to the channel (with ``HubRequestContext``),
+    /// and through the response writer (with any other context).
+    @Test(arguments: [true, false])
+    func aClientThatStopsReadingIsCutAtTheWriteTimeout(direct: Bool) async throws {
         var configuration = Hub.Configuration()
         configuration.subscriberQueueLimit = 1_000_000  // only the write timeout can cut it
         configuration.subscriberQueueBytes = 1 << 40
@@ -142,8 +146,19 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
         http.writeTimeout = .milliseconds(300)
-        let router = Router()
-        try await hub.addRoutes(to: router, configuration: http)
+        if direct {
+            let router = Router(context: HubRequestContext.self)
+            try await hub.addRoutes(to: router, configuration: http)
+            try await self.checkCutAtWriteTimeout(hub: hub, router: router)
+        } else {
+            let router = Router()
+            try await hub.addRoutes(to: router, configuration: http)
+            try await self.checkCutAtWriteTimeout(hub: hub, router: router)
+        }
+    }
+
+    private func checkCutAtWriteTimeout<Context: RequestContext>(hub: Hub, router: Router<Context>) async throws
+    where Context.Source == ApplicationRequestContextSource {
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
         try await app.test(.live) { client in
             // A subscriber that never reads: the kernel's buffers fill, then the hub's write waits.

@@ -1,0 +1,196 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// An event encoded once for every subscriber: its bytes, and the same bytes framed as one
+/// HTTP/1.1 chunk (`<size in hex>\r\n<bytes>\r\n`), for the connections written below the HTTP
+/// encoder.
+struct EncodedEvent: Sendable {
+    let bytes: ByteBuffer
+    let chunk: ByteBuffer
+
+    init(_ bytes: ByteBuffer) {
+        self.bytes = bytes
+        let size = String(bytes.readableBytes, radix: 16)
+        var chunk = ByteBuffer()
+        chunk.reserveCapacity(size.utf8.count + bytes.readableBytes + 4)
+        chunk.writeString(size)
+        chunk.writeStaticString("\r\n")
+        chunk.writeImmutableBuffer(bytes)
+        chunk.writeStaticString("\r\n")
+        self.chunk = chunk
+    }
+}
+
+/// Sits just below an HTTP/1 connection's response encoder (above TLS, if any): the hub writes
+/// pre-framed chunks through its context, past the handlers above it.
+private final class RawBodyWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+}
+
+/// A subscriber's connection, written to directly on its event loop: each event goes into the
+/// channel as a body part of the response the server's handler has begun, with no task and no
+/// async writer per event, and one flush for everything that arrived since the last one.
+///
+/// The response's head and first bytes are written by the server's own writer; the sink takes
+/// over after that, and hands back at the end (the handler then ends the response).
+final class ChannelSink: @unchecked Sendable {
+    // Everything below `done` is touched only on `loop`.
+    let channel: any Channel
+    let loop: any EventLoop
+    /// Succeeds when the sink stops: the handler then finishes its response.
+    let done: EventLoopPromise<Void>
+    private var finished = false
+    private var needsFlush = false
+    private var lastWrite = NIODeadline.now()
+    /// Since when the channel has not been writable (the client is not reading), and how many
+    /// bytes were written meanwhile.
+    private var unwritableSince: NIODeadline?
+    private var bytesWhileUnwritable = 0
+    /// Over HTTP/1, the context events are written through, already framed as chunks.
+    private var raw: ChannelHandlerContext?
+
+    /// A sink for `channel`; call on its event loop, after the response's head has been written.
+    init(channel: any Channel) {
+        channel.eventLoop.preconditionInEventLoop()
+        self.channel = channel
+        self.loop = channel.eventLoop
+        self.done = channel.eventLoop.makePromise(of: Void.self)
+        let pipeline = channel.pipeline.syncOperations
+        if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self) {
+            // HTTP/1 (Hummingbird always answers HTTP/1.1, so a body without a length is chunked).
+            let writer = RawBodyWriter()
+            if (try? pipeline.addHandler(writer, position: .before(encoder.handler))) != nil {
+                self.raw = try? pipeline.context(handler: writer)
+            }
+        }
+    }
+
+    /// Why a sink was cut.
+    enum Cut { case tooManyBytes, writeTimeout }
+
+    /// Writes `buffer` without flushing; `false` when the client has not taken more than
+    /// `maximumBytes` since it stopped reading (the caller then cuts it).
+    func write(_ event: EncodedEvent, maximumBytes: Int) -> Bool {
+        self.loop.preconditionInEventLoop()
+        guard !self.finished else { return true }
+        if self.channel.isWritable {
+            self.unwritableSince = nil
+            self.bytesWhileUnwritable = 0
+        } else {
+            self.unwritableSince = self.unwritableSince ?? .now()
+            self.bytesWhileUnwritable += event.bytes.readableBytes
+            if self.bytesWhileUnwritable > maximumBytes { return false }
+        }
+        if let raw = self.raw {
+            raw.write(NIOAny(event.chunk), promise: nil)
+        } else {
+            self.channel.write(HTTPResponsePart.body(event.bytes), promise: nil)
+        }
+        self.needsFlush = true
+        return true
+    }
+
+    /// Flushes what was written since the last flush; `true` if there was something.
+    func flushIfNeeded() {
+        self.loop.preconditionInEventLoop()
+        guard self.needsFlush, !self.finished else { return }
+        self.needsFlush = false
+        self.lastWrite = .now()
+        if let raw = self.raw { raw.flush() } else { self.channel.flush() }
+    }
+
+    /// Whether nothing was written for `interval`.
+    func isIdle(for interval: TimeAmount, now: NIODeadline) -> Bool {
+        self.loop.preconditionInEventLoop()
+        return now - self.lastWrite >= interval
+    }
+
+    /// Whether the client has not read for longer than `timeout`.
+    func isStuck(for timeout: TimeAmount, now: NIODeadline) -> Bool {
+        self.loop.preconditionInEventLoop()
+        if self.channel.isWritable {
+            self.unwritableSince = nil
+            self.bytesWhileUnwritable = 0
+            return false
+        }
+        return self.unwritableSince.map { now - $0 >= timeout } ?? false
+    }
+
+    /// Stops writing; the handler ends the response.
+    func stop() {
+        self.loop.execute {
+            guard !self.finished else { return }
+            self.finished = true
+            if let raw = self.raw {
+                self.raw = nil
+                raw.pipeline.syncOperations.removeHandler(context: raw, promise: nil)
+            }
+            self.done.succeed()
+        }
+    }
+}
+
+/// The writes of one event loop: a publish queues its deliveries to the sinks of that loop, and
+/// one job on the loop writes everything queued, then flushes each sink once. Under load the
+/// deliveries of many publishes share a flush, and so a system call.
+final class LoopWriter: Sendable {
+    let loop: any EventLoop
+    private let pending = NIOLockedValueBox((scheduled: false, writes: [(SubscriberQueue, ChannelSink, EncodedEvent)]()))
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ event: EncodedEvent, to sink: ChannelSink, of queue: SubscriberQueue) {
+        let schedule = self.pending.withLockedValue { pending in
+            pending.writes.append((queue, sink, event))
+            defer { pending.scheduled = true }
+            return !pending.scheduled
+        }
+        if schedule {
+            self.loop.execute { self.drain() }
+        }
+    }
+
+    private func drain() {
+        let writes = self.pending.withLockedValue { pending in
+            pending.scheduled = false
+            defer { pending.writes = [] }
+            return pending.writes
+        }
+        var written: [ObjectIdentifier: ChannelSink] = [:]
+        var cut: [SubscriberQueue] = []
+        for (queue, sink, event) in writes {
+            if sink.write(event, maximumBytes: queue.limits.bytes) {
+                written[ObjectIdentifier(sink)] = sink
+            } else {
+                cut.append(queue)
+            }
+        }
+        for sink in written.values { sink.flushIfNeeded() }
+        for queue in cut { queue.cut(reason: .tooManyBytes) }
+    }
+
+    /// One writer per event loop, made when first needed.
+    static func forLoop(_ loop: any EventLoop) -> LoopWriter {
+        Self.writers.withLockedValue { writers in
+            if let writer = writers[ObjectIdentifier(loop)] { return writer }
+            let writer = LoopWriter(loop: loop)
+            writers[ObjectIdentifier(loop)] = writer
+            return writer
+        }
+    }
+
+    private static let writers = NIOLockedValueBox<[ObjectIdentifier: LoopWriter]>([:])
+}
