@@ -57,6 +57,7 @@ final class ChannelSink: @unchecked Sendable {
     /// bytes were written meanwhile.
     private var unwritableSince: NIODeadline?
     private var bytesWhileUnwritable = 0
+    private var unflushedBytes = 0
     /// Over HTTP/1, the context events are written through, already framed as chunks.
     private var raw: ChannelHandlerContext?
 
@@ -79,35 +80,37 @@ final class ChannelSink: @unchecked Sendable {
     /// Why a sink was cut.
     enum Cut { case tooManyBytes, writeTimeout }
 
-    /// Writes `buffer` without flushing; `false` when the client has not taken more than
-    /// `maximumBytes` since it stopped reading (the caller then cuts it).
-    func write(_ event: EncodedEvent, maximumBytes: Int) -> Bool {
+    /// Writes `event` without flushing; `true` when it is the first write since the last flush.
+    func write(_ event: EncodedEvent) -> Bool {
         self.loop.preconditionInEventLoop()
-        guard !self.finished else { return true }
-        if self.channel.isWritable {
-            self.unwritableSince = nil
-            self.bytesWhileUnwritable = 0
-        } else {
-            self.unwritableSince = self.unwritableSince ?? .now()
-            self.bytesWhileUnwritable += event.bytes.readableBytes
-            if self.bytesWhileUnwritable > maximumBytes { return false }
-        }
+        guard !self.finished else { return false }
         if let raw = self.raw {
             raw.write(NIOAny(event.chunk), promise: nil)
         } else {
             self.channel.write(HTTPResponsePart.body(event.bytes), promise: nil)
         }
-        self.needsFlush = true
-        return true
+        self.unflushedBytes += event.bytes.readableBytes
+        defer { self.needsFlush = true }
+        return !self.needsFlush
     }
 
-    /// Flushes what was written since the last flush; `true` if there was something.
-    func flushIfNeeded() {
+    /// Flushes what was written since the last flush; `false` when the client has not taken more
+    /// than `maximumBytes` since it stopped reading (the caller then cuts it).
+    func flush(maximumBytes: Int) -> Bool {
         self.loop.preconditionInEventLoop()
-        guard self.needsFlush, !self.finished else { return }
+        guard self.needsFlush, !self.finished else { return true }
         self.needsFlush = false
         self.lastWrite = .now()
+        if self.channel.isWritable {
+            self.unwritableSince = nil
+            self.bytesWhileUnwritable = 0
+        } else {
+            self.unwritableSince = self.unwritableSince ?? self.lastWrite
+            self.bytesWhileUnwritable += self.unflushedBytes
+        }
+        self.unflushedBytes = 0
         if let raw = self.raw { raw.flush() } else { self.channel.flush() }
+        return self.bytesWhileUnwritable <= maximumBytes
     }
 
     /// Whether nothing was written for `interval`.
@@ -141,20 +144,39 @@ final class ChannelSink: @unchecked Sendable {
     }
 }
 
+/// The subscribers of one event that are written directly, by event loop.
+struct DirectWrites {
+    private var groups: [(writer: LoopWriter, targets: [(SubscriberQueue, ChannelSink)])] = []
+
+    mutating func add(_ sink: ChannelSink, of queue: SubscriberQueue, to writer: LoopWriter) {
+        // A handful of event loops: a linear search beats hashing.
+        if let index = self.groups.firstIndex(where: { $0.writer === writer }) {
+            self.groups[index].targets.append((queue, sink))
+        } else {
+            self.groups.append((writer, [(queue, sink)]))
+        }
+    }
+
+    /// Hands `event` to each loop's writer, once per loop. Call in the order of the events.
+    func enqueue(_ event: EncodedEvent) {
+        for group in self.groups { group.writer.enqueue(event, to: group.targets) }
+    }
+}
+
 /// The writes of one event loop: a publish queues its deliveries to the sinks of that loop, and
 /// one job on the loop writes everything queued, then flushes each sink once. Under load the
 /// deliveries of many publishes share a flush, and so a system call.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
-    private let pending = NIOLockedValueBox((scheduled: false, writes: [(SubscriberQueue, ChannelSink, EncodedEvent)]()))
+    private let pending = NIOLockedValueBox((scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])]()))
 
     init(loop: any EventLoop) {
         self.loop = loop
     }
 
-    func enqueue(_ event: EncodedEvent, to sink: ChannelSink, of queue: SubscriberQueue) {
+    func enqueue(_ event: EncodedEvent, to targets: [(SubscriberQueue, ChannelSink)]) {
         let schedule = self.pending.withLockedValue { pending in
-            pending.writes.append((queue, sink, event))
+            pending.writes.append((event, targets))
             defer { pending.scheduled = true }
             return !pending.scheduled
         }
@@ -169,17 +191,15 @@ final class LoopWriter: Sendable {
             defer { pending.writes = [] }
             return pending.writes
         }
-        var written: [ObjectIdentifier: ChannelSink] = [:]
-        var cut: [SubscriberQueue] = []
-        for (queue, sink, event) in writes {
-            if sink.write(event, maximumBytes: queue.limits.bytes) {
-                written[ObjectIdentifier(sink)] = sink
-            } else {
-                cut.append(queue)
+        var flush: [(SubscriberQueue, ChannelSink)] = []
+        for (event, targets) in writes {
+            for target in targets where target.1.write(event) {
+                flush.append(target)  // its first write since the last flush
             }
         }
-        for sink in written.values { sink.flushIfNeeded() }
-        for queue in cut { queue.cut(reason: .tooManyBytes) }
+        for (queue, sink) in flush where !sink.flush(maximumBytes: queue.limits.bytes) {
+            queue.cut(reason: .tooManyBytes)
+        }
     }
 
     /// One writer per event loop, made when first needed.

@@ -133,6 +133,7 @@ public final class Hub: Sendable {
                 registry.lastSequence += 1
                 registry.lastEventID = next.id
                 var slow: [Int] = []
+                var direct = DirectWrites()
                 do {
                     let subscribers = registry.subscribers
                     registry.index.forEachSubscriber(of: next.topics) { id in
@@ -140,9 +141,10 @@ public final class Hub: Sendable {
                             !next.isPrivate || subscriber.grants.contains(where: { $0.matchesAny(of: next.topics) })
                         else { return }
                         delivered += 1
-                        if !subscriber.queue.push(bytes) { slow.append(id) }
+                        if !subscriber.queue.push(bytes, direct: &direct) { slow.append(id) }
                     }
                 }
+                direct.enqueue(bytes)  // under the lock: the loops get the events in order
                 for id in slow {
                     guard let subscriber = registry.subscribers.removeValue(forKey: id) else { continue }
                     registry.index.remove(id, selectors: subscriber.selectors)

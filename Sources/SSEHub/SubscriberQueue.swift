@@ -59,6 +59,16 @@ final class SubscriberQueue: Sendable {
     /// Queues `buffer`; `false` when that would overflow the queue (the caller then cuts the
     /// subscriber with ``finish()``, outside any lock of its own).
     func push(_ event: EncodedEvent) -> Bool {
+        var direct = DirectWrites()
+        let accepted = self.push(event, direct: &direct)
+        direct.enqueue(event)
+        return accepted
+    }
+
+    /// Queues `event`, or, once the connection takes events directly, adds this subscriber to
+    /// `direct`, which the caller hands to the loop writers once for all the subscribers of the
+    /// event. `false` when queueing would overflow the queue.
+    func push(_ event: EncodedEvent, direct: inout DirectWrites) -> Bool {
         let pushed = self.state.withLockedValue {
             state -> (waiter: CheckedContinuation<[ByteBuffer], Never>?, batch: [ByteBuffer], sink: (ChannelSink, LoopWriter)?, accepted: Bool) in
             guard !state.finished else { return (nil, [], nil, true) }
@@ -72,8 +82,7 @@ final class SubscriberQueue: Sendable {
             let (waiter, batch) = Self.takeWaiter(&state)
             return (waiter, batch, nil, true)
         }
-        // Pushes come in order (the hub fans out under its lock), so the writer gets them in order.
-        if let (sink, writer) = pushed.sink { writer.enqueue(event, to: sink, of: self) }
+        if let (sink, writer) = pushed.sink { direct.add(sink, of: self, to: writer) }
         pushed.waiter?.resume(returning: pushed.batch)
         return pushed.accepted
     }
@@ -85,7 +94,7 @@ final class SubscriberQueue: Sendable {
         return self.state.withLockedValue { state in
             guard !state.finished else { return false }
             // Under the lock, so that these go before any later push.
-            for event in state.buffers { writer.enqueue(event, to: sink, of: self) }
+            for event in state.buffers { writer.enqueue(event, to: [(self, sink)]) }
             state.buffers = []
             state.bytes = 0
             state.sink = (sink, writer)
@@ -191,8 +200,8 @@ final class SubscriberQueue: Sendable {
                 return
             }
             if let heartbeat, sink.isIdle(for: heartbeat.after, now: now) {
-                _ = sink.write(heartbeat.event, maximumBytes: self.limits.bytes)
-                sink.flushIfNeeded()
+                _ = sink.write(heartbeat.event)
+                _ = sink.flush(maximumBytes: .max)
             }
             self.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
             return
