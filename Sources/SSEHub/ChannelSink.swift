@@ -77,9 +77,6 @@ final class ChannelSink: @unchecked Sendable {
         }
     }
 
-    /// Why a sink was cut.
-    enum Cut { case tooManyBytes, writeTimeout }
-
     /// Writes `event` without flushing; `true` when it is the first write since the last flush.
     func write(_ event: EncodedEvent) -> Bool {
         self.loop.preconditionInEventLoop()

@@ -149,9 +149,10 @@ extension Hub {
         let heartbeat = configuration.heartbeat.map { (EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment))), TimeAmount($0.interval)) }
         let period = TimeAmount.nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2)
 
-        if let channel {
+        if let channel, channel.eventLoop.inEventLoop {
             // Running on the channel's loop, `write` has already put its bytes in the channel, so
-            // the direct writes come after them.
+            // the direct writes come after them. (Not on the loop, on platforms without task
+            // executors: then the writes below.)
             let sink = ChannelSink(channel: channel)
             guard events.queue.attach(sink) else { return }
             events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: channel.eventLoop)
