@@ -65,6 +65,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Keep the history in memory only: it is lost when the hub stops.")
     var inMemory = false
 
+    @Option(help: "Keep the history in PostgreSQL instead: postgres://user:password@host:5432/database (also HERALD_STORE).")
+    var store: String?
+
     @Option(help: "Updates that may wait for one subscriber before it is cut as too slow.")
     var subscriberQueue = 1_000
 
@@ -128,6 +131,13 @@ struct Serve: AsyncParsableCommand {
         return (publisher, JWTKey(algorithm: subscriberAlgorithm, key: subscriberKey))
     }
 
+    /// `url` without its password, for messages.
+    static func redacted(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.password != nil else { return url }
+        components.password = "***"
+        return components.string ?? url
+    }
+
     /// HTTPS with HTTP/2 (and HTTP/1.1 for clients that do not offer it) when a certificate is
     /// given, else plain HTTP/1.1.
     func server() throws -> (HTTPServerBuilder, scheme: String) {
@@ -159,7 +169,24 @@ struct Serve: AsyncParsableCommand {
         let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore
         let storeDescription: String
-        if self.inMemory {
+        var pool: Task<Void, Never>?
+        if let url = self.store ?? ProcessInfo.processInfo.environment["HERALD_STORE"] {
+            let postgres: PostgresEventStore
+            do {
+                postgres = try PostgresEventStore(url: url, retention: retention)
+            } catch {
+                throw CommandFailure("\(error)")
+            }
+            pool = Task { await postgres.run() }
+            do {
+                try await postgres.migrate()
+            } catch {
+                pool?.cancel()
+                throw CommandFailure("cannot use the PostgreSQL history at \(Self.redacted(url)): \(String(reflecting: error))")
+            }
+            store = postgres
+            storeDescription = "history in PostgreSQL at \(Self.redacted(url))"
+        } else if self.inMemory {
             store = InMemoryEventStore(retention: retention)
             storeDescription = "history in memory"
         } else {
@@ -170,6 +197,7 @@ struct Serve: AsyncParsableCommand {
             }
             storeDescription = "history in SQLite file \(self.database)"
         }
+        defer { pool?.cancel() }
         do {
             try await self.serve(store: store, keys: keys, server: server, storeDescription: storeDescription)
         } catch {

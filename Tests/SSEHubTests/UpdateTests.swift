@@ -8,6 +8,9 @@
 
 import Foundation
 import NIOConcurrencyHelpers
+import HeraldTestSupport
+import Logging
+import PostgresNIO
 import Testing
 
 @testable import SSEHub
@@ -71,7 +74,16 @@ struct UpdateTests {
 
 /// Makes a fresh store of each kind: the same tests must pass on both.
 enum StoreKind: String, CaseIterable, Sendable {
-    case memory, sqlite
+    case memory, sqlite, postgres
+
+    /// The kinds this machine can test (PostgreSQL needs its server's binaries).
+    static let available: [StoreKind] = {
+        if let reason = ThrowawayPostgres.skipReason {
+            print(reason)
+            return [.memory, .sqlite]
+        }
+        return allCases
+    }()
 
     /// Runs `body` with a fresh store, and closes it afterwards (an SQLite connection must be).
     func with(
@@ -94,6 +106,18 @@ enum StoreKind: String, CaseIterable, Sendable {
                 throw error
             }
             try await store.close()
+        case .postgres:
+            try await ThrowawayPostgres.with { url in
+                let store = try PostgresEventStore(url: url, retention: retention, logger: Logger(label: "test"), now: now)
+                let pool = Task { await store.run() }
+                defer { pool.cancel() }
+                do {
+                    try await store.migrate()
+                    try await body(store)
+                } catch let error as PSQLError {
+                    throw EventStoreError(description: String(reflecting: error))  // the details, for the test's report
+                }
+            }
         }
     }
 }
@@ -104,7 +128,7 @@ struct EventStoreTests {
         ids.map { Update(id: "e\($0)", topics: ["t", "alt \($0)"], data: "\($0)\nline", isPrivate: $0 % 2 == 0, type: $0 % 3 == 0 ? "x" : nil) }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func sequencesAndRanges(_ kind: StoreKind) async throws {
         try await kind.with { store in
             let stored = try await store.append(self.updates(1...5))
@@ -117,7 +141,7 @@ struct EventStoreTests {
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func retentionForgetsTheOldest(_ kind: StoreKind) async throws {
         try await kind.with(capacity: 3) { store in
             for n in 1...10 { _ = try await store.append(self.updates(n...n)) }
@@ -131,7 +155,7 @@ struct EventStoreTests {
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func retentionForgetsWhatIsTooOld(_ kind: StoreKind) async throws {
         let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_000_000))
         try await kind.with(age: .seconds(3600), now: { clock.withLockedValue { $0 } }) { store in
@@ -148,7 +172,7 @@ struct EventStoreTests {
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func duplicateIDsAreRefused(_ kind: StoreKind) async throws {
         try await kind.with { store in
             _ = try await store.append(self.updates(1...2))
@@ -160,7 +184,7 @@ struct EventStoreTests {
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.available)
     func concurrentAppendsGetConsecutiveSequences(_ kind: StoreKind) async throws {
         try await kind.with(capacity: 10_000) { store in
             let sequences = try await withThrowingTaskGroup(of: [UInt64].self) { group in

@@ -1,0 +1,50 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import HeraldTestSupport
+import Testing
+
+/// `herald serve --store postgres://…`: the history lives in PostgreSQL, across restarts of the hub.
+@Suite("herald serve on PostgreSQL", .enabled(if: ThrowawayPostgres.binaries != nil, "PostgreSQL is not installed"))
+struct PostgresServeTests {
+    let serve = ServeCommandTests()
+
+    @Test func theHistoryOutlivesTheHub() async throws {
+        try await ThrowawayPostgres.with { url in
+            let (first, hub, token) = try self.serve.startHub(arguments: ["--store", url])
+            let id = try await self.serve.publish(hub, "topic=t&data=kept+in+postgres", token: token)
+            first.terminate()
+            first.waitUntilExitPolling()
+
+            // A new hub on the same database replays it.
+            let (second, again, _) = try self.serve.startHub(arguments: ["--store", url])
+            defer { if second.isRunning { second.terminate() } }
+            let result = try await runHerald(["listen", again + "?topic=t", "--json", "--max-events", "1", "--last-event-id", "earliest"])
+            #expect(result.status == 0, "\(result.standardError)")
+            #expect(result.standardOutput == #"{"type": "message", "data": "kept in postgres", "lastEventId": "\#(id)"}"# + "\n")
+        }
+    }
+
+    @Test func aBadStoreURLIsRefusedWithAReason() async throws {
+        let result = try await runHerald(["serve", "--port", "0", "--store", "mysql://nope"])
+        #expect(result.status == 1)
+        #expect(result.standardError.contains("postgres://user:password@host:5432/database"))
+        let unreachable = try await runHerald(["serve", "--port", "0", "--store", "postgres://herald:secret@127.0.0.1:1/db"], timeLimit: 60)
+        #expect(unreachable.status == 1)
+        #expect(unreachable.standardError.contains("cannot use the PostgreSQL history at postgres://herald:***@127.0.0.1:1/db"))
+        #expect(!unreachable.standardError.contains("secret"))
+    }
+}
+
+extension Process {
+    /// Waits for the process to end, polling (waitUntilExit can hang when run from tests' tasks).
+    func waitUntilExitPolling() {
+        while self.isRunning { usleep(10_000) }
+    }
+}
