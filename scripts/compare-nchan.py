@@ -97,7 +97,19 @@ def build_herald():
     return Path(path) / "herald"
 
 
-class Herald:
+class Server:
+    """A server process started by `start()`; stopped with SIGTERM, then SIGKILL after 20 s."""
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Herald(Server):
     name = "herald"
 
     def __init__(self, binary, directory):
@@ -115,16 +127,9 @@ class Herald:
         self.hub = f"http://127.0.0.1:{self.port}/.well-known/mercure"
         self.bench = ["--hub", self.hub, "--key", KEY]
 
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
-class Nchan:
+class Nchan(Server):
     name = "nchan"
 
     def __init__(self, directory):
@@ -159,13 +164,6 @@ http {{
         self.pids = [self.process.pid] + [int(pid) for pid in children]
         self.bench = ["--hub", f"http://127.0.0.1:{self.port}", "--protocol", "nchan"]
 
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def run_bench(binary, server, arguments, directory):
