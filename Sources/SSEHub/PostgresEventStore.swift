@@ -20,15 +20,15 @@ import PostgresNIO
 /// of the primary key. The tables are created when the store opens.
 ///
 /// Run ``run()`` (the connection pool) for as long as the store is used, as a task or a service.
-public actor PostgresEventStore: EventStore {
+public actor PostgresEventStore: EventStore, GroupCommitting {
     /// What is kept; older updates are deleted.
     public let retention: Retention
     private let client: PostgresClient
     private let logger: Logger
     private let now: @Sendable () -> Date
     private var last: UInt64 = 0
-    private var pending: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
-    private var flushing = false
+    var pending: [PendingAppend] = []
+    var flushing = false
     /// The advisory lock every node's appends take: "herald" in ASCII.
     private static let lockKey: Int64 = 0x68_65_72_61_6C_64
 
@@ -137,39 +137,10 @@ public actor PostgresEventStore: EventStore {
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
-        try await withCheckedThrowingContinuation { continuation in
-            self.pending.append((updates, continuation))
-            if !self.flushing {
-                self.flushing = true
-                Task { await self.flush() }
-            }
-        }
+        try await self.appendInNextCommit(updates)
     }
 
-    /// Commits what is pending, batch after batch, until nothing is.
-    private func flush() async {
-        while !self.pending.isEmpty {
-            let batch = self.pending
-            self.pending = []
-            do {
-                let (stored, refused) = try await self.commit(batch.map(\.updates))
-                for (index, request) in batch.enumerated() {
-                    if refused.contains(index) {
-                        request.continuation.resume(throwing: EventStoreError.duplicateID)
-                    } else {
-                        request.continuation.resume(returning: stored[index])
-                    }
-                }
-            } catch {
-                for request in batch { request.continuation.resume(throwing: error) }
-            }
-        }
-        self.flushing = false
-    }
-
-    /// Stores the accepted requests of a batch in one transaction; returns each request's stored
-    /// updates, and the requests refused for an ID already kept (or twice in the batch).
-    private func commit(_ requests: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
+    func commit(_ requests: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
         let now = self.now().timeIntervalSince1970
         let cutoff = self.cutoff
         let count = self.retention.count
@@ -186,16 +157,15 @@ public actor PostgresEventStore: EventStore {
             for try await value in try await connection.query("SELECT last FROM herald_counter", logger: logger).decode(Int64.self) {
                 last = value
             }
+            // Checked under the lock: another node cannot slip the same ID in meanwhile.
+            let refused = refusedAppends(requests, known: known)
             var stored: [[StoredUpdate]] = []
-            var refused = Set<Int>()
             var rows: [StoredUpdate] = []
             for (index, updates) in requests.enumerated() {
-                if updates.contains(where: { known.contains($0.id) }) || Set(updates.map(\.id)).count < updates.count {
-                    refused.insert(index)
+                guard !refused.contains(index) else {
                     stored.append([])
                     continue
                 }
-                known.formUnion(updates.map(\.id))
                 let numbered = updates.map { update in
                     last += 1
                     return StoredUpdate(sequence: UInt64(last), update: update)

@@ -18,7 +18,7 @@ import SQLiteNIO
 /// busy hub pays one disk sync per batch, not per publish. Resuming looks an ID up through its
 /// unique index and reads a range of the primary key: no scan. Reads use a second connection,
 /// which WAL lets run beside the writer.
-public actor SQLiteEventStore: EventStore {
+public actor SQLiteEventStore: EventStore, GroupCommitting {
     /// What is kept; older updates are deleted.
     public let retention: Retention
     /// The file.
@@ -27,8 +27,8 @@ public actor SQLiteEventStore: EventStore {
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
     private var last: UInt64
-    private var pending: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
-    private var flushing = false
+    var pending: [PendingAppend] = []
+    var flushing = false
 
     /// Opens (or creates) the history in the file at `path`, keeping what `retention` says.
     public static func open(path: String, retention: Retention = Retention()) async throws -> SQLiteEventStore {
@@ -118,45 +118,22 @@ public actor SQLiteEventStore: EventStore {
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
-        try await withCheckedThrowingContinuation { continuation in
-            self.pending.append((updates, continuation))
-            if !self.flushing {
-                self.flushing = true
-                Task { await self.flush() }
-            }
-        }
+        try await self.appendInNextCommit(updates)
     }
 
-    /// Commits what is pending, batch after batch, until nothing is.
-    private func flush() async {
-        while !self.pending.isEmpty {
-            let batch = self.pending
-            self.pending = []
-            var accepted: [(updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)] = []
-            // One look-up for the whole batch; an ID already kept, or twice in the batch, refuses
-            // only the publish that has it.
-            let known = Set((try? await self.existingIDs(batch.flatMap { $0.updates.map(\.id) })) ?? [])
-            var seen = Set<String>()
-            for request in batch {
-                let ids = request.updates.map(\.id)
-                if ids.contains(where: known.contains) || ids.contains(where: { !seen.insert($0).inserted }) {
-                    request.continuation.resume(throwing: EventStoreError.duplicateID)
-                } else {
-                    accepted.append(request)
-                }
-            }
-            do {
-                let stored = try await self.commit(accepted.flatMap(\.updates))
-                var offset = 0
-                for request in accepted {
-                    request.continuation.resume(returning: Array(stored[offset..<offset + request.updates.count]))
-                    offset += request.updates.count
-                }
-            } catch {
-                for request in accepted { request.continuation.resume(throwing: error) }
-            }
+    func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
+        // One look-up for the whole batch: a refusal refuses only the append that has the ID.
+        let known = Set(try await self.existingIDs(appends.flatMap { $0.map(\.id) }))
+        let refused = refusedAppends(appends, known: known)
+        let accepted = appends.indices.filter { !refused.contains($0) }
+        let rows = try await self.insert(accepted.flatMap { appends[$0] })
+        var stored = Array(repeating: [StoredUpdate](), count: appends.count)
+        var offset = 0
+        for index in accepted {
+            stored[index] = Array(rows[offset..<offset + appends[index].count])
+            offset += appends[index].count
         }
-        self.flushing = false
+        return (stored, refused)
     }
 
     /// Rows per statement: SQLite allows 32 766 bound values, and a batch can be larger.
@@ -174,7 +151,7 @@ public actor SQLiteEventStore: EventStore {
     }
 
     /// Inserts `updates` in one transaction, many rows a statement, then applies the retention.
-    private func commit(_ updates: [Update]) async throws -> [StoredUpdate] {
+    private func insert(_ updates: [Update]) async throws -> [StoredUpdate] {
         guard !updates.isEmpty else { return [] }
         _ = try await self.writer.query("BEGIN IMMEDIATE")
         do {
