@@ -124,9 +124,35 @@ public final class Hub: Sendable {
         guard let stored = try await self.store.append([update]).first else { return }
         self.storeLatency.record(duration: ContinuousClock.now - started)
         self.publishes.increment()
+        self.fanOut([(stored.sequence, update, buffer)])
+    }
+
+    /// Delivers updates that another node stored in the shared history (see
+    /// ``PostgresEventStore/follow(_:every:)``), in order with this node's own. Updates already
+    /// fanned out are skipped; when the history no longer holds the ones before the first given
+    /// (retention dropped them), the hub moves on to it.
+    public func deliver(_ stored: [StoredUpdate]) throws {
+        let encoded = try stored.map { ($0.sequence, $0.update, EncodedEvent(self.allocator.buffer(encoding: try $0.update.event()))) }
+        self.registry.withLockedValue { registry in
+            if let first = stored.first, first.sequence > registry.lastSequence + 1, registry.waiting[registry.lastSequence + 1] == nil {
+                registry.lastSequence = first.sequence - 1
+            }
+        }
+        self.fanOut(encoded)
+    }
+
+    /// The sequence of the last update fanned out.
+    public var lastSequence: UInt64 {
+        self.registry.withLockedValue { $0.lastSequence }
+    }
+
+    /// Hands stored updates to their subscribers, in the order of the history.
+    private func fanOut(_ updates: [(sequence: UInt64, update: Update, event: EncodedEvent)]) {
         var delivered = 0
         let cut = self.registry.withLockedValue { registry in
-            registry.waiting[stored.sequence] = (update, buffer)
+            for (sequence, update, event) in updates where sequence > registry.lastSequence && registry.waiting[sequence] == nil {
+                registry.waiting[sequence] = (update, event)
+            }
             var cut: [SubscriberQueue] = []
             // Fan out in history order, whatever order concurrent publishes finished storing in.
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {

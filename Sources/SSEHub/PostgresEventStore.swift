@@ -224,13 +224,13 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
         try await self.range(after: 0, through: last)
     }
 
-    private func range(after sequence: UInt64, through last: UInt64) async throws -> [StoredUpdate] {
+    private func range(after sequence: UInt64, through last: UInt64, limit: Int = Int(Int32.max)) async throws -> [StoredUpdate] {
         guard last > sequence else { return [] }
         let rows = try await self.client.query(
             """
             SELECT sequence, id, topics, data, private, type, retry FROM herald_updates
-            WHERE sequence > \(Int64(sequence)) AND sequence <= \(Int64(last)) AND published_at >= \(self.cutoff)
-            ORDER BY sequence
+            WHERE sequence > \(Int64(sequence)) AND sequence <= \(Int64(min(last, UInt64(Int64.max)))) AND published_at >= \(self.cutoff)
+            ORDER BY sequence LIMIT \(Int64(limit))
             """,
             logger: self.logger
         )
@@ -251,6 +251,23 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
             )
         }
         return updates
+    }
+
+    /// Hands `hub` the updates that other nodes store in this history, in order, for as long as
+    /// the calling task runs: every node of a cluster runs one beside its hub. (It polls every
+    /// `interval`; notifications from the database are still to come.)
+    public nonisolated func follow(_ hub: Hub, every interval: Duration = .milliseconds(100)) async {
+        let batch = 1_000
+        while !Task.isCancelled {
+            do {
+                let updates = try await self.range(after: hub.lastSequence, through: .max, limit: batch)
+                if !updates.isEmpty { try hub.deliver(updates) }
+                if updates.count == batch { continue }  // more is waiting
+            } catch {
+                self.logger.warning("cannot read the shared history", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     public func size() async throws -> EventStoreSize {

@@ -224,6 +224,9 @@ struct Serve: AsyncParsableCommand {
         hubConfiguration.subscriberQueueLimit = self.subscriberQueue
         hubConfiguration.tracksSubscriptions = self.subscriptions || keys == nil
         let hub = try await Hub(store: store, configuration: hubConfiguration, logger: logger)
+        // On PostgreSQL, other nodes may share the history: deliver what they publish too.
+        let follower = (store as? PostgresEventStore).map { store in Task { await store.follow(hub) } }
+        defer { follower?.cancel() }
         var http = Hub.HTTPConfiguration()
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
         http.allowsAnonymousSubscribers = self.anonymous

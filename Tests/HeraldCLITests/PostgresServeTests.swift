@@ -6,8 +6,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+import AsyncHTTPClient
 import Foundation
 import HeraldTestSupport
+import NIOCore
 import Testing
 
 /// `herald serve --store postgres://…`: the history lives in PostgreSQL, across restarts of the hub.
@@ -28,6 +30,27 @@ struct PostgresServeTests {
             let result = try await runHerald(["listen", again + "?topic=t", "--json", "--max-events", "1", "--last-event-id", "earliest"])
             #expect(result.status == 0, "\(result.standardError)")
             #expect(result.standardOutput == #"{"type": "message", "data": "kept in postgres", "lastEventId": "\#(id)"}"# + "\n")
+        }
+    }
+
+    @Test func anUpdatePublishedOnOneNodeReachesASubscriberOfAnother() async throws {
+        try await ThrowawayPostgres.with { url in
+            let (one, hubOne, token) = try self.serve.startHub(arguments: ["--store", url])
+            defer { if one.isRunning { one.terminate() } }
+            let (two, hubTwo, _) = try self.serve.startHub(arguments: ["--store", url])
+            defer { if two.isRunning { two.terminate() } }
+            async let listened = runHerald(["listen", hubTwo + "?topic=shared", "--json", "--max-events", "1"], timeLimit: 20)
+            // Publish once the listener is connected to node two (its /metrics counts it).
+            let metrics = hubTwo.replacingOccurrences(of: "/.well-known/mercure", with: "/metrics")
+            for _ in 0..<200 {
+                let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: metrics), timeout: .seconds(10))
+                if String(buffer: try await response.body.collect(upTo: 1 << 20)).contains("herald_subscribers 1") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let id = try await self.serve.publish(hubOne, "topic=shared&data=from+node+one", token: token)
+            let result = try await listened
+            #expect(result.status == 0, "\(result.standardError)")
+            #expect(result.standardOutput == #"{"type": "message", "data": "from node one", "lastEventId": "\#(id)"}"# + "\n")
         }
     }
 
