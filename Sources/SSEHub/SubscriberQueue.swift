@@ -14,10 +14,11 @@ import NIOPosix
 ///
 /// Bounded in events and in bytes: a push beyond either bound cuts the subscriber (it then
 /// reconnects and catches up from the history, so the hub and the others never wait for it).
-/// The writer takes everything queued at once and writes it with one flush. One timer per
-/// subscriber, on an event loop, sends a heartbeat when the stream has been idle and cancels a
-/// write that the client has not taken within the write deadline; there is no task per
-/// subscriber besides the one writing its response.
+/// The writer takes everything queued at once and writes it with one flush. Once the connection's
+/// channel is attached (``attach(_:)``), events bypass the queue and go straight to the channel
+/// on its event loop. One timer per subscriber, on an event loop, sends a heartbeat when the
+/// stream has been idle and cuts a subscriber whose client has not taken its bytes within the
+/// write deadline; there is no task per subscriber besides the one serving its response.
 final class SubscriberQueue: Sendable {
     struct Limits: Sendable {
         var events: Int
