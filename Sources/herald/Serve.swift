@@ -298,6 +298,13 @@ struct Serve: AsyncParsableCommand {
             logger: logger
         )
         try await app.runService()
-        await hub.waitForSubscriptionEvents()  // the ends of the subscriptions just closed
+        // The ends of the subscriptions just closed, unless the store cannot take them (a
+        // database that went away must not keep the hub from stopping).
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await hub.waitForSubscriptionEvents() }
+            group.addTask { try? await Task.sleep(for: .seconds(5)) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }

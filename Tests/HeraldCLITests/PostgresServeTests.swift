@@ -12,6 +12,10 @@ import HeraldTestSupport
 import NIOCore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `herald serve --store postgres://…`: the history lives in PostgreSQL, across restarts of the hub.
 @Suite("herald serve on PostgreSQL", .enabled(if: ThrowawayPostgres.binaries != nil, "PostgreSQL is not installed"))
 struct PostgresServeTests {
@@ -21,12 +25,11 @@ struct PostgresServeTests {
         try await ThrowawayPostgres.with { url in
             let (first, hub, token) = try self.serve.startHub(arguments: ["--store", url])
             let id = try await self.serve.publish(hub, "topic=t&data=kept+in+postgres", token: token)
-            first.terminate()
-            first.waitUntilExitPolling()
+            first.stop()
 
             // A new hub on the same database replays it.
             let (second, again, _) = try self.serve.startHub(arguments: ["--store", url])
-            defer { if second.isRunning { second.terminate() } }
+            defer { second.stop() }
             let result = try await runHerald(["listen", again + "?topic=t", "--json", "--max-events", "1", "--last-event-id", "earliest"])
             #expect(result.status == 0, "\(result.standardError)")
             #expect(result.standardOutput == #"{"type": "message", "data": "kept in postgres", "lastEventId": "\#(id)"}"# + "\n")
@@ -36,9 +39,9 @@ struct PostgresServeTests {
     @Test func anUpdatePublishedOnOneNodeReachesASubscriberOfAnother() async throws {
         try await ThrowawayPostgres.with { url in
             let (one, hubOne, token) = try self.serve.startHub(arguments: ["--store", url])
-            defer { if one.isRunning { one.terminate() } }
+            defer { one.stop() }
             let (two, hubTwo, _) = try self.serve.startHub(arguments: ["--store", url])
-            defer { if two.isRunning { two.terminate() } }
+            defer { two.stop() }
             async let listened = runHerald(["listen", hubTwo + "?topic=shared", "--json", "--max-events", "1"], timeLimit: 20)
             // Publish once the listener is connected to node two (its /metrics counts it).
             let metrics = hubTwo.replacingOccurrences(of: "/.well-known/mercure", with: "/metrics")
@@ -66,8 +69,12 @@ struct PostgresServeTests {
 }
 
 extension Process {
-    /// Waits for the process to end, polling (waitUntilExit can hang when run from tests' tasks).
-    func waitUntilExitPolling() {
-        while self.isRunning { usleep(10_000) }
+    /// SIGTERM, then waits (at most 20 s, polling: waitUntilExit can hang when run from the tests'
+    /// tasks) for the process to end, before its database goes away.
+    func stop() {
+        guard self.isRunning else { return }
+        self.terminate()
+        for _ in 0..<2_000 where self.isRunning { usleep(10_000) }
+        if self.isRunning { kill(self.processIdentifier, SIGKILL) }
     }
 }
