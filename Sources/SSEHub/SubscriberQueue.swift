@@ -8,7 +8,6 @@
 
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOPosix
 
 /// The encoded events waiting for one subscriber, and the timer that keeps its stream alive.
 ///
