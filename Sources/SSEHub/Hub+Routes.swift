@@ -94,11 +94,12 @@ extension Hub {
             throw HTTPError(.badRequest, message: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
         }
         // `Last-Event-ID` wins over the `lastEventID` query parameter.
-        let (events, resumption) = try await self.subscribe(
-            topics.map(TopicSelector.init),
-            lastEventID: request.lastEventID,
-            claims: claims
-        )
+        let (events, resumption): (Subscription, Resumption?)
+        do {
+            (events, resumption) = try await self.subscribe(topics.map(TopicSelector.init), lastEventID: request.lastEventID, claims: claims)
+        } catch {
+            throw self.historyUnavailable(error, doing: "read the updates to replay")
+        }
         var headers: HTTPFields = [
             .contentType: "text/event-stream",
             .cacheControl: "private, no-cache, no-store, must-revalidate, max-age=0",
@@ -224,12 +225,22 @@ extension Hub {
             try await self.publish(update)
         } catch let error as EventStoreError where error == .duplicateID {
             throw HTTPError(.conflict, message: "an update with id '\(update.id)' was already published")
+        } catch {
+            throw self.historyUnavailable(error, doing: "store the update")
         }
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: update.id))
         )
+    }
+
+    /// The answer when the history fails (a database that went away, or did not answer in time):
+    /// `503` with a reason, so that clients retry rather than believe in a success.
+    func historyUnavailable(_ error: any Error, doing what: String) -> HTTPError {
+        self.logger.error("the history failed", metadata: ["error": "\(String(reflecting: error))"])
+        let reason = (error as? EventStoreError)?.description ?? "the history is unavailable"
+        return HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: "cannot \(what) now (\(reason)); try again")
     }
 
     /// A unique, time-ordered `urn:uuid:` (a version 7 UUID: milliseconds since 1970, then random).

@@ -237,6 +237,7 @@ public final class Hub: Sendable {
                     let key = announcements.nextKey
                     announcements.nextKey += 1
                     announcements.tasks[key] = Task {
+                        await self.unlist(tracked)
                         await self.publishSubscriptionEvents(for: tracked, active: false)
                         // Runs after the insertion, which holds the lock.
                         self.announcements.withLockedValue { _ = $0.tasks.removeValue(forKey: key) }
@@ -245,23 +246,35 @@ public final class Hub: Sendable {
             }
         }
         if let tracked {
+            if let directory = self.store as? any SubscriptionDirectory {
+                do {
+                    try await directory.insert(tracked)
+                } catch {
+                    self.logger.error("subscription not listed", metadata: ["subscriber": "\(tracked.id)", "error": "\(String(reflecting: error))"])
+                }
+            }
             await self.publishSubscriptionEvents(for: tracked, active: true)
         }
 
         guard let lastEventID else {
             return (Subscription(replay: [], queue: queue), nil)
         }
-        var replayed: [StoredUpdate]
-        var resumption = Resumption(lastEventID: "earliest")
-        if lastEventID != "earliest", let after = try await self.store.updates(after: lastEventID, through: registeredThrough) {
-            replayed = after
-            resumption = Resumption(lastEventID: lastEventID)
-        } else {
-            replayed = try await self.store.updates(through: registeredThrough)
+        do {
+            var replayed: [StoredUpdate]
+            var resumption = Resumption(lastEventID: "earliest")
+            if lastEventID != "earliest", let after = try await self.store.updates(after: lastEventID, through: registeredThrough) {
+                replayed = after
+                resumption = Resumption(lastEventID: lastEventID)
+            } else {
+                replayed = try await self.store.updates(through: registeredThrough)
+            }
+            replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
+            let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
+            return (Subscription(replay: replay, queue: queue), resumption)
+        } catch {
+            queue.finish()  // no subscription without its replay
+            throw error
         }
-        replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
-        let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
-        return (Subscription(replay: replay, queue: queue), resumption)
     }
 
     /// Waits until the subscription events of subscriptions that have ended are stored: call it
@@ -272,12 +285,37 @@ public final class Hub: Sendable {
         }
     }
 
-    /// The subscriptions active now (when the hub tracks them), and the ID of the last update
-    /// fanned out (`earliest` before the first): resuming the subscription events from it misses
-    /// no change to the list.
-    func activeSubscriptions() -> (lastEventID: String, subscribers: [TrackedSubscriber]) {
-        self.registry.withLockedValue { registry in
+    /// The subscriptions active now (when the hub tracks them), on every node when the store is
+    /// shared, and the ID of the last update fanned out (`earliest` before the first): resuming
+    /// the subscription events from it misses no change to the list.
+    func activeSubscriptions() async throws -> (lastEventID: String, subscribers: [TrackedSubscriber]) {
+        let (lastEventID, local) = self.registry.withLockedValue { registry in
             (registry.lastEventID ?? "earliest", registry.subscribers.values.compactMap(\.tracked))
+        }
+        guard let directory = self.store as? any SubscriptionDirectory else { return (lastEventID, local) }
+        return (lastEventID, try await directory.subscribers())  // read after the ID: see SubscriptionDirectory
+    }
+
+    /// The IDs of this hub's tracked subscribers.
+    func trackedSubscriberIDs() -> [String] {
+        self.registry.withLockedValue { $0.subscribers.values.compactMap(\.tracked?.id) }
+    }
+
+    /// Removes `subscriber` from a shared directory, if there is one, before its end is announced.
+    private func unlist(_ subscriber: TrackedSubscriber) async {
+        guard let directory = self.store as? any SubscriptionDirectory else { return }
+        do {
+            try await directory.remove(subscriber)
+        } catch {
+            self.logger.error("subscription not unlisted", metadata: ["subscriber": "\(subscriber.id)", "error": "\(String(reflecting: error))"])
+        }
+    }
+
+    /// Announces the ends of subscriptions that another node held and can no longer announce
+    /// (it died): the store has already removed them from its directory.
+    func announceEnds(of subscribers: [TrackedSubscriber]) async {
+        for subscriber in subscribers {
+            await self.publishSubscriptionEvents(for: subscriber, active: false)
         }
     }
 
@@ -339,7 +377,7 @@ public struct Subscription: AsyncSequence, Sendable {
     }
 
     /// The iterator of a ``Subscription``.
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
         let subscription: Subscription
         var pending: ArraySlice<ByteBuffer>
 

@@ -8,6 +8,9 @@
 
 import Foundation
 public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import PostgresNIO
 
 /// A durable history in PostgreSQL: for hubs of several nodes sharing one database.
@@ -20,10 +23,17 @@ import PostgresNIO
 /// of the primary key. The tables are created when the store opens.
 ///
 /// Run ``run()`` (the connection pool) for as long as the store is used, as a task or a service.
-public actor PostgresEventStore: EventStore, GroupCommitting {
+public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirectory {
     /// What is kept; older updates are deleted.
     public let retention: Retention
+    /// How long a request waits for the database before it fails (the pool itself waits for ever
+    /// for a database that went away): a publish then gets `503`, not a hang.
+    public let timeout: Duration
     private let client: PostgresClient
+    /// This node, in the cluster's tables: unique to the process.
+    let node = "urn:uuid:" + UUID().uuidString.lowercased()
+    /// How long a node may go without a sign of life before the others end its subscriptions.
+    let nodeLifetime: Duration
     private let logger: Logger
     private let now: @Sendable () -> Date
     private var last: UInt64 = 0
@@ -34,13 +44,30 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
 
     /// A store on the database at `url` (`postgres://user:password@host:port/database`).
     ///
+    /// - Parameters:
+    ///   - url: Where the database is.
+    ///   - retention: What is kept.
+    ///   - timeout: How long a request waits for the database before it fails.
+    ///   - logger: Where the store logs.
     /// - Throws: ``EventStoreError`` when the URL cannot be used.
-    public init(url: String, retention: Retention = Retention(), logger: Logger = Logger(label: "herald.postgres")) throws {
-        try self.init(url: url, retention: retention, logger: logger, now: Date.init)
+    public init(
+        url: String,
+        retention: Retention = Retention(),
+        timeout: Duration = .seconds(5),
+        logger: Logger = Logger(label: "herald.postgres")
+    ) throws {
+        try self.init(url: url, retention: retention, timeout: timeout, logger: logger, now: Date.init)
     }
 
     /// A store whose notion of the current time is `now`: tests pass their own.
-    init(url: String, retention: Retention, logger: Logger, now: @escaping @Sendable () -> Date) throws {
+    init(
+        url: String,
+        retention: Retention,
+        timeout: Duration = .seconds(5),
+        nodeLifetime: Duration = .seconds(10),
+        logger: Logger,
+        now: @escaping @Sendable () -> Date
+    ) throws {
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme),
             let host = components.host
         else {
@@ -57,6 +84,8 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
         )
         self.client = PostgresClient(configuration: configuration)
         self.retention = retention
+        self.timeout = timeout
+        self.nodeLifetime = nodeLifetime
         self.logger = logger
         self.now = now
     }
@@ -72,42 +101,82 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
     /// - Throws: ``EventStoreError`` when the database cannot be reached within `timeout` (the
     ///   pool itself keeps trying for ever).
     public func migrate(timeout: Duration = .seconds(10)) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.createTables() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw EventStoreError(description: "PostgreSQL did not answer within \(timeout)")
+        try await self.withinTimeout(timeout) { try await self.createTables() }
+    }
+
+    /// Runs `body`, or fails with ``EventStoreError`` once it has taken `timeout` (by default
+    /// the store's). The body is cancelled then, but not waited for.
+    @discardableResult
+    private nonisolated func withinTimeout<T: Sendable>(
+        _ timeout: Duration? = nil,
+        _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        let timeout = timeout ?? self.timeout
+        let waiting = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+        let take: @Sendable () -> CheckedContinuation<T, any Error>? = {
+            waiting.withLockedValue { continuation in
+                defer { continuation = nil }
+                return continuation
             }
-            defer { group.cancelAll() }
-            try await group.next()
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            waiting.withLockedValue { $0 = continuation }
+            let work = Task { () -> Result<T, any Error> in
+                do { return .success(try await body()) } catch { return .failure(error) }
+            }
+            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) {
+                work.cancel()
+                take()?.resume(throwing: EventStoreError(description: "PostgreSQL did not answer within \(timeout)"))
+            }
+            Task {
+                let result = await work.value
+                timer.cancel()
+                take()?.resume(with: result)
+            }
         }
     }
 
     private func createTables() async throws {
-        try await self.client.query(
-            """
-            CREATE TABLE IF NOT EXISTS herald_updates (
-                sequence BIGINT PRIMARY KEY,
-                id TEXT NOT NULL UNIQUE,
-                topics TEXT NOT NULL,
-                data TEXT NOT NULL,
-                private BOOLEAN NOT NULL,
-                type TEXT,
-                retry BIGINT,
-                published_at DOUBLE PRECISION NOT NULL
+        let logger = self.logger
+        let node = self.node
+        // In one transaction under the appends' lock: nodes starting together do not race.
+        try await self.client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS herald_updates (
+                    sequence BIGINT PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    topics TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    private BOOLEAN NOT NULL,
+                    type TEXT,
+                    retry BIGINT,
+                    published_at DOUBLE PRECISION NOT NULL
+                )
+                """,
+                logger: logger
             )
-            """,
-            logger: self.logger
-        )
-        try await self.client.query(
-            "CREATE INDEX IF NOT EXISTS herald_updates_published_at ON herald_updates (published_at)",
-            logger: self.logger
-        )
-        try await self.client.query(
-            "CREATE TABLE IF NOT EXISTS herald_counter (single BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (single), last BIGINT NOT NULL)",
-            logger: self.logger
-        )
-        try await self.client.query("INSERT INTO herald_counter (last) VALUES (0) ON CONFLICT DO NOTHING", logger: self.logger)
+            try await connection.query("CREATE INDEX IF NOT EXISTS herald_updates_published_at ON herald_updates (published_at)", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS herald_counter (single BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (single), last BIGINT NOT NULL)",
+                logger: logger
+            )
+            try await connection.query("INSERT INTO herald_counter (last) VALUES (0) ON CONFLICT DO NOTHING", logger: logger)
+            // The cluster's nodes, with their last sign of life, and the subscriptions each holds.
+            try await connection.query("CREATE TABLE IF NOT EXISTS herald_nodes (node TEXT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS herald_subscriptions (
+                    subscriber TEXT PRIMARY KEY, node TEXT NOT NULL, topics TEXT NOT NULL, payload TEXT,
+                    listed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )
+                """,
+                logger: logger
+            )
+            // Alive before it holds any subscription: the others must not take it for dead.
+            try await connection.query("INSERT INTO herald_nodes VALUES (\(node), now()) ON CONFLICT (node) DO UPDATE SET seen_at = now()", logger: logger)
+        }
         self.last = try await self.counter()
     }
 
@@ -128,6 +197,10 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
     }
 
     public func lastEventID() async throws -> String? {
+        try await self.withinTimeout { try await self.readLastEventID() }
+    }
+
+    private func readLastEventID() async throws -> String? {
         let rows = try await self.client.query(
             "SELECT id FROM herald_updates WHERE published_at >= \(self.cutoff) ORDER BY sequence DESC LIMIT 1",
             logger: self.logger
@@ -145,9 +218,15 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
         let cutoff = self.cutoff
         let count = self.retention.count
         let logger = self.logger
-        let result = try await self.client.withTransaction(logger: logger) { connection -> (stored: [[StoredUpdate]], refused: Set<Int>, last: UInt64) in
-            // Every node's appends, one at a time: sequences stay consecutive across nodes.
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
+        let client = self.client
+        let result = try await self.withinTimeout { try await client.withTransaction(logger: logger) { connection -> (stored: [[StoredUpdate]], refused: Set<Int>, last: UInt64) in
+            // Every node's appends, one at a time: sequences stay consecutive across nodes. A node
+            // that stalls while it holds the lock (paused, cut off) loses its session after 2 s,
+            // which frees the lock for the others.
+            try await connection.query(
+                "SELECT set_config('idle_in_transaction_session_timeout', '2000', true), pg_advisory_xact_lock(\(Self.lockKey))",
+                logger: logger
+            )
             var known = Set<String>()
             let ids = requests.flatMap { $0.map(\.id) }
             for try await id in try await connection.query("SELECT id FROM herald_updates WHERE id = ANY(\(ids))", logger: logger).decode(String.self) {
@@ -199,17 +278,23 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
                 )
             }
             try await connection.query("UPDATE herald_counter SET last = \(last)", logger: logger)
+            // Sent on commit; a node that misses it still reads the rows (see `follow`).
+            try await connection.query("SELECT pg_notify(\(Self.channel), \(String(last)))", logger: logger)
             try await connection.query(
                 "DELETE FROM herald_updates WHERE sequence <= \(last - Int64(count)) OR published_at < \(cutoff)",
                 logger: logger
             )
             return (stored, refused, UInt64(last))
-        }
+        } }
         self.last = result.last
         return (result.stored, result.refused)
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
+        try await self.withinTimeout { try await self.read(after: lastEventID, through: last) }
+    }
+
+    private func read(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
         let rows = try await self.client.query(
             "SELECT sequence FROM herald_updates WHERE id = \(lastEventID) AND published_at >= \(self.cutoff)",
             logger: self.logger
@@ -221,7 +306,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
     }
 
     public func updates(through last: UInt64) async throws -> [StoredUpdate] {
-        try await self.range(after: 0, through: last)
+        try await self.withinTimeout { try await self.range(after: 0, through: last) }
     }
 
     private func range(after sequence: UInt64, through last: UInt64, limit: Int = Int(Int32.max)) async throws -> [StoredUpdate] {
@@ -254,23 +339,183 @@ public actor PostgresEventStore: EventStore, GroupCommitting {
     }
 
     /// Hands `hub` the updates that other nodes store in this history, in order, for as long as
-    /// the calling task runs: every node of a cluster runs one beside its hub. (It polls every
-    /// `interval`; notifications from the database are still to come.)
-    public nonisolated func follow(_ hub: Hub, every interval: Duration = .milliseconds(100)) async {
+    /// the calling task runs: every node of a cluster runs one beside its hub.
+    ///
+    /// Each commit notifies the channel `herald_updates` (with the last sequence it stored), and a
+    /// notification makes the follower read every row after the last one the hub fanned out, a
+    /// thousand at a time: notifications that come together are read as one batch, and their order
+    /// does not matter. The follower also reads every `interval`, and after it reconnects to a
+    /// database that went away, so a missed notification delays an update but never loses it.
+    public nonisolated func follow(_ hub: Hub, every interval: Duration = .seconds(1)) async {
+        // At most one wake waits: a burst of notifications is one read.
+        let (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                var failures = 0
+                while !Task.isCancelled {
+                    do {
+                        try await self.client.withConnection { connection in
+                            try await connection.listen(on: Self.channel) { notifications in
+                                failures = 0
+                                wake.yield()  // listening now: read what came before
+                                for try await _ in notifications { wake.yield() }
+                            }
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        if failures == 0 {
+                            self.logger.warning("not listening to the shared history; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                        }
+                        failures += 1
+                    }
+                    try? await Task.sleep(for: .milliseconds(min(100 << min(failures, 5), 2_000)))
+                }
+                wake.finish()
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: interval)
+                    wake.yield()
+                }
+                wake.finish()
+            }
+            if hub.configuration.tracksSubscriptions {
+                group.addTask { await self.keepAlive(ending: hub) }
+            }
+            for await _ in wakes {
+                await self.deliverNewRows(to: hub)
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Tells the cluster that this node is alive, every fifth of its lifetime (10 s), and ends the
+    /// subscriptions of nodes that have not done so for a lifetime (they were killed, or lost the
+    /// database): `hub` publishes their ends. Only a node that has been alive for a lifetime
+    /// itself does that, so that after an outage of the database the nodes have the time to come
+    /// back before any is taken for dead.
+    private nonisolated func keepAlive(ending hub: Hub) async {
+        let lifetime = self.nodeLifetime
+        var aliveSince: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            do {
+                try await self.withinTimeout {
+                    try await self.client.query(
+                        "INSERT INTO herald_nodes VALUES (\(self.node), now()) ON CONFLICT (node) DO UPDATE SET seen_at = now()",
+                        logger: self.logger
+                    )
+                }
+                // Its own entries that no subscription of its own backs (one that ended while
+                // the database was away, or while it was being listed) go too; the recent ones
+                // stay, as their subscribers may have come after `active` was taken.
+                let active = hub.trackedSubscriberIDs()
+                try await self.withinTimeout {
+                    try await self.client.query(
+                        """
+                        DELETE FROM herald_subscriptions
+                        WHERE node = \(self.node) AND NOT (subscriber = ANY(\(active))) AND listed_at < now() - interval '5 seconds'
+                        """,
+                        logger: self.logger
+                    )
+                }
+                let since = aliveSince ?? .now
+                aliveSince = since
+                if ContinuousClock.now - since > lifetime {
+                    let ended = try await self.withinTimeout { try await self.removeSubscriptionsOfDeadNodes() }
+                    if !ended.isEmpty {
+                        self.logger.notice("ending the subscriptions of nodes gone silent", metadata: ["subscriptions": "\(ended.count)"])
+                        await hub.announceEnds(of: ended)
+                    }
+                }
+            } catch {
+                aliveSince = nil
+            }
+            try? await Task.sleep(for: lifetime / 5)
+        }
+        // Stopping: its subscriptions have ended (and said so); the node goes.
+        _ = try? await self.withinTimeout { try await self.client.query("DELETE FROM herald_nodes WHERE node = \(self.node)", logger: self.logger) }
+    }
+
+    /// Deletes the subscriptions of nodes silent for a lifetime, and those nodes: returns the
+    /// subscriptions. (One statement: of nodes doing it at once, each subscription goes to one.)
+    private func removeSubscriptionsOfDeadNodes() async throws -> [TrackedSubscriber] {
+        let seconds = Double(self.nodeLifetime.components.seconds) + Double(self.nodeLifetime.components.attoseconds) / 1e18
+        let rows = try await self.client.query(
+            """
+            DELETE FROM herald_subscriptions WHERE node NOT IN
+                (SELECT node FROM herald_nodes WHERE seen_at >= now() - make_interval(secs => \(seconds)))
+            RETURNING subscriber, topics, payload
+            """,
+            logger: self.logger
+        )
+        let ended = try await Self.trackedSubscribers(rows)
+        try await self.client.query("DELETE FROM herald_nodes WHERE seen_at < now() - make_interval(secs => \(seconds))", logger: self.logger)
+        return ended
+    }
+
+    private static func trackedSubscribers(_ rows: PostgresRowSequence) async throws -> [TrackedSubscriber] {
+        var subscribers: [TrackedSubscriber] = []
+        for try await (id, topics, payload) in rows.decode((String, String, String?).self) {
+            subscribers.append(
+                TrackedSubscriber(
+                    id: id,
+                    topics: try JSONDecoder().decode([String].self, from: Data(topics.utf8)),
+                    payload: try payload.map { try JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+                )
+            )
+        }
+        return subscribers
+    }
+
+    /// The channel each commit notifies.
+    private static let channel = "herald_updates"
+
+    /// Hands `hub` every row after the last update it fanned out.
+    private nonisolated func deliverNewRows(to hub: Hub) async {
         let batch = 1_000
         while !Task.isCancelled {
             do {
-                let updates = try await self.range(after: hub.lastSequence, through: .max, limit: batch)
+                let after = hub.lastSequence
+                let updates = try await self.withinTimeout { try await self.range(after: after, through: .max, limit: batch) }
                 if !updates.isEmpty { try hub.deliver(updates) }
-                if updates.count == batch { continue }  // more is waiting
+                if updates.count < batch { return }
             } catch {
                 self.logger.warning("cannot read the shared history", metadata: ["error": "\(String(reflecting: error))"])
+                return
             }
-            try? await Task.sleep(for: interval)
+        }
+    }
+
+    func insert(_ subscriber: TrackedSubscriber) async throws {
+        let topics = String(decoding: try JSONEncoder().encode(subscriber.topics), as: UTF8.self)
+        let payload = try subscriber.payload.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+        try await self.withinTimeout {
+            try await self.client.query(
+                "INSERT INTO herald_subscriptions (subscriber, node, topics, payload) VALUES (\(subscriber.id), \(self.node), \(topics), \(payload))",
+                logger: self.logger
+            )
+        }
+    }
+
+    func remove(_ subscriber: TrackedSubscriber) async throws {
+        try await self.withinTimeout {
+            try await self.client.query("DELETE FROM herald_subscriptions WHERE subscriber = \(subscriber.id)", logger: self.logger)
+        }
+    }
+
+    func subscribers() async throws -> [TrackedSubscriber] {
+        try await self.withinTimeout {
+            try await Self.trackedSubscribers(
+                try await self.client.query("SELECT subscriber, topics, payload FROM herald_subscriptions", logger: self.logger)
+            )
         }
     }
 
     public func size() async throws -> EventStoreSize {
+        try await self.withinTimeout { try await self.readSize() }
+    }
+
+    private func readSize() async throws -> EventStoreSize {
         let rows = try await self.client.query(
             "SELECT COUNT(*), COALESCE(pg_total_relation_size('herald_updates'), 0) FROM herald_updates WHERE published_at >= \(self.cutoff)",
             logger: self.logger

@@ -45,6 +45,17 @@ struct TrackedSubscriber: Sendable {
     private static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 }
 
+/// Where the subscriptions of every node of a cluster are listed, when its nodes share a store
+/// (the PostgreSQL history is one). A hub tracking its subscriptions lists each before announcing
+/// it and unlists it before announcing its end, so the list read after taking the last event ID
+/// misses no change that the events up to that ID announced.
+protocol SubscriptionDirectory: Sendable {
+    func insert(_ subscriber: TrackedSubscriber) async throws
+    func remove(_ subscriber: TrackedSubscriber) async throws
+    /// Every node's subscribers.
+    func subscribers() async throws -> [TrackedSubscriber]
+}
+
 /// The JSON-LD document of one subscription (`"type": "Subscription"`).
 struct SubscriptionDocument: Encodable, Sendable {
     var context: String? = nil
@@ -132,7 +143,12 @@ extension Hub {
         guard claims.subscribe?.contains(where: { $0.matches(path) }) == true else {
             throw HTTPError(.forbidden, message: "the token's mercure.subscribe claim does not allow '\(path)'")
         }
-        let (lastEventID, subscribers) = self.activeSubscriptions()
+        let (lastEventID, subscribers): (String, [TrackedSubscriber])
+        do {
+            (lastEventID, subscribers) = try await self.activeSubscriptions()
+        } catch {
+            throw self.historyUnavailable(error, doing: "list the subscriptions")
+        }
         var documents: [SubscriptionDocument] = []
         for tracked in subscribers {
             for selector in tracked.topics where topic == nil || topic == selector {

@@ -42,8 +42,13 @@ struct Bench: AsyncParsableCommand {
         case mercure, nchan
     }
 
-    @Option(help: "The hub: its Mercure URL (http://127.0.0.1:8080/.well-known/mercure), or Nchan's base URL.")
-    var hub: String
+    @Option(
+        help: """
+            The hub: its Mercure URL (http://127.0.0.1:8080/.well-known/mercure), or Nchan's base URL. \
+            Repeat it for the nodes of a cluster: subscribers and publishes go to each in turn.
+            """
+    )
+    var hub: [String]
 
     @Option(name: .customLong("protocol"), help: "mercure or nchan.")
     var wireProtocol: WireProtocol = .mercure
@@ -95,11 +100,13 @@ struct Bench: AsyncParsableCommand {
         if self.wireProtocol == .mercure, !self.idle, (self.token == nil) == (self.key == nil) {
             throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
         }
-        guard URL(string: self.hub)?.host != nil else { throw ValidationError("--hub must be an http:// URL.") }
+        guard !self.hub.isEmpty, self.hub.allSatisfy({ URL(string: $0)?.host != nil }) else {
+            throw ValidationError("--hub must be an http:// URL.")
+        }
     }
 
     func run() async throws {
-        let target = try Target(hub: self.hub, wireProtocol: self.wireProtocol)
+        let targets = try self.hub.map { try Target(hub: $0, wireProtocol: self.wireProtocol) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let stats = group.makeIterator().map { _ in LoopStats() }
         let server = ServerProcesses(pids: self.serverPID)
@@ -112,7 +119,7 @@ struct Bench: AsyncParsableCommand {
         let connectStart = ContinuousClock.now
         let channels: [any Channel]
         do {
-            channels = try await self.connectSubscribers(target: target, group: group, stats: stats)
+            channels = try await self.connectSubscribers(targets: targets, group: group, stats: stats)
         } catch {
             ticker.cancel()
             try? await group.shutdownGracefully()
@@ -135,7 +142,7 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(self.duration))
         } else {
             progress.publishing.withLockedValue { $0 = true }
-            publishing = try await self.publish(target: target, progress: progress)
+            publishing = try await self.publish(targets: targets, progress: progress)
         }
         let publishSeconds = (ContinuousClock.now - publishStart).seconds
 
@@ -182,7 +189,7 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: Subscribers
 
-    private func connectSubscribers(target: Target, group: MultiThreadedEventLoopGroup, stats: [LoopStats]) async throws -> [any Channel] {
+    private func connectSubscribers(targets: [Target], group: MultiThreadedEventLoopGroup, stats: [LoopStats]) async throws -> [any Channel] {
         let sources = self.sourceAddresses ?? max(1, (self.subscribers + 9_999) / 10_000)
         let loops = Array(group.makeIterator())
         let inFlight = 256  // connections being opened at once
@@ -192,6 +199,7 @@ struct Bench: AsyncParsableCommand {
             for index in 0..<self.subscribers {
                 if index >= inFlight, let channel = try await tasks.next() { channels.append(channel) }
                 let loopIndex = index % loops.count
+                let target = targets[index % targets.count]
                 let source = target.isLoopback && sources > 1 ? "127.0.0.\(1 + index % sources)" : nil
                 tasks.addTask {
                     try await self.openSubscriber(
@@ -249,10 +257,10 @@ struct Bench: AsyncParsableCommand {
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
     }
 
-    private func publish(target: Target, progress: Progress) async throws -> PublishResult {
+    private func publish(targets: [Target], progress: Progress) async throws -> PublishResult {
         var signed = self.token ?? ""
         if let key = self.key {
-            signed = try await Hub.developmentToken(publish: (0..<self.topics).map(target.topicName), subscribe: nil, key: key)
+            signed = try await Hub.developmentToken(publish: (0..<self.topics).map(targets[0].topicName), subscribe: nil, key: key)
         }
         let token = signed
         var configuration = HTTPClient.Configuration()
@@ -283,7 +291,7 @@ struct Bench: AsyncParsableCommand {
                         let topic = number % topics
                         let sent = monotonicNanoseconds()
                         let data = "\(number) \(sent)" + (padding.isEmpty ? "" : " " + padding)
-                        let ok = await target.publish(client: client, topic: topic, data: data, token: token)
+                        let ok = await targets[number % targets.count].publish(client: client, topic: topic, data: data, token: token)
                         _ = result.latency.record(monotonicNanoseconds() - sent)
                         if ok {
                             result.published += 1

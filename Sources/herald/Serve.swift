@@ -306,5 +306,8 @@ struct Serve: AsyncParsableCommand {
             await group.next()
             group.cancelAll()
         }
+        // The node leaves the cluster's list of nodes.
+        follower?.cancel()
+        await follower?.value
     }
 }

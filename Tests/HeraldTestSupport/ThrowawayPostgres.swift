@@ -40,18 +40,73 @@ package enum ThrowawayPostgres {
 
     /// Runs `body` with the URL of a new, empty server (`postgres://herald@127.0.0.1:PORT/postgres`).
     package static func with(_ body: (String) async throws -> Void) async throws {
+        try await self.withServer { try await body($0.url) }
+    }
+
+    /// Runs `body` with a new, empty server, which it may stop and start again (on the same port
+    /// and data).
+    package static func withServer(_ body: (Server) async throws -> Void) async throws {
         guard let binaries else { throw Failure(description: skipReason ?? "") }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-pg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
-        // PostgreSQL refuses to run as root: then it runs as the postgres user (setpriv execs, so
-        // the process started is the tool itself).
-        let asRoot = geteuid() == 0
-        if asRoot { try FileManager.default.setAttributes([.ownerAccountName: "postgres"], ofItemAtPath: folder.path) }
-        func start(_ tool: String, _ arguments: [String]) throws -> Process {
+        // PostgreSQL refuses to run as root: then it runs as the postgres user, in a folder of its own.
+        if geteuid() == 0 { try FileManager.default.setAttributes([.ownerAccountName: "postgres"], ofItemAtPath: folder.path) }
+        let server = Server(binaries: binaries, folder: folder, port: try Self.freePort())
+        let initdb = try server.launch("initdb", ["-D", server.data, "-U", "herald", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        try await Server.wait(for: initdb, "initdb") { !initdb.isRunning }
+        guard initdb.terminationStatus == 0 else { throw Failure(description: "initdb exited with \(initdb.terminationStatus)") }
+        try await server.start()
+        defer { server.stop() }
+        try await body(server)
+    }
+
+    /// A throwaway server.
+    package final class Server {
+        /// Where it listens: `postgres://herald@127.0.0.1:PORT/postgres`.
+        package var url: String { "postgres://herald@127.0.0.1:\(self.port)/postgres" }
+        let binaries: URL
+        let folder: URL
+        let port: Int
+        var data: String { self.folder.appendingPathComponent("data").path }
+        private var process: Process?
+
+        init(binaries: URL, folder: URL, port: Int) {
+            self.binaries = binaries
+            self.folder = folder
+            self.port = port
+        }
+
+        /// Starts the server; returns once it accepts connections.
+        package func start() async throws {
+            let server = try self.launch("postgres", [
+                "-D", self.data, "-p", "\(self.port)", "-k", self.folder.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            ])
+            self.process = server
+            try await Self.wait(for: server, "PostgreSQL listening on \(self.port)") { server.isRunning && ThrowawayPostgres.accepts(port: self.port) }
+        }
+
+        /// Stops the server (a fast shutdown: connections are closed) and waits until it has.
+        package func stop() {
+            guard let process = self.process else { return }
+            process.interrupt()  // SIGINT: a fast shutdown
+            while process.isRunning { usleep(10_000) }
+            self.process = nil
+        }
+
+        /// Runs `sql` through `psql`.
+        package func execute(_ sql: String) async throws {
+            let psql = try self.launch("psql", ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "herald", "-d", "postgres", "-c", sql])
+            try await Self.wait(for: psql, "psql") { !psql.isRunning }
+            guard psql.terminationStatus == 0 else { throw Failure(description: "psql exited with \(psql.terminationStatus)") }
+        }
+
+        func launch(_ tool: String, _ arguments: [String]) throws -> Process {
             let process = Process()
-            let path = binaries.appendingPathComponent(tool).path
-            if asRoot {
+            let path = self.binaries.appendingPathComponent(tool).path
+            // As root, the tool runs as the postgres user (setpriv execs, so the process started is
+            // the tool itself).
+            if geteuid() == 0 {
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
                 process.arguments = ["--reuid=postgres", "--regid=postgres", "--init-groups", path] + arguments
             } else {
@@ -63,8 +118,9 @@ package enum ThrowawayPostgres {
             try process.run()
             return process
         }
-        // Polled: waitUntilExit would block one of the few threads the tests share.
-        func wait(for process: Process, _ what: String, until done: () -> Bool) async throws {
+
+        /// Polled: waitUntilExit would block one of the few threads the tests share.
+        static func wait(for process: Process, _ what: String, until done: () -> Bool) async throws {
             let deadline = ContinuousClock.now + .seconds(60)
             while !done(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
             guard done() else {
@@ -72,23 +128,9 @@ package enum ThrowawayPostgres {
                 throw Failure(description: "\(what) did not happen within a minute")
             }
         }
-        let data = folder.appendingPathComponent("data").path
-        let initdb = try start("initdb", ["-D", data, "-U", "herald", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        try await wait(for: initdb, "initdb") { !initdb.isRunning }
-        guard initdb.terminationStatus == 0 else { throw Failure(description: "initdb exited with \(initdb.terminationStatus)") }
-        let port = try Self.freePort()
-        let server = try start("postgres", [
-            "-D", data, "-p", "\(port)", "-k", folder.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-        ])
-        defer {
-            server.interrupt()  // SIGINT: a fast shutdown
-            while server.isRunning { usleep(10_000) }
-        }
-        try await wait(for: server, "PostgreSQL listening on \(port)") { server.isRunning && Self.accepts(port: port) }
-        try await body("postgres://herald@127.0.0.1:\(port)/postgres")
     }
 
-    private static func accepts(port: Int) -> Bool {
+    static func accepts(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -100,7 +142,8 @@ package enum ThrowawayPostgres {
         } == 0
     }
 
-    private static func freePort() throws -> Int {
+    /// A port of 127.0.0.1 that was free a moment ago.
+    package static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

@@ -20,13 +20,9 @@ import Testing
 struct ClusterTests {
     @Test func everyNodeDeliversEveryUpdateOnceInOrder() async throws {
         try await ThrowawayPostgres.with { url in
-            let stores = try (0..<2).map { _ in try PostgresEventStore(url: url, retention: Retention(), logger: Logger(label: "test"), now: Date.init) }
-            let pools = stores.map { store in Task { await store.run() } }
+            let (stores, hubs, pools) = try await Self.nodes(2, on: url)
             defer { pools.forEach { $0.cancel() } }
-            for store in stores { try await store.migrate() }
-            var hubs: [Hub] = []
-            for store in stores { hubs.append(try await Hub(store: store)) }
-            let followers = zip(stores, hubs).map { store, hub in Task { await store.follow(hub, every: .milliseconds(20)) } }
+            let followers = zip(stores, hubs).map { store, hub in Task { await store.follow(hub) } }
             defer { followers.forEach { $0.cancel() } }
 
             var subscriptions: [Subscription] = []
@@ -42,23 +38,8 @@ struct ClusterTests {
                 try await group.waitForAll()
             }
             var received: [[String]] = []
-            for subscription in subscriptions {
-                let collector = Task {
-                    var ids: [String] = []
-                    var iterator = subscription.makeAsyncIterator()
-                    while ids.count < 30, let buffer = await iterator.next() {
-                        let text = String(buffer: buffer)
-                        ids.append(String(text.dropFirst(4).prefix { $0 != "\n" }))  // "id: …\n"
-                    }
-                    return ids
-                }
-                let limit = Task {
-                    try await Task.sleep(for: .seconds(10))
-                    collector.cancel()  // ends the subscription: what arrived by then is checked
-                }
-                received.append(await collector.value)
-                limit.cancel()
-            }
+            var iterators = subscriptions.map { $0.makeAsyncIterator() }
+            for index in iterators.indices { received.append(await Self.ids(30, from: &iterators[index])) }
             // Each node got all 30, once each, and both in the same (the history's) order.
             #expect(received[0].count == 30 && Set(received[0]).count == 30)
             #expect(received[0] == received[1])
@@ -67,5 +48,139 @@ struct ClusterTests {
                 #expect(own == (0..<15).map { "n\(node)-\($0)" }, "a node's publishes keep their order")
             }
         }
+    }
+
+    @Test func aNotificationDeliversAtOnceAndAMissedOneIsCaughtUp() async throws {
+        try await ThrowawayPostgres.withServer { server in
+            let (stores, hubs, pools) = try await Self.nodes(2, on: server.url)
+            defer { pools.forEach { $0.cancel() } }
+            // Reading every 10 minutes: only notifications, or the catch-up after reconnecting,
+            // deliver within the test's limits.
+            let followers = zip(stores, hubs).map { store, hub in Task { await store.follow(hub, every: .seconds(600)) } }
+            defer { followers.forEach { $0.cancel() } }
+            var iterator = try await hubs[1].subscribe([TopicSelector("t")], lastEventID: nil).events.makeAsyncIterator()
+            try await hubs[0].publish(Update(id: "notified", topics: ["t"], data: "1"))
+            #expect(await Self.ids(1, from: &iterator) == ["notified"])
+
+            // Every listening connection is cut: what is published meanwhile is never notified to
+            // them, and is read when they listen again.
+            try await server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+            try await hubs[0].publish(Update(id: "missed", topics: ["t"], data: "2"))
+            #expect(await Self.ids(1, from: &iterator) == ["missed"])
+        }
+    }
+
+    @Test func publishesFailWhileTheDatabaseIsDownAndNodesCatchUpAfter() async throws {
+        try await ThrowawayPostgres.withServer { server in
+            let (stores, hubs, pools) = try await Self.nodes(2, on: server.url, timeout: .seconds(1))
+            defer { pools.forEach { $0.cancel() } }
+            let followers = zip(stores, hubs).map { store, hub in Task { await store.follow(hub, every: .seconds(600)) } }
+            defer { followers.forEach { $0.cancel() } }
+            var iterator = try await hubs[1].subscribe([TopicSelector("t")], lastEventID: nil).events.makeAsyncIterator()
+            try await hubs[0].publish(Update(id: "before", topics: ["t"], data: "1"))
+            #expect(await Self.ids(1, from: &iterator) == ["before"])
+
+            server.stop()
+            let started = ContinuousClock.now
+            await #expect(throws: EventStoreError.self, "no false success") {
+                try await hubs[0].publish(Update(id: "during", topics: ["t"], data: "2"))
+            }
+            #expect(ContinuousClock.now - started < .seconds(5), "the store's timeout bounds the wait")
+
+            try await server.start()
+            // The pool reconnects on its own; the first publish after it may still fail.
+            var stored = false
+            for _ in 0..<100 where !stored {
+                stored = (try? await hubs[0].publish(Update(id: "after", topics: ["t"], data: "3"))) != nil
+                if !stored { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(stored)
+            #expect(await Self.ids(1, from: &iterator) == ["after"], "the failed publish is not delivered")
+        }
+    }
+
+    @Test func everyNodeListsEverySubscriptionAndTheOnesOfADeadNodeEnd() async throws {
+        try await ThrowawayPostgres.with { url in
+            let (stores, hubs, pools) = try await Self.nodes(3, on: url, tracking: true)
+            defer { pools.forEach { $0.cancel() } }
+            let followers = zip(stores, hubs).map { store, hub in Task { await store.follow(hub) } }
+            defer { followers.forEach { $0.cancel() } }
+
+            let kept = try await hubs[0].subscribe([TopicSelector("kept")], lastEventID: nil).events
+            let orphaned = try await hubs[2].subscribe([TopicSelector("orphaned")], lastEventID: nil).events
+            func listed(on hub: Hub) async throws -> [String] {
+                try await hub.activeSubscriptions().subscribers.flatMap(\.topics).sorted()
+            }
+            #expect(try await listed(on: hubs[1]) == ["kept", "orphaned"], "a node lists the subscriptions of the others")
+
+            // Node 2 dies without ending its subscription: it stops telling the others it is alive.
+            followers[2].cancel()
+            pools[2].cancel()
+            var remaining: [String] = []
+            for _ in 0..<100 {
+                remaining = try await listed(on: hubs[1])
+                if remaining == ["kept"] { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(remaining == ["kept"], "a dead node's subscription is removed after its lifetime")
+            // …and its end is announced, once, in the shared history.
+            var ends: [String] = []
+            for _ in 0..<50 {
+                ends = try await stores[0].updates(through: .max).map(\.update).filter {
+                    $0.topics[0].contains("orphaned") && $0.data.contains(#""active":false"#)
+                }.map(\.id)
+                if !ends.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(ends.count == 1)
+            _ = (kept, orphaned)
+        }
+    }
+
+    /// `count` hubs with stores of their own on the database at `url`, and the tasks running the
+    /// stores' pools (to cancel).
+    private static func nodes(
+        _ count: Int,
+        on url: String,
+        timeout: Duration = .seconds(5),
+        tracking: Bool = false
+    ) async throws -> (stores: [PostgresEventStore], hubs: [Hub], pools: [Task<Void, Never>]) {
+        let stores = try (0..<count).map { _ in
+            try PostgresEventStore(
+                url: url,
+                retention: Retention(),
+                timeout: timeout,
+                nodeLifetime: .seconds(1),
+                logger: Logger(label: "test"),
+                now: Date.init
+            )
+        }
+        let pools = stores.map { store in Task { await store.run() } }
+        for store in stores { try await store.migrate() }
+        var configuration = Hub.Configuration()
+        configuration.tracksSubscriptions = tracking
+        var hubs: [Hub] = []
+        for store in stores { hubs.append(try await Hub(store: store, configuration: configuration)) }
+        return (stores, hubs, pools)
+    }
+
+    /// The IDs of the next `count` events of a subscription, or of those that arrive within 10 s.
+    private static func ids(_ count: Int, from iterator: inout Subscription.AsyncIterator) async -> [String] {
+        let collector = Task { [iterator] in
+            var iterator = iterator
+            var ids: [String] = []
+            while ids.count < count, let buffer = await iterator.next() {
+                ids.append(String(String(buffer: buffer).dropFirst(4).prefix { $0 != "\n" }))  // "id: …\n"
+            }
+            return (ids, iterator)
+        }
+        let limit = Task {
+            try await Task.sleep(for: .seconds(10))
+            collector.cancel()
+        }
+        defer { limit.cancel() }
+        let (ids, rest) = await collector.value
+        iterator = rest
+        return ids
     }
 }
