@@ -88,6 +88,43 @@ struct ClusterServeTests {
         }
     }
 
+    @Test func aNodeFrozenWhilePublishingDoesNotStopTheOthers() async throws {
+        try await ThrowawayPostgres.withServer { database in
+            let (fast, fastURL, _) = try self.serve.startHub(key: Self.key, arguments: ["--store", database.url])
+            defer { fast.stop() }
+            let (frozen, frozenURL, _) = try self.serve.startHub(key: Self.key, arguments: ["--store", database.url])
+            defer {
+                kill(frozen.processIdentifier, SIGCONT)
+                frozen.stop()
+            }
+            async let listened = runHerald(["listen", fastURL + "?topic=cluster", "--json", "--max-events", "5"], timeLimit: 60)
+            try await Self.waitForSubscribers(1, on: [fastURL])
+            // The frozen node publishes flat out, and is stopped while it holds the shared append
+            // lock, mid-transaction.
+            let load = Process()
+            load.executableURL = heraldExecutable
+            load.arguments = ["bench", "--hub", frozenURL, "--key", Self.key, "--subscribers", "1", "--publishers", "8", "--duration", "30"]
+            load.standardOutput = FileHandle.nullDevice
+            load.standardError = FileHandle.nullDevice
+            try load.run()
+            defer { load.stop() }
+            try await Task.sleep(for: .seconds(1))
+            var holdsTheLock = false
+            for _ in 0..<200 where !holdsTheLock {
+                kill(frozen.processIdentifier, SIGSTOP)
+                holdsTheLock = try await database.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == "1"
+                if !holdsTheLock { kill(frozen.processIdentifier, SIGCONT) }
+            }
+            try #require(holdsTheLock, "the node was never caught holding the lock")
+
+            for number in 1...5 { try await self.publish(id: "f\(number)", to: fastURL) }
+            let result = try await listened
+            #expect(result.status == 0, "\(result.standardError)")
+            let ids = result.standardOutput.split(separator: "\n").map { String($0.split(separator: "\"lastEventId\": \"").last?.prefix { $0 != "\"" } ?? "") }
+            #expect(ids == (1...5).map { "f\($0)" })
+        }
+    }
+
     /// Publishes `id` on `hub`, again while the hub answers 503 (the database is coming back); a
     /// 409 then means an earlier attempt was stored after all.
     private func publish(id: String, to hub: String) async throws {

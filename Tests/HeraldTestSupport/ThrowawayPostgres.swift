@@ -94,11 +94,15 @@ package enum ThrowawayPostgres {
             self.process = nil
         }
 
-        /// Runs `sql` through `psql`.
-        package func execute(_ sql: String) async throws {
-            let psql = try self.launch("psql", ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "herald", "-d", "postgres", "-c", sql])
+        /// Runs `sql` through `psql`; returns what it printed (unaligned, tuples only).
+        @discardableResult
+        package func execute(_ sql: String) async throws -> String {
+            let output = self.folder.appendingPathComponent("psql-\(UUID().uuidString).out")
+            defer { try? FileManager.default.removeItem(at: output) }
+            let psql = try self.launch("psql", ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "herald", "-d", "postgres", "-tA", "-o", output.path, "-c", sql])
             try await Self.wait(for: psql, "psql") { !psql.isRunning }
             guard psql.terminationStatus == 0 else { throw Failure(description: "psql exited with \(psql.terminationStatus)") }
+            return ((try? String(contentsOf: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
         func launch(_ tool: String, _ arguments: [String]) throws -> Process {
