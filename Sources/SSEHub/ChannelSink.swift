@@ -38,6 +38,76 @@ private final class RawBodyWriter: ChannelOutboundHandler, RemovableChannelHandl
     typealias OutboundOut = ByteBuffer
 }
 
+/// Over HTTP/1, holds back the end of a subscription's response while the hub writes the events
+/// straight to the channel. The server's handler then returns at once: its task, and the stack of
+/// frames under it, go away, which was most of what an idle subscriber cost. The end goes out when
+/// the subscription ends (``release()``), and the connection serves further requests as usual.
+///
+/// It sits between NIO's response encoder and the handlers above it, so it also sees the events
+/// that travel up: on a graceful shutdown it ends the response before the server closes the
+/// connection. (For the server the connection is idle meanwhile: do not give Hummingbird's
+/// HTTP/1 channel an `idleTimeout`, or it closes the streams.)
+final class ResponseEndHolder: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case waiting, holding, released
+    }
+
+    private var state = State.waiting
+    private var context: ChannelHandlerContext?
+    /// Ends the subscription: on a graceful shutdown.
+    private let onQuiesce: () -> Void
+
+    init(onQuiesce: @escaping () -> Void) {
+        self.onQuiesce = onQuiesce
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if self.state == .waiting, case .end = self.unwrapOutboundIn(data) {
+            self.state = .holding  // for the server, the response has ended
+            promise?.succeed()
+            return
+        }
+        context.write(data, promise: promise)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent, self.state != .released else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        // The server is stopping: the response ends now, before the server closes the connection.
+        self.end(context)
+        self.onQuiesce()
+        context.fireUserInboundEventTriggered(event)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// Ends the response (the end held back, or the server's own when it has not come yet) and
+    /// leaves the pipeline. Call on the channel's event loop.
+    func release() {
+        guard let context = self.context, self.state != .released else { return }
+        self.end(context)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    private func end(_ context: ChannelHandlerContext) {
+        if self.state == .holding { context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil) }
+        self.state = .released
+    }
+}
+
 /// A subscriber's connection, written to directly on its event loop: each event goes into the
 /// channel as a body part of the response the server's handler has begun, with no task and no
 /// async writer per event, and one flush for everything that arrived since the last one.

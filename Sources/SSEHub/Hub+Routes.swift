@@ -14,6 +14,7 @@ import HummingbirdSSE
 import Logging
 import Metrics
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import SSECore
 public import SSENIO
@@ -111,6 +112,14 @@ extension Hub {
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
+                if let channel, !Self.closesAfterResponse(request), try await Self.isHTTP1(channel) {
+                    // The hub writes the events from here on, and the response ends when the
+                    // subscription does: this task returns now (see `ResponseEndHolder`).
+                    try await writer.write(contentsOf: [ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
+                    try await channel.eventLoop.submit { self.detach(events, on: channel, configuration: configuration) }.get()
+                    try await writer.finish(nil)
+                    return
+                }
                 do {
                     // On SIGTERM the stream ends cleanly, so that the server can stop and clients
                     // reconnect (to another node) and resume with Last-Event-ID.
@@ -135,6 +144,60 @@ extension Hub {
         )
     }
 
+    /// Whether the client asked for its connection to close after the response.
+    private static func closesAfterResponse(_ request: Request) -> Bool {
+        request.headers[.connection]?.lowercased().contains("close") ?? false
+    }
+
+    /// Whether `channel` speaks HTTP/1 (its pipeline has NIO's response encoder).
+    private static func isHTTP1(_ channel: any Channel) async throws -> Bool {
+        try await channel.eventLoop.submit {
+            (try? channel.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)) != nil
+        }.get()
+    }
+
+    /// Hands an HTTP/1 subscriber's channel to the hub's direct writes, holding back the end of the
+    /// response until the subscription ends, so that the server's handler can return at once; the
+    /// response ends (or, when the subscriber was cut, the connection closes) when the
+    /// subscription does, and the subscription ends when the connection closes. Call on the
+    /// channel's event loop, once the head, the opening comment and the replay are written.
+    private func detach(_ events: Subscription, on channel: any Channel, configuration: HTTPConfiguration) {
+        let pipeline = channel.pipeline.syncOperations
+        guard let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self) else { return }
+        let holder = ResponseEndHolder { events.finish() }
+        guard (try? pipeline.addHandler(holder, position: .after(encoder.handler))) != nil else { return }
+        let sink = ChannelSink(channel: channel)
+        guard events.queue.attach(sink) else {
+            sink.stop()
+            holder.release()
+            return
+        }
+        let (period, heartbeat, writeTimeout) = Self.timers(configuration)
+        events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: channel.eventLoop)
+        let end = NIOLoopBound(holder, eventLoop: channel.eventLoop)
+        sink.done.futureResult.whenComplete { _ in
+            if let reason = events.queue.cutReason {
+                // The client is not reading: close the connection rather than end the response.
+                self.subscribersCut.increment()
+                self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(configuration.writeTimeout)" : "too much waiting for a client that does not read")")
+                channel.close(promise: nil)
+            } else {
+                end.value.release()
+            }
+        }
+        // The client went away (or the server closed the connection): the subscription ends. This
+        // keeps the subscription alive until then.
+        channel.closeFuture.whenComplete { _ in events.finish() }
+    }
+
+    /// The period of a subscription's timer, its heartbeat (`nil`: none) and its write timeout.
+    private static func timers(_ configuration: HTTPConfiguration) -> (TimeAmount, (EncodedEvent, TimeAmount)?, TimeAmount) {
+        let writeTimeout = TimeAmount(configuration.writeTimeout)
+        let heartbeat = configuration.heartbeat.map { (EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment))), TimeAmount($0.interval)) }
+        let period = TimeAmount.nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2)
+        return (period, heartbeat, writeTimeout)
+    }
+
     /// Writes a subscription: the opening comment and the replay at once through `write`, then
     /// either hands the channel to the hub's direct writes (when there is one), or writes each
     /// batch of what was queued meanwhile through `write` with one flush; heartbeats when idle, and
@@ -146,9 +209,7 @@ extension Hub {
         write: ([ByteBuffer]) async throws -> Void
     ) async throws {
         try await write([ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
-        let writeTimeout = TimeAmount(configuration.writeTimeout)
-        let heartbeat = configuration.heartbeat.map { (EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment))), TimeAmount($0.interval)) }
-        let period = TimeAmount.nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2)
+        let (period, heartbeat, writeTimeout) = Self.timers(configuration)
 
         if let channel, channel.eventLoop.inEventLoop {
             // Running on the channel's loop, `write` has already put its bytes in the channel, so

@@ -101,7 +101,8 @@ struct EventStreamTests {
             router.get("quiet") { _, _ in
                 let (events, continuation) = AsyncStream.makeStream(of: ServerSentEvent.self)
                 Task {
-                    try await Task.sleep(for: .milliseconds(600))
+                    // Long beside the interval: under load the response may start late.
+                    try await Task.sleep(for: .seconds(2))
                     continuation.yield(ServerSentEvent(data: "finally"))
                     continuation.finish()
                 }
