@@ -182,6 +182,31 @@ struct HubHTTPTests {
         }
     }
 
+    @Test func aSubscriberThatHangsUpIsGone() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        let router = Router(context: HubRequestContext.self)
+        try await hub.addRoutes(to: router, configuration: http)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        try await app.test(.live) { client in
+            // Kept alive, the request's handler has returned and only the connection's closing says
+            // the client left; with `Connection: close`, the handler waits on the request instead.
+            for connectionHeader in ["", "Connection: close\r\n"] {
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connect(host: "127.0.0.1", port: client.port!).get()
+                let request = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\(connectionHeader)\r\n"
+                try await channel.writeAndFlush(ByteBuffer(string: request))
+                for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(hub.subscriberCount == 1)
+                try await hub.publish(Update(id: "for-\(connectionHeader.count)", topics: ["t"], data: "x"))
+                try await channel.close()
+                for _ in 0..<500 where hub.subscriberCount == 1 { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(hub.subscriberCount == 0, "\(connectionHeader)")
+            }
+        }
+    }
+
     @Test func subscribeHeadersAndTheOpeningComment() async throws {
         try await self.withHub { base in
             let (headers, text) = try await self.subscription(base + "?topic=*") { $0.hasPrefix(":\n") }
