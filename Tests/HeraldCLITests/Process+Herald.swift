@@ -59,13 +59,13 @@ func runHerald(_ arguments: [String], input: [UInt8] = [], timeLimit: Double = 3
     process.standardError = try FileHandle(forWritingTo: errorURL)
     try process.run()
     let deadline = Date().addingTimeInterval(timeLimit)
-    while process.isRunning, Date() < deadline {
-        try await Task.sleep(for: .milliseconds(10))
+    // A cancelled caller (a test that failed early) does not leave the process behind either.
+    while process.isRunning, Date() < deadline, !Task.isCancelled {
+        try? await Task.sleep(for: .milliseconds(10))
     }
     if process.isRunning {
-        process.terminate()
-        process.waitUntilExit()
-        throw ProcessTimeout()
+        process.stop()
+        throw Task.isCancelled ? CancellationError() : ProcessTimeout()
     }
     return ProcessResult(
         status: process.terminationStatus,
