@@ -1,6 +1,6 @@
-"""A throwaway PostgreSQL and nginx in front of hub nodes, on 127.0.0.1: for the cluster's browser test
-(Tests/Browser/test_cluster.py) and its benchmark (scripts/bench-cluster.py). nginx gets the proxy
-settings docs/DEPLOYMENT.md gives."""
+"""A throwaway PostgreSQL, nginx in front of hub nodes (with the proxy settings docs/DEPLOYMENT.md
+gives), all on 127.0.0.1, and the polling helpers: for the browser tests (Tests/Browser) and the
+cluster's benchmark (scripts/bench-cluster.py)."""
 import glob
 import os
 import shutil
@@ -19,8 +19,12 @@ def free_port():
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, message="condition"):
+    """Polls `predicate` until it returns a truthy value, at most `timeout` seconds; returns the value."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if value:
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)

@@ -5,7 +5,7 @@
 import os
 import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,25 +13,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from herald_cluster import free_port, wait_until  # noqa: E402  (shared with scripts/bench-cluster.py)
 BUILD = Path(os.environ.get("HERALD_BUILD_DIR", ROOT / ".build" / "debug"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout=10.0, interval=0.05, message="condition"):
-    """Polls `predicate` until it returns a truthy value, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 class Example:

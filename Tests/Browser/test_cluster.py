@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -15,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wait_until
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from herald_cluster import Postgres, available, nginx  # noqa: E402
+from conftest import wait_until
+from herald_cluster import Postgres, available, nginx
 
 KEY = "k" * 40
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL or nginx is not installed (scripts/install-test-tools.sh installs both)")
