@@ -125,8 +125,11 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
                 do { return .success(try await body()) } catch { return .failure(error) }
             }
             let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(timeout)) {
+                // Taken before the work is cancelled, so the failure it then ends with is not
+                // what the caller sees.
+                let waiting = take()
                 work.cancel()
-                take()?.resume(throwing: EventStoreError(description: "PostgreSQL did not answer within \(timeout)"))
+                waiting?.resume(throwing: EventStoreError(description: "PostgreSQL did not answer within \(timeout)"))
             }
             Task {
                 let result = await work.value
