@@ -80,10 +80,7 @@ struct ClusterServeTests {
             for listener in listeners {
                 let result = try await listener.value
                 #expect(result.status == 0, "\(result.standardError)")
-                let ids = result.standardOutput.split(separator: "\n").map { line in
-                    String(line.split(separator: "\"lastEventId\": \"").last?.prefix { $0 != "\"" } ?? "")
-                }
-                #expect(ids == (1...total).map { "u\($0)" }, "every update once, in order, and not the refused one")
+                #expect(Self.eventIDs(result.standardOutput) == (1...total).map { "u\($0)" }, "every update once, in order, and not the refused one")
             }
         }
     }
@@ -120,8 +117,7 @@ struct ClusterServeTests {
             for number in 1...5 { try await self.publish(id: "f\(number)", to: fastURL) }
             let result = try await listened
             #expect(result.status == 0, "\(result.standardError)")
-            let ids = result.standardOutput.split(separator: "\n").map { String($0.split(separator: "\"lastEventId\": \"").last?.prefix { $0 != "\"" } ?? "") }
-            #expect(ids == (1...5).map { "f\($0)" })
+            #expect(Self.eventIDs(result.standardOutput) == (1...5).map { "f\($0)" })
         }
     }
 
@@ -137,6 +133,13 @@ struct ClusterServeTests {
                 return
             }
             try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// The `lastEventId` of each line `herald listen --json` printed.
+    static func eventIDs(_ output: String) -> [String] {
+        output.split(separator: "\n").map { line in
+            String(line.split(separator: "\"lastEventId\": \"").last?.prefix { $0 != "\"" } ?? "")
         }
     }
 
