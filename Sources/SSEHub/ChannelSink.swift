@@ -214,8 +214,11 @@ final class ChannelSink: @unchecked Sendable {
 /// The subscribers of one event that are written directly, by event loop.
 struct DirectWrites {
     private var groups: [(writer: LoopWriter, targets: [(SubscriberQueue, ChannelSink)])] = []
+    /// The number of subscribers.
+    private(set) var count = 0
 
     mutating func add(_ sink: ChannelSink, of queue: SubscriberQueue, to writer: LoopWriter) {
+        self.count += 1
         // A handful of event loops: a linear search beats hashing.
         if let index = self.groups.firstIndex(where: { $0.writer === writer }) {
             self.groups[index].targets.append((queue, sink))
@@ -257,6 +260,14 @@ final class LoopWriter: Sendable {
             pending.scheduled = false
             defer { pending.writes = [] }
             return pending.writes
+        }
+        if writes.count == 1 {
+            // One event (the loop keeps up): each sink writes it and flushes at once.
+            let (event, targets) = writes[0]
+            for (queue, sink) in targets where sink.write(event) && !sink.flush(maximumBytes: queue.limits.bytes) {
+                queue.cut(reason: .tooManyBytes)
+            }
+            return
         }
         var flush: [(SubscriberQueue, ChannelSink)] = []
         for (event, targets) in writes {

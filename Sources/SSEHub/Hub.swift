@@ -49,6 +49,7 @@ public final class Hub: Sendable {
 
     /// A class: the fan-out looks one up per delivery, and copies one reference, not its fields.
     private final class Subscriber: Sendable {
+        let id: Int
         let selectors: [TopicSelector]
         /// What the subscriber's token allows of private updates (`mercure.subscribe`).
         let grants: [TopicSelector]
@@ -56,7 +57,8 @@ public final class Hub: Sendable {
         /// How the subscriptions API shows it, when the hub tracks subscriptions.
         let tracked: TrackedSubscriber?
 
-        init(selectors: [TopicSelector], grants: [TopicSelector], queue: SubscriberQueue, tracked: TrackedSubscriber?) {
+        init(id: Int, selectors: [TopicSelector], grants: [TopicSelector], queue: SubscriberQueue, tracked: TrackedSubscriber?) {
+            self.id = id
             self.selectors = selectors
             self.grants = grants
             self.queue = queue
@@ -71,9 +73,68 @@ public final class Hub: Sendable {
         var lastEventID: String?
         /// Updates stored but waiting for an earlier one to be fanned out first.
         var waiting: [UInt64: (Update, EncodedEvent)] = [:]
-        var subscribers: [Int: Subscriber] = [:]
-        var index = SubscriberIndex()
+        private(set) var subscribers: [Int: Subscriber] = [:]
+        private var index = SubscriberIndex()
         var nextSubscriberID = 0
+        /// How a public update on these topics reaches its subscribers, made by the first such
+        /// update since the subscribers last changed: the fan-out then costs a few operations per
+        /// event loop, not several per subscriber.
+        private var routes: [[String]: Route] = [:]
+
+        init(lastSequence: UInt64, lastEventID: String?) {
+            self.lastSequence = lastSequence
+            self.lastEventID = lastEventID
+        }
+
+        /// The subscribers of public updates on some topics: those whose connection takes events
+        /// directly, by event loop, and the others (queued until their connection is attached).
+        struct Route {
+            var direct = DirectWrites()
+            var queued: [Subscriber] = []
+        }
+
+        mutating func insert(_ subscriber: Subscriber) {
+            self.subscribers[subscriber.id] = subscriber
+            self.index.insert(subscriber.id, selectors: subscriber.selectors)
+            self.routes.removeAll()
+        }
+
+        @discardableResult
+        mutating func remove(_ id: Int) -> Subscriber? {
+            guard let subscriber = self.subscribers.removeValue(forKey: id) else { return nil }
+            self.index.remove(id, selectors: subscriber.selectors)
+            self.routes.removeAll()
+            return subscriber
+        }
+
+        /// Calls `body` once for every subscriber with a selector matching one of `topics`.
+        mutating func forEachSubscriber(of topics: [String], _ body: (Subscriber) -> Void) {
+            let subscribers = self.subscribers
+            self.index.forEachSubscriber(of: topics) { id in
+                if let subscriber = subscribers[id] { body(subscriber) }
+            }
+        }
+
+        /// The route of public updates on `topics`.
+        mutating func route(_ topics: [String]) -> Route {
+            if let route = self.routes[topics] { return route }
+            var route = Route()
+            self.forEachSubscriber(of: topics) { subscriber in
+                if let (sink, writer) = subscriber.queue.directSink {
+                    route.direct.add(sink, of: subscriber.queue, to: writer)
+                } else {
+                    route.queued.append(subscriber)
+                }
+            }
+            if self.routes.count >= SubscriberIndex.cachedTopicsLimit { self.routes.removeAll() }
+            self.routes[topics] = route
+            return route
+        }
+
+        /// Forgets the route of `topics`: one of its queued subscribers now takes events directly.
+        mutating func forgetRoute(_ topics: [String]) {
+            self.routes[topics] = nil
+        }
     }
 
     /// The history.
@@ -158,23 +219,26 @@ public final class Hub: Sendable {
             while let (next, bytes) = registry.waiting.removeValue(forKey: registry.lastSequence + 1) {
                 registry.lastSequence += 1
                 registry.lastEventID = next.id
-                var slow: [Int] = []
+                var slow: [Subscriber] = []
                 var direct = DirectWrites()
-                do {
-                    let subscribers = registry.subscribers
-                    registry.index.forEachSubscriber(of: next.topics) { id in
-                        guard let subscriber = subscribers[id],
-                            !next.isPrivate || subscriber.grants.contains(where: { $0.matchesAny(of: next.topics) })
-                        else { return }
+                if next.isPrivate {
+                    registry.forEachSubscriber(of: next.topics) { subscriber in
+                        guard subscriber.grants.contains(where: { $0.matchesAny(of: next.topics) }) else { return }
                         delivered += 1
-                        if !subscriber.queue.push(bytes, direct: &direct) { slow.append(id) }
+                        if !subscriber.queue.push(bytes, direct: &direct) { slow.append(subscriber) }
                     }
+                } else {
+                    let route = registry.route(next.topics)
+                    direct = route.direct
+                    delivered += route.direct.count + route.queued.count
+                    for subscriber in route.queued where !subscriber.queue.push(bytes, direct: &direct) {
+                        slow.append(subscriber)
+                    }
+                    if direct.count != route.direct.count { registry.forgetRoute(next.topics) }
                 }
                 direct.enqueue(bytes)  // under the lock: the loops get the events in order
-                for id in slow {
-                    guard let subscriber = registry.subscribers.removeValue(forKey: id) else { continue }
-                    registry.index.remove(id, selectors: subscriber.selectors)
-                    self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(id)"])
+                for subscriber in slow where registry.remove(subscriber.id) != nil {
+                    self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(subscriber.id)"])
                     cut.append(subscriber.queue)
                 }
             }
@@ -212,8 +276,7 @@ public final class Hub: Sendable {
         let (id, registeredThrough) = self.registry.withLockedValue { registry in
             let id = registry.nextSubscriberID
             registry.nextSubscriberID += 1
-            registry.subscribers[id] = Subscriber(selectors: selectors, grants: grants, queue: queue, tracked: tracked)
-            registry.index.insert(id, selectors: selectors)
+            registry.insert(Subscriber(id: id, selectors: selectors, grants: grants, queue: queue, tracked: tracked))
             self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
@@ -226,9 +289,7 @@ public final class Hub: Sendable {
         queue.onFinish { [registry, subscribers] in
             expiry?.cancel()
             let count = registry.withLockedValue { registry in
-                if registry.subscribers.removeValue(forKey: id) != nil {
-                    registry.index.remove(id, selectors: selectors)
-                }
+                registry.remove(id)
                 return registry.subscribers.count
             }
             subscribers.record(count)

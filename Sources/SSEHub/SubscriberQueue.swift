@@ -87,6 +87,12 @@ final class SubscriberQueue: Sendable {
         return pushed.accepted
     }
 
+    /// The connection's sink and its loop's writer, once attached (``attach(_:)``) and until the
+    /// queue finishes. Events handed to that writer from now on go after everything queued before.
+    var directSink: (ChannelSink, LoopWriter)? {
+        self.state.withLockedValue { $0.finished ? nil : $0.sink }
+    }
+
     /// Hands the subscriber's connection to `sink`: what is queued, then every later event, is
     /// written straight to its channel. `false` when the queue has already finished.
     func attach(_ sink: ChannelSink) -> Bool {

@@ -53,6 +53,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of silence before a heartbeat comment goes to a subscriber; 0 for none.")
     var heartbeat: Double = 15
 
+    @Flag(help: "Send each event to a subscriber at once (TCP_NODELAY), rather than let the kernel merge the events written while earlier ones are unacknowledged: lower latency for bursts, more CPU under load.")
+    var tcpNoDelay = false
+
     @Option(help: "How many updates the history keeps for subscribers that resume.")
     var history = 100_000
 
@@ -230,6 +233,7 @@ struct Serve: AsyncParsableCommand {
         var http = Hub.HTTPConfiguration()
         http.heartbeat = self.heartbeat > 0 ? KeepAlive(interval: .seconds(self.heartbeat)) : nil
         http.allowsAnonymousSubscribers = self.anonymous
+        http.tcpNoDelay = self.tcpNoDelay
         http.publishOrigins = self.publishOrigin
         http.corsOrigins = self.corsOrigin
         var banner = ""

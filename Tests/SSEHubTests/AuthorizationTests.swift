@@ -127,7 +127,8 @@ struct AuthorizationTests {
 
     @Test func theSubscriptionEndsWhenTheTokenExpires() async throws {
         try await self.http.withHub(anonymous: false) { base in
-            let soon = try await token(subscribe: ["*"], expires: Date().addingTimeInterval(2))
+            // Soon, but not before the request is checked while the whole suite runs.
+            let soon = try await token(subscribe: ["*"], expires: Date().addingTimeInterval(5))
             var request = HTTPClientRequest(url: base + "?topic=t")
             request.headers = self.bearer(soon)
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
@@ -136,7 +137,7 @@ struct AuthorizationTests {
             // The body ends (the connection closes) at the expiry, within the time limit.
             _ = try await response.body.collect(upTo: 1 << 20)
             let elapsed = ContinuousClock.now - started
-            #expect(elapsed < .seconds(8), "closed at the expiry, not later: \(elapsed)")
+            #expect(elapsed < .seconds(11), "closed at the expiry, not later: \(elapsed)")
         }
     }
 

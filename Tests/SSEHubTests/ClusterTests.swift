@@ -156,7 +156,8 @@ struct ClusterTests {
             )
         }
         let pools = stores.map { store in Task { await store.run() } }
-        for store in stores { try await store.migrate() }
+        // A fresh server on a busy machine can be slow.
+        for store in stores { try await store.migrate(timeout: .seconds(30)) }
         var configuration = Hub.Configuration()
         configuration.tracksSubscriptions = tracking
         var hubs: [Hub] = []

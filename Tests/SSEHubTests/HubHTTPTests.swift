@@ -10,6 +10,7 @@ import AsyncHTTPClient
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -17,6 +18,12 @@ import SSEClient
 import Testing
 
 @testable import SSEHub
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The Mercure endpoints on a live server, with a real HTTP client.
 @Suite("Hub over HTTP")
@@ -207,6 +214,58 @@ struct HubHTTPTests {
         }
     }
 
+    @Test(arguments: [false, true])
+    func theKernelMergesASubscribersWritesUnlessToldNotTo(tcpNoDelay: Bool) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.tcpNoDelay = tcpNoDelay
+        let router = Router(context: HubRequestContext.self)
+        try await hub.addRoutes(to: router, configuration: http)
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        try await app.test(.live) { client in
+            let received = ReceivedText()
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { $0.pipeline.addHandler(received) }
+                .connect(host: "127.0.0.1", port: client.port!).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
+            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            // An event that arrives went through the hub's direct writes, set up after the option.
+            try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+            for _ in 0..<500 where !received.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(received.text.contains("id: e\ndata: x\n\n"))
+            let option = try #require(
+                Self.noDelayOption(ofSocketFrom: channel.localAddress!.port!, to: client.port!),
+                "the server's end of the connection is in this process"
+            )
+            #expect((option != 0) == tcpNoDelay)
+            try await channel.close()
+        }
+    }
+
+    /// The `TCP_NODELAY` option of this process's socket on `port` connected to `peerPort`.
+    private static func noDelayOption(ofSocketFrom peerPort: Int, to port: Int) -> Int32? {
+        for fd in Int32(0)..<65_536 {
+            var local = sockaddr_in()
+            var peer = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let named = withUnsafeMutablePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+            }
+            guard named, Int(UInt16(bigEndian: local.sin_port)) == port else { continue }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let connected = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) == 0 }
+            }
+            guard connected, Int(UInt16(bigEndian: peer.sin_port)) == peerPort else { continue }
+            var value: Int32 = -1
+            var size = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &size) == 0 else { return nil }
+            return value
+        }
+        return nil
+    }
+
     @Test func subscribeHeadersAndTheOpeningComment() async throws {
         try await self.withHub { base in
             let (headers, text) = try await self.subscription(base + "?topic=*") { $0.hasPrefix(":\n") }
@@ -310,6 +369,19 @@ struct HubHTTPTests {
             #expect(response.status == .badRequest)
             #expect(String(buffer: try await response.body.collect(upTo: 1 << 16)).contains("missing 'topic'"))
         }
+    }
+}
+
+/// Collects what a raw client connection receives, as text.
+private final class ReceivedText: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    private let received = NIOLockedValueBox("")
+
+    var text: String { self.received.withLockedValue { $0 } }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = Self.unwrapInboundIn(data)
+        self.received.withLockedValue { $0 += String(buffer: bytes) }
     }
 }
 

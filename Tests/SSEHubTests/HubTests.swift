@@ -170,6 +170,18 @@ struct HubTests {
         #expect(hub.subscriberCount == 0)
     }
 
+    @Test func aSubscriberThatComesBetweenTwoPublishesGetsTheSecond() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        let (first, _) = try await hub.subscribe([TopicSelector("https://example.com/books/1")], lastEventID: nil)
+        try await hub.publish(self.update(1))  // the hub learns who gets updates on this topic
+        let (exact, _) = try await hub.subscribe([TopicSelector("https://example.com/books/1")], lastEventID: nil)
+        let (template, _) = try await hub.subscribe([TopicSelector("https://example.com/books/{id}")], lastEventID: nil)
+        try await hub.publish(self.update(2))
+        #expect(try events(in: try await take(2, from: first)).map(\.data) == ["update 1", "update 2"])
+        #expect(try events(in: try await take(1, from: exact)).map(\.data) == ["update 2"])
+        #expect(try events(in: try await take(1, from: template)).map(\.data) == ["update 2"])
+    }
+
     @Test func aSubscriptionThatEndsIsForgotten() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         do {

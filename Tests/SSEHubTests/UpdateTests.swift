@@ -112,7 +112,7 @@ enum StoreKind: String, CaseIterable, Sendable {
                 let pool = Task { await store.run() }
                 defer { pool.cancel() }
                 do {
-                    try await store.migrate()
+                    try await store.migrate(timeout: .seconds(30))  // a fresh server on a busy machine can be slow
                     try await body(store)
                 } catch let error as PSQLError {
                     throw EventStoreError(description: String(reflecting: error))  // the details, for the test's report
