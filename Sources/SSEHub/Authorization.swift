@@ -8,6 +8,7 @@
 
 public import Foundation
 import JWTKit
+import NIOConcurrencyHelpers
 
 /// A key that verifies Mercure JWTs, as the hub's configuration names it.
 public struct JWTKey: Sendable, Hashable {
@@ -106,10 +107,16 @@ public struct JWTKeyError: Error, Sendable, CustomStringConvertible {
     public let description: String
 }
 
-/// Verifies tokens with one key.
+/// Verifies tokens with one key, and remembers the claims of the tokens it accepted: a publisher
+/// usually sends the same token with every update, and decoding its claims (a long list of topics,
+/// say) can cost more than the rest of the publish.
 final class TokenVerifier: Sendable {
     let key: JWTKey
     private let keys: JWTKeyCollection
+    /// The claims of tokens whose signature verified, by token; forgotten all at once when full.
+    /// Only the key's holder can make a token that gets in.
+    private let accepted = NIOLockedValueBox<[String: MercureClaims]>([:])
+    static let acceptedLimit = 1_000
 
     init(_ key: JWTKey) async throws(JWTKeyError) {
         self.key = key
@@ -147,6 +154,10 @@ final class TokenVerifier: Sendable {
 
     /// The claims of `token`, if its signature verifies and it has not expired.
     func verify(_ token: String, role: String) async throws(AuthorizationFailure) -> MercureClaims {
+        if let claims = self.accepted.withLockedValue({ $0[token] }) {
+            if let expiresAt = claims.expiresAt, expiresAt < Date() { throw .unauthorized("the \(role) token has expired") }
+            return claims
+        }
         let payload: MercureToken
         do {
             payload = try await self.keys.verify(token, as: MercureToken.self)
@@ -163,6 +174,10 @@ final class TokenVerifier: Sendable {
             expiresAt: payload.exp?.value
         )
         claims.payload = payload.mercure?.payload
+        self.accepted.withLockedValue { accepted in
+            if accepted.count >= Self.acceptedLimit { accepted.removeAll(keepingCapacity: true) }
+            accepted[token] = claims
+        }
         return claims
     }
 

@@ -348,7 +348,7 @@ struct Authorizer: Sendable {
 
     func token(_ request: Request) throws -> (String, Source)? {
         if let header = request.headers[.authorization] {
-            guard header.hasPrefix("Bearer "), header.count > 7 else {
+            guard header.hasPrefix("Bearer "), header.utf8.count > 7 else {
                 throw HTTPError(.unauthorized, message: "the Authorization header must be 'Bearer <JWT>'")
             }
             return (String(header.dropFirst(7)), .header)

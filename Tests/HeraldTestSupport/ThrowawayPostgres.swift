@@ -84,6 +84,15 @@ package enum ThrowawayPostgres {
             ])
             self.process = server
             try await Self.wait(for: server, "PostgreSQL listening on \(self.port)") { server.isRunning && ThrowawayPostgres.accepts(port: self.port) }
+            // Listening is not answering yet ("the database system is starting up"), and a pool
+            // refused at that point backs off, for longer each time: wait for an answer.
+            let deadline = ContinuousClock.now + .seconds(60)
+            while (try? await self.execute("SELECT 1")) != "1" {
+                guard ContinuousClock.now < deadline, server.isRunning else {
+                    throw Failure(description: "PostgreSQL on \(self.port) did not answer a query within a minute")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
 
         /// Stops the server (a fast shutdown: connections are closed) and waits until it has.

@@ -75,6 +75,22 @@ struct AuthorizationTests {
         }
     }
 
+    @Test func aTokenVerifiedOnceStillExpiresAndOnlyItsOwnClaimsAreRemembered() async throws {
+        let verifier = try await TokenVerifier(JWTKey(algorithm: .hs256, key: HubHTTPTests.secret))
+        let soon = try await token(publish: ["https://example.com/a"], expires: Date().addingTimeInterval(2))
+        let other = try await token(publish: ["https://example.com/b"])
+        for _ in 0..<2 {
+            #expect(try await verifier.verify(soon, role: "publisher").publish?.map(\.description) == ["https://example.com/a"])
+            #expect(try await verifier.verify(other, role: "publisher").publish?.map(\.description) == ["https://example.com/b"])
+        }
+        let forged = try await token(publish: ["*"], secret: "another secret entirely, and long enough too")
+        await #expect(throws: AuthorizationFailure.self) { try await verifier.verify(forged, role: "publisher") }
+        try await Task.sleep(for: .seconds(3))  // `exp` counts whole seconds
+        let failure = await #expect(throws: AuthorizationFailure.self) { try await verifier.verify(soon, role: "publisher") }
+        #expect(failure?.description == "the publisher token has expired")
+        #expect(try await verifier.verify(other, role: "publisher").publish?.map(\.description) == ["https://example.com/b"])
+    }
+
     @Test func privateUpdatesReachOnlySubscribersAuthorizedForOneOfTheirTopics() async throws {
         try await self.http.withHub { base in
             // The draft's example: the canonical topic is matched by the subscription, an
