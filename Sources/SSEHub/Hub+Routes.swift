@@ -78,11 +78,12 @@ extension Hub {
             router.add(middleware: CORSAllowList(origins: configuration.corsOrigins))
         }
         router.get("/.well-known/mercure") { request, context in
-            // In a child task: a task keeps the memory of its deepest call stack until it ends, and
-            // the connection's task lives as long as the subscription; the child's (checking the
-            // token, reading the replay) goes when the child returns, about 3 KB a subscriber.
-            async let response = self.subscribeResponse(request, context: context, authorizer: authorizer, configuration: configuration)
-            return try await response
+            // In a task of its own: a task keeps the memory of its deepest call stack until it
+            // ends, and the connection's task lives as long as the subscription; this one's
+            // (checking the token, reading the replay) goes when it returns, 3.5 KB a subscriber.
+            // (Not `async let`: its child would live in the connection task's memory.)
+            let work = Task { try await self.subscribeResponse(request, context: context, authorizer: authorizer, configuration: configuration) }
+            return try await withTaskCancellationHandler { try await work.value } onCancel: { work.cancel() }
         }
         router.post("/.well-known/mercure") { request, context in
             try await self.publishResponse(request, context: context, authorizer: authorizer, configuration: configuration)
