@@ -28,7 +28,7 @@ extension Hub {
         /// Whether each write to an HTTP/1 subscriber leaves at once (`TCP_NODELAY`). Off by
         /// default, as in nginx and Nchan: while earlier bytes are still unacknowledged, the kernel
         /// merges the events written meanwhile into one packet, which under load costs far less
-        /// CPU per delivery (a third less in `docs/PERFORMANCE.md`) and can hold an event back
+        /// CPU per delivery (about 40 % less in `docs/PERFORMANCE.md`) and can hold an event back
         /// until the client acknowledges the previous one: one round trip, or the client's delayed
         /// acknowledgement (up to 40 ms on Linux, 200 ms on Windows). An event that follows a quiet
         /// moment leaves at once either way. Turn it on when events come in bursts and every

@@ -148,7 +148,7 @@ struct ListenCommandTests {
             try await Task.sleep(for: .seconds(30))
         } _: { server in
             // Long enough for the process to start and connect on a loaded machine.
-            let result = try await runHerald(["listen", server.url, "--json", "--timeout", "3"], timeLimit: 15)
+            let result = try await runHerald(["listen", server.url, "--json", "--timeout", "6"], timeLimit: 20)
             #expect(result.status == 0)
             #expect(result.standardOutput == #"{"type": "message", "data": "first", "lastEventId": ""}"# + "\n")
         }
