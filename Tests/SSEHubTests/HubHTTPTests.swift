@@ -52,12 +52,19 @@ struct HubHTTPTests {
         http.publishOrigins = publishOrigins
         http.corsOrigins = corsOrigins
         http.dashboard = dashboard
-        // The context herald serve uses: subscribers' events go straight to their channels.
+        try await self.serve(hub, http) { port in
+            try await body("http://127.0.0.1:\(port)/.well-known/mercure")
+        }
+    }
+
+    /// Serves `hub`'s routes on a live server, in the request context `herald serve` uses (so
+    /// subscribers' events go straight to their channels); `body` gets the server's port.
+    func serve(_ hub: Hub, _ http: Hub.HTTPConfiguration, _ body: @escaping @Sendable (_ port: Int) async throws -> Void) async throws {
         let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
         try await app.test(.live) { client in
-            try await body("http://127.0.0.1:\(client.port!)/.well-known/mercure")
+            try await body(client.port!)
         }
     }
 
@@ -193,15 +200,12 @@ struct HubHTTPTests {
         let hub = try await Hub(store: InMemoryEventStore())
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
-        let router = Router(context: HubRequestContext.self)
-        try await hub.addRoutes(to: router, configuration: http)
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
-        try await app.test(.live) { client in
+        try await self.serve(hub, http) { port in
             // Kept alive, the request's handler has returned and only the connection's closing says
             // the client left; with `Connection: close`, the handler waits on the request instead.
             for connectionHeader in ["", "Connection: close\r\n"] {
                 let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connect(host: "127.0.0.1", port: client.port!).get()
+                    .connect(host: "127.0.0.1", port: port).get()
                 let request = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\(connectionHeader)\r\n"
                 try await channel.writeAndFlush(ByteBuffer(string: request))
                 for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
@@ -220,14 +224,11 @@ struct HubHTTPTests {
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.tcpNoDelay = tcpNoDelay
-        let router = Router(context: HubRequestContext.self)
-        try await hub.addRoutes(to: router, configuration: http)
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
-        try await app.test(.live) { client in
+        try await self.serve(hub, http) { port in
             let received = ReceivedText()
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelInitializer { $0.pipeline.addHandler(received) }
-                .connect(host: "127.0.0.1", port: client.port!).get()
+                .connect(host: "127.0.0.1", port: port).get()
             try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             // An event that arrives went through the hub's direct writes, set up after the option.
@@ -235,7 +236,7 @@ struct HubHTTPTests {
             for _ in 0..<500 where !received.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
             #expect(received.text.contains("id: e\ndata: x\n\n"))
             let option = try #require(
-                Self.noDelayOption(ofSocketFrom: channel.localAddress!.port!, to: client.port!),
+                Self.noDelayOption(ofSocketFrom: channel.localAddress!.port!, to: port),
                 "the server's end of the connection is in this process"
             )
             #expect((option != 0) == tcpNoDelay)
