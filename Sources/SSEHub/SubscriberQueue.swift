@@ -56,15 +56,6 @@ final class SubscriberQueue: Sendable {
         self.limits = limits
     }
 
-    /// Queues `buffer`; `false` when that would overflow the queue (the caller then cuts the
-    /// subscriber with ``finish()``, outside any lock of its own).
-    func push(_ event: EncodedEvent) -> Bool {
-        var direct = DirectWrites()
-        let accepted = self.push(event, direct: &direct)
-        direct.enqueue(event)
-        return accepted
-    }
-
     /// Queues `event`, or, once the connection takes events directly, adds this subscriber to
     /// `direct`, which the caller hands to the loop writers once for all the subscribers of the
     /// event. `false` when queueing would overflow the queue.
