@@ -29,7 +29,7 @@ public struct CORSAllowList<Context: RequestContext>: RouterMiddleware {
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             // A preflight (for a publish with an Authorization header, say): answer it here.
             var response = Response(status: .noContent)
-            self.allow(origin, in: &response.headers)
+            response.headers.allowCORS(from: origin)
             response.headers[.accessControlAllowMethods] = "GET, POST, OPTIONS"
             response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, Last-Event-ID, Cache-Control"
             response.headers[.accessControlMaxAge] = "600"
@@ -37,20 +37,24 @@ public struct CORSAllowList<Context: RequestContext>: RouterMiddleware {
         }
         do {
             var response = try await next(request, context)
-            self.allow(origin, in: &response.headers)
+            response.headers.allowCORS(from: origin)
             return response
         } catch let error as any HTTPResponseError {
             // Errors say why too, and the page must be allowed to read the reason.
             var response = try error.response(from: request, context: context)
-            self.allow(origin, in: &response.headers)
+            response.headers.allowCORS(from: origin)
             return response
         }
     }
+}
 
-    private func allow(_ origin: String, in headers: inout HTTPFields) {
-        headers[.accessControlAllowOrigin] = origin
-        headers[.accessControlAllowCredentials] = "true"
-        headers[.accessControlExposeHeaders] = "Last-Event-ID"
-        headers.append(HTTPField(name: .vary, value: "Origin"))
+extension HTTPFields {
+    /// Adds the headers that let a page from `origin` (an allowed one) read the response, with
+    /// credentials.
+    mutating func allowCORS(from origin: String) {
+        self[.accessControlAllowOrigin] = origin
+        self[.accessControlAllowCredentials] = "true"
+        self[.accessControlExposeHeaders] = "Last-Event-ID"
+        self.append(HTTPField(name: .vary, value: "Origin"))
     }
 }

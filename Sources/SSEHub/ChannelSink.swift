@@ -112,8 +112,9 @@ final class ResponseEndHolder: ChannelDuplexHandler, RemovableChannelHandler {
 /// channel as a body part of the response the server's handler has begun, with no task and no
 /// async writer per event, and one flush for everything that arrived since the last one.
 ///
-/// The response's head and first bytes are written by the server's own writer; the sink takes
-/// over after that, and hands back at the end (the handler then ends the response).
+/// The response's head and first bytes are written by the server's own writer (or by the door of
+/// ``Hub/http1Server(configuration:)``); the sink takes over after that, and hands back at the end
+/// (the writer then ends the response).
 final class ChannelSink: @unchecked Sendable {
     // Everything below `done` is touched only on `loop`.
     let channel: any Channel

@@ -13,6 +13,7 @@ import ServiceLifecycle
 import HummingbirdSSE
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -74,6 +75,7 @@ extension Hub {
             subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),
             configuration: configuration
         )
+        self.subscribeRoute.withLockedValue { $0 = (authorizer, configuration) }
         if !configuration.corsOrigins.isEmpty {
             router.add(middleware: CORSAllowList(origins: configuration.corsOrigins))
         }
@@ -95,12 +97,13 @@ extension Hub {
         router.get("/healthz") { _, _ in "ok\n" }
     }
 
-    private func subscribeResponse(
+    /// Checks a subscribe request and opens its subscription: the subscription, and the headers
+    /// of its response. Throws the `HTTPError` to answer instead.
+    func openSubscription(
         _ request: Request,
-        context: some RequestContext,
         authorizer: Authorizer,
         configuration: HTTPConfiguration
-    ) async throws -> Response {
+    ) async throws -> (Subscription, HTTPFields) {
         let claims = try await authorizer.subscriber(request)
         let topics = request.uri.queryParameters[values: "topic"].map(String.init)
         guard !topics.isEmpty else {
@@ -122,6 +125,16 @@ extension Hub {
             .xAccelBuffering: "no",
         ]
         if let resumption { headers[.lastEventID] = resumption.lastEventID }
+        return (events, headers)
+    }
+
+    private func subscribeResponse(
+        _ request: Request,
+        context: some RequestContext,
+        authorizer: Authorizer,
+        configuration: HTTPConfiguration
+    ) async throws -> Response {
+        let (events, headers) = try await self.openSubscription(request, authorizer: authorizer, configuration: configuration)
         let channel = (context as? HubRequestContext)?.channel
         return Response(
             status: .ok,
@@ -171,16 +184,23 @@ extension Hub {
         }.get()
     }
 
-    /// Hands an HTTP/1 subscriber's channel to the hub's direct writes, holding back the end of the
-    /// response until the subscription ends, so that the server's handler can return at once; the
-    /// response ends (or, when the subscriber was cut, the connection closes) when the
-    /// subscription does, and the subscription ends when the connection closes. Call on the
-    /// channel's event loop, once the head, the opening comment and the replay are written.
+    /// Holds back the end of the server's response (see ``ResponseEndHolder``) and hands an
+    /// HTTP/1 subscriber's channel to the hub's direct writes, so that the server's handler can
+    /// return at once. Call on the channel's event loop, once the head, the opening comment and
+    /// the replay are written.
     private func detach(_ events: Subscription, on channel: any Channel, configuration: HTTPConfiguration) {
         let pipeline = channel.pipeline.syncOperations
         guard let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self) else { return }
         let holder = ResponseEndHolder { events.finish() }
         guard (try? pipeline.addHandler(holder, position: .after(encoder.handler))) != nil else { return }
+        self.writeDirectly(events, to: channel, configuration: configuration) { holder.release() }
+    }
+
+    /// Hands an HTTP/1 subscriber's channel to the hub's direct writes. When the subscription
+    /// ends, `end` ends the response, or, when the subscriber was cut, the connection closes; and
+    /// the subscription ends when the connection closes. Call on the channel's event loop, once
+    /// the head, the opening comment and the replay are written.
+    func writeDirectly(_ events: Subscription, to channel: any Channel, configuration: HTTPConfiguration, end: @escaping () -> Void) {
         let sink = ChannelSink(channel: channel)
         if !configuration.tcpNoDelay {
             // See `HTTPConfiguration.tcpNoDelay` (SwiftNIO's servers turn `TCP_NODELAY` on).
@@ -188,20 +208,19 @@ extension Hub {
         }
         guard events.queue.attach(sink) else {
             sink.stop()
-            holder.release()
+            end()
             return
         }
         let (period, heartbeat, writeTimeout) = Self.timers(configuration)
         events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: channel.eventLoop)
-        let end = NIOLoopBound(holder, eventLoop: channel.eventLoop)
-        sink.done.futureResult.whenComplete { _ in
+        sink.done.futureResult.assumeIsolated().whenComplete { _ in
             if let reason = events.queue.cutReason {
                 // The client is not reading: close the connection rather than end the response.
                 self.subscribersCut.increment()
                 self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(configuration.writeTimeout)" : "too much waiting for a client that does not read")")
                 channel.close(promise: nil)
             } else {
-                end.value.release()
+                end()
             }
         }
         // The client went away (or the server closed the connection): the subscription ends. This

@@ -142,9 +142,9 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// HTTPS with HTTP/2 (and HTTP/1.1 for clients that do not offer it) when a certificate is
-    /// given, else plain HTTP/1.1.
-    func server() throws -> (HTTPServerBuilder, scheme: String) {
-        guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return (.http1(), "http") }
+    /// given, else `nil` for plain HTTP/1.1 (`Hub.http1Server`).
+    func server() throws -> (HTTPServerBuilder?, scheme: String) {
+        guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return (nil, "http") }
         let certificates: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
@@ -214,7 +214,7 @@ struct Serve: AsyncParsableCommand {
     private func serve(
         store: any EventStore,
         keys: (publisher: JWTKey, subscriber: JWTKey)?,
-        server: (builder: HTTPServerBuilder, scheme: String),
+        server: (builder: HTTPServerBuilder?, scheme: String),
         storeDescription: String
     ) async throws {
         // Prometheus at /metrics: the hub reports through swift-metrics; this process picks the
@@ -285,7 +285,7 @@ struct Serve: AsyncParsableCommand {
         let scheme = server.scheme
         let app = Application(
             router: router,
-            server: server.builder,
+            server: server.builder ?? hub.http1Server(),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"

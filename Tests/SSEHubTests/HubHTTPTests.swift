@@ -8,6 +8,7 @@
 
 import AsyncHTTPClient
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTesting
 import Logging
 import NIOConcurrencyHelpers
@@ -58,11 +59,23 @@ struct HubHTTPTests {
     }
 
     /// Serves `hub`'s routes on a live server, in the request context `herald serve` uses (so
-    /// subscribers' events go straight to their channels); `body` gets the server's port.
-    func serve(_ hub: Hub, _ http: Hub.HTTPConfiguration, _ body: @escaping @Sendable (_ port: Int) async throws -> Void) async throws {
+    /// subscribers' events go straight to their channels), and with its server, whose door answers
+    /// subscriptions (`door: false`: Hummingbird's own, where the route answers them); `body` gets
+    /// the server's port.
+    func serve(
+        _ hub: Hub,
+        _ http: Hub.HTTPConfiguration,
+        door: Bool = true,
+        _ body: @escaping @Sendable (_ port: Int) async throws -> Void
+    ) async throws {
         let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        let app = Application(
+            router: router,
+            server: door ? hub.http1Server() : .http1(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            logger: Logger(label: "hub")
+        )
         try await app.test(.live) { client in
             try await body(client.port!)
         }
@@ -148,10 +161,11 @@ struct HubHTTPTests {
         }
     }
 
-    /// Both ways of writing a subscription: straight to the channel (with ``HubRequestContext``),
-    /// and through the response writer (with any other context).
-    @Test(arguments: [true, false])
-    func aClientThatStopsReadingIsCutAtTheWriteTimeout(direct: Bool) async throws {
+    /// Every way of writing a subscription: answered at the door of the hub's server; straight to
+    /// the channel by the route (with ``HubRequestContext``); and through the response writer (with
+    /// any other context).
+    @Test(arguments: ["door", "direct", "writer"])
+    func aClientThatStopsReadingIsCutAtTheWriteTimeout(way: String) async throws {
         var configuration = Hub.Configuration()
         configuration.subscriberQueueLimit = 1_000_000  // only the write timeout can cut it
         configuration.subscriberQueueBytes = 1 << 40
@@ -160,20 +174,25 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
         http.writeTimeout = .milliseconds(300)
-        if direct {
-            let router = Router(context: HubRequestContext.self)
-            try await hub.addRoutes(to: router, configuration: http)
-            try await self.checkCutAtWriteTimeout(hub: hub, router: router)
-        } else {
+        if way == "writer" {
             let router = Router()
             try await hub.addRoutes(to: router, configuration: http)
-            try await self.checkCutAtWriteTimeout(hub: hub, router: router)
+            try await self.checkCutAtWriteTimeout(hub: hub, router: router, server: .http1())
+        } else {
+            let router = Router(context: HubRequestContext.self)
+            try await hub.addRoutes(to: router, configuration: http)
+            try await self.checkCutAtWriteTimeout(hub: hub, router: router, server: way == "door" ? hub.http1Server() : .http1())
         }
     }
 
-    private func checkCutAtWriteTimeout<Context: RequestContext>(hub: Hub, router: Router<Context>) async throws
+    private func checkCutAtWriteTimeout<Context: RequestContext>(hub: Hub, router: Router<Context>, server: HTTPServerBuilder) async throws
     where Context.Source == ApplicationRequestContextSource {
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: Logger(label: "hub"))
+        let app = Application(
+            router: router,
+            server: server,
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            logger: Logger(label: "hub")
+        )
         try await app.test(.live) { client in
             // A subscriber that never reads: the kernel's buffers fill, then the hub's write waits.
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -196,13 +215,15 @@ struct HubHTTPTests {
         }
     }
 
-    @Test func aSubscriberThatHangsUpIsGone() async throws {
+    @Test(arguments: [true, false])
+    func aSubscriberThatHangsUpIsGone(door: Bool) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
-        try await self.serve(hub, http) { port in
-            // Kept alive, the request's handler has returned and only the connection's closing says
-            // the client left; with `Connection: close`, the handler waits on the request instead.
+        try await self.serve(hub, http, door: door) { port in
+            // Kept alive, the request's handler has returned (or the door answered) and only the
+            // connection's closing says the client left; with `Connection: close`, the route's
+            // handler waits on the request instead.
             for connectionHeader in ["", "Connection: close\r\n"] {
                 let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                     .connect(host: "127.0.0.1", port: port).get()

@@ -1,0 +1,295 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+import HTTPTypes
+import Hummingbird
+public import HummingbirdCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import SSECore
+
+extension Hub {
+    /// Hummingbird's HTTP/1.1 server, for an app that serves the hub: use it in place of
+    /// `.http1(configuration:)`, once ``addRoutes(to:configuration:)`` has added the hub's routes.
+    ///
+    /// A connection that opens with a subscribe request is answered at the door, the same way as
+    /// the route answers it but with no task for the connection: an idle subscriber then costs
+    /// about half the memory (`docs/PERFORMANCE.md`). Every other connection goes to the app as
+    /// usual, and so does a subscribe request that the door cannot open (a missing token, say): the
+    /// route then answers it, with its reason.
+    ///
+    /// - Parameter configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
+    ///   `idleTimeout`, which would close the subscriptions the route answers.
+    public func http1Server(configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            HubHTTP1Channel(hub: self, http1: HTTP1Channel(responder: responder, configuration: configuration))
+        }
+    }
+}
+
+/// Hummingbird's HTTP/1 channel with the hub's door in front: the door reads a connection's first
+/// request and either answers a subscription itself or hands the connection on to Hummingbird.
+struct HubHTTP1Channel: ServerChildChannel {
+    struct Value: ServerChildChannelValue {
+        let channel: any Channel
+        /// The connection as Hummingbird takes it, or `nil` when the door answered it or it closed.
+        let handedOn: EventLoopFuture<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
+    }
+
+    let hub: Hub
+    let http1: HTTP1Channel
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            // As Hummingbird's HTTP/1 channel sets it up, up to its own handlers, which the door adds
+            // when it hands the connection on.
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = self.http1.configuration.httpDecoder.maxHeaderFieldSize
+            limits.maxHeaderListSize = self.http1.configuration.httpDecoder.maxHeaderListSize
+            limits.maxHeaderFieldCount = self.http1.configuration.httpDecoder.maxHeaderFieldCount
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.configureHTTPServerPipeline(
+                withPipeliningAssistance: false,
+                withErrorHandling: false,
+                withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(),
+                withDecoderLimitConfiguration: limits
+            )
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
+            try pipeline.addHandler(SubscriberDoor(hub: self.hub, http1: self.http1.configuration, handedOn: handedOn, logger: logger))
+            return Value(channel: channel, handedOn: handedOn.futureResult)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        // The server's task for the connection: it ends at once when the door answers.
+        guard let connection = try? await value.handedOn.get() else { return }
+        await self.http1.handle(value: connection, logger: logger)
+    }
+}
+
+/// The door of a connection: the first request, when it is a subscription the hub can open,
+/// gets its event stream from here, written by the hub's direct writes (no task, no async
+/// channel); anything else goes on to Hummingbird's handlers, which the door adds behind it
+/// before it leaves the pipeline.
+///
+/// The connection closes when the stream ends (the hub stopping, or the subscriber cut).
+final class SubscriberDoor: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private enum State {
+        /// No request yet.
+        case waiting
+        /// A subscribe request being checked, and the parts read since its head.
+        case opening([HTTPRequestPart])
+        /// The subscription's stream is the response.
+        case streaming(Subscription)
+        /// Hummingbird has the connection.
+        case handedOn
+        case closed
+    }
+
+    private var state = State.waiting
+    /// Whether a read was held back while a subscription was being checked.
+    private var readHeld = false
+    private let hub: Hub
+    private let http1: HTTP1Channel.Configuration
+    /// Completed when the door leaves the `waiting` or `opening` state.
+    private let handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
+    private let logger: Logger
+
+    init(
+        hub: Hub,
+        http1: HTTP1Channel.Configuration,
+        handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>,
+        logger: Logger
+    ) {
+        self.hub = hub
+        self.http1 = http1
+        self.handedOn = handedOn
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        switch self.state {
+        case .waiting:
+            guard case .head(let head) = part, let route = self.hub.subscribeRoute.withLockedValue({ $0 }),
+                Self.opens(head, configuration: route.configuration)
+            else {
+                self.handOn(context, parts: [part])
+                return
+            }
+            self.state = .opening([part])
+            let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
+            let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let hub = self.hub
+            // A task of its own for the check and the replay: it ends when they are done.
+            Task {
+                let opened = try? await hub.openSubscription(request, authorizer: route.authorizer, configuration: route.configuration)
+                door.eventLoop.execute {
+                    let (door, context) = door.value
+                    door.opened(opened, for: head, configuration: route.configuration, context: context)
+                }
+            }
+        case .opening(var parts):
+            self.state = .closed  // (so that `parts` is not copied)
+            parts.append(part)
+            self.state = .opening(parts)
+        case .streaming, .handedOn, .closed:
+            break  // an event stream's client has nothing more to say
+        }
+    }
+
+    /// Whether the door opens the subscription of request `head`: a `GET` of the hub's URL,
+    /// with no body and not closing the connection.
+    private static func opens(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
+        guard head.method == .get, let path = head.path,
+            path.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false).first?
+                .elementsEqual("/.well-known/mercure".utf8) == true
+        else { return false }
+        let fields = head.headerFields
+        if let length = fields[.contentLength], length != "0" { return false }
+        if fields[.transferEncoding] != nil { return false }
+        if fields[.connection]?.lowercased().contains("close") == true { return false }
+        return true
+    }
+
+    private func opened(
+        _ opened: (Subscription, HTTPFields)?,
+        for head: HTTPRequest,
+        configuration: Hub.HTTPConfiguration,
+        context: ChannelHandlerContext
+    ) {
+        guard case .opening(let parts) = self.state else {
+            opened?.0.finish()  // the connection closed meanwhile
+            return
+        }
+        guard let (events, fields) = opened else {
+            // The route answers it, with its reason.
+            self.handOn(context, parts: parts)
+            return
+        }
+        self.state = .streaming(events)
+        self.handedOn.succeed(nil)
+        var headers = fields
+        headers[.date] = Self.httpDate(Int(Date().timeIntervalSince1970))
+        if let origin = head.headerFields[.origin], configuration.corsOrigins.contains(origin) {
+            headers.allowCORS(from: origin)
+        }
+        context.write(Self.wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(ByteBuffer(bytes: ServerSentEvent.encodedComment()))), promise: nil)
+        for buffer in events.replay { context.write(Self.wrapOutboundOut(.body(buffer)), promise: nil) }
+        context.flush()
+        self.hub.writeDirectly(events, to: context.channel, configuration: configuration) {
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+        if self.readHeld {
+            self.readHeld = false
+            context.read()
+        }
+    }
+
+    /// `secondsSince1970` as an HTTP date: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func httpDate(_ secondsSince1970: Int) -> String {
+        let days = secondsSince1970 / 86_400
+        let seconds = secondsSince1970 % 86_400
+        // The civil date of a day count (Howard Hinnant's `civil_from_days`), from March 1st of year 0.
+        let shifted = days + 719_468
+        let era = shifted / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let weekdays = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]  // 1970-01-01 was a Thursday
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(weekdays[days % 7]), \(two(day)) \(months[month - 1]) \(year) "
+            + "\(two(seconds / 3_600)):\(two(seconds / 60 % 60)):\(two(seconds % 60)) GMT"
+    }
+
+    /// Adds Hummingbird's handlers behind the door, passes them what was read, and leaves.
+    private func handOn(_ context: ChannelHandlerContext, parts: [HTTPRequestPart], error: (any Error)? = nil) {
+        let pipeline = context.pipeline.syncOperations
+        let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+        do {
+            try pipeline.addHandlers(self.http1.additionalChannelHandlers())
+            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
+            connection = try NIOAsyncChannel(wrappingChannelSynchronously: context.channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+        } catch {
+            self.state = .closed
+            self.handedOn.succeed(nil)
+            context.close(promise: nil)
+            return
+        }
+        self.state = .handedOn
+        self.handedOn.succeed(connection)
+        for part in parts { context.fireChannelRead(Self.wrapInboundOut(part)) }
+        if !parts.isEmpty { context.fireChannelReadComplete() }
+        if let error { context.fireErrorCaught(error) }
+        if self.readHeld {
+            self.readHeld = false
+            context.read()
+        }
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if case .opening = self.state {
+            self.readHeld = true  // until the door knows who reads
+        } else {
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, case .streaming(let events) = self.state {
+            events.finish()  // the server is stopping: the stream ends, then the connection closes
+        } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
+            // Stopping, or the client closed its side: nothing more comes of a connection the
+            // door still has.
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .waiting = self.state {
+            // A request that does not parse, say: Hummingbird answers it.
+            self.handOn(context, parts: [], error: error)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch self.state {
+        case .waiting, .opening:
+            self.handedOn.succeed(nil)
+        case .streaming, .handedOn, .closed:
+            break  // a subscription ends with its connection (see `Hub.writeDirectly`)
+        }
+        self.state = .closed
+        context.fireChannelInactive()
+    }
+}

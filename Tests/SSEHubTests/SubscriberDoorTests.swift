@@ -1,0 +1,134 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+@testable import SSEHub
+
+/// The door of `Hub.http1Server`, on a channel the test writes to and reads from.
+@Suite("Subscriber door")
+struct SubscriberDoorTests {
+    /// A hub with its routes added (anonymous subscribers, no heartbeat), and its HTTP/1 channel.
+    func withDoor(_ body: (Hub, HubHTTP1Channel) async throws -> Void) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        try await hub.addRoutes(to: Router(context: HubRequestContext.self), configuration: http)
+        let http1 = HTTP1Channel(responder: { _, _, _ in Issue.record("the test hands no connection to Hummingbird's handler") })
+        try await body(hub, HubHTTP1Channel(hub: hub, http1: http1))
+    }
+
+    /// A connected channel set up as the server sets up a connection, with `request` read from it;
+    /// and the channel of the connection that the server's task gets, if any.
+    func connection(
+        _ server: HubHTTP1Channel,
+        reading request: String
+    ) async throws -> (NIOAsyncTestingChannel, handedOn: (any Channel)?) {
+        let channel = NIOAsyncTestingChannel()
+        let value = try await channel.eventLoop.flatSubmit { server.setup(channel: channel, logger: Logger(label: "test")) }.get()
+        try await channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        do {
+            try await channel.writeInbound(ByteBuffer(string: request))
+        } catch is HTTPParserError {
+            // Not HTTP: the error goes on to Hummingbird's handlers, which answer 400, and on to here.
+        }
+        return (channel, try await value.handedOn.get()?.channel)
+    }
+
+    /// What the channel writes, as text, until it contains `expected` (at most 10 s).
+    func written(by channel: NIOAsyncTestingChannel, until expected: String) async throws -> String {
+        var text = ""
+        for _ in 0..<1_000 where !text.contains(expected) {
+            await channel.testingEventLoop.run()  // what the loop gave itself to do
+            if let bytes = try await channel.readOutbound(as: ByteBuffer.self) {
+                text += String(buffer: bytes)
+            } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        return text
+    }
+
+    @Test func aSubscriptionIsAnsweredAtTheDoorWithNoTaskForTheConnection() async throws {
+        try await self.withDoor { hub, server in
+            try await hub.publish(Update(id: "before", topics: ["t"], data: "replayed"))
+            let (channel, handedOn) = try await self.connection(
+                server,
+                reading: "GET /.well-known/mercure?topic=t&lastEventID=earliest HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            #expect(handedOn == nil, "the server's task for the connection ends at once")
+            let head = try await self.written(by: channel, until: "id: before\ndata: replayed\n\n")
+            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(head.contains("Content-Type: text/event-stream\r\n"))
+            #expect(head.contains("Last-Event-ID: earliest\r\n"))
+            #expect(head.contains("transfer-encoding: chunked\r\n"))
+            #expect(head.contains("Date: "))
+            #expect(head.contains("\r\n\r\n2\r\n:\n\r\n"), "the opening comment, as a chunk")
+            #expect(hub.subscriberCount == 1)
+
+            try await hub.publish(Update(id: "live", topics: ["t"], data: "x"))
+            let live = try await self.written(by: channel, until: "id: live\ndata: x\n\n")
+            #expect(live.hasSuffix("\r\n"), "a whole chunk")
+
+            // The client goes away: so does the subscription.
+            try await channel.close()
+            for _ in 0..<500 where hub.subscriberCount == 1 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 0)
+        }
+    }
+
+    @Test func theStreamEndsCleanlyWhenTheServerStops() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, _) = try await self.connection(server, reading: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            _ = try await self.written(by: channel, until: ":\n")
+            try await channel.testingEventLoop.executeInContext { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+            let end = try await self.written(by: channel, until: "0\r\n\r\n")
+            #expect(end.hasSuffix("0\r\n\r\n"), "the last chunk")
+            for _ in 0..<500 where channel.isActive {
+                await channel.testingEventLoop.run()
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(!channel.isActive, "then the connection closes")
+            for _ in 0..<500 where hub.subscriberCount == 1 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 0)
+        }
+    }
+
+    @Test(arguments: [
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",  // no topic: the route says why
+        "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "NOT HTTP\r\n\r\n",
+    ])
+    func everythingElseGoesOnToHummingbird(_ request: String) async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.connection(server, reading: request)
+            let connection = try #require(handedOn)
+            #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "the door answered nothing")
+            #expect(hub.subscriberCount == 0)
+            #expect(connection === channel)
+            try await channel.close()
+        }
+    }
+
+    @Test func httpDates() {
+        #expect(SubscriberDoor.httpDate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(SubscriberDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(SubscriberDoor.httpDate(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(SubscriberDoor.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+    }
+}
