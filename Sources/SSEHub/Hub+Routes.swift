@@ -345,15 +345,21 @@ extension Hub {
     /// A unique, time-ordered `urn:uuid:` (a version 7 UUID: milliseconds since 1970, then random).
     static func makeID() -> String {
         let milliseconds = UInt64(Date().timeIntervalSince1970 * 1000)
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: milliseconds >> (8 * (5 - index))) }
         var generator = SystemRandomNumberGenerator()
-        for index in 6..<16 { bytes[index] = generator.next() }
-        bytes[6] = (bytes[6] & 0x0F) | 0x70  // version 7
-        bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
-        let hex = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
-        let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
-        return "urn:uuid:" + parts.joined(separator: "-")
+        // 48 bits of time, the version (7) and 12 random bits; then the variant and 62 random bits.
+        let high = milliseconds << 16 | 0x7000 | generator.next() & 0x0FFF
+        let low = 0x8000_0000_0000_0000 | generator.next() & 0x3FFF_FFFF_FFFF_FFFF
+        let digits = Array("0123456789abcdef".utf8)
+        var text = Array("urn:uuid:".utf8)
+        text.reserveCapacity(45)
+        for (index, half) in [high, low].enumerated() {
+            for nibble in 0..<16 {
+                let position = index * 16 + nibble
+                if position == 8 || position == 12 || position == 16 || position == 20 { text.append(UInt8(ascii: "-")) }
+                text.append(digits[Int(half >> (60 - 4 * nibble) & 0xF)])
+            }
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 }
 
@@ -444,12 +450,6 @@ extension Optional {
     fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
         guard let self else { return nil }
         return try await transform(self)
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to length: Int) -> String {
-        String(repeating: "0", count: max(0, length - self.count)) + self
     }
 }
 

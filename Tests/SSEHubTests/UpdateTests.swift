@@ -31,6 +31,25 @@ struct UpdateTests {
         #expect(update.retry == .milliseconds(2500))
     }
 
+    @Test func madeIDsAreVersion7UUIDsInTimeOrder() async throws {
+        let before = UInt64(Date().timeIntervalSince1970 * 1000)
+        let first = Hub.makeID()
+        try await Task.sleep(for: .milliseconds(5))
+        let second = Hub.makeID()
+        for id in [first, second] {
+            #expect(id.hasPrefix("urn:uuid:"))
+            let groups = id.dropFirst("urn:uuid:".count).split(separator: "-", omittingEmptySubsequences: false)
+            #expect(groups.map(\.count) == [8, 4, 4, 4, 12], "\(id)")
+            #expect(groups.allSatisfy { $0.allSatisfy { "0123456789abcdef".contains($0) } }, "\(id)")
+            #expect(groups[2].first == "7", "version 7: \(id)")
+            #expect("89ab".contains(groups[3].first!), "RFC 4122 variant: \(id)")
+            let milliseconds = UInt64(groups[0] + groups[1], radix: 16)!
+            #expect(milliseconds >= before && milliseconds < before + 60_000, "the time it was made: \(id)")
+        }
+        #expect(first < second, "later IDs sort after")
+        #expect(Set((0..<1_000).map { _ in Hub.makeID() }).count == 1_000)
+    }
+
     @Test func defaults() throws {
         let update = try self.parse("topic=t")
         #expect(update == Update(id: "urn:uuid:made", topics: ["t"], data: ""))
