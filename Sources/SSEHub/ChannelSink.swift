@@ -262,22 +262,37 @@ final class LoopWriter: Sendable {
             defer { pending.writes = [] }
             return pending.writes
         }
-        if writes.count == 1 {
-            // One event (the loop keeps up): each sink writes it and flushes at once.
-            let (event, targets) = writes[0]
-            for (queue, sink) in targets where sink.write(event) && !sink.flush(maximumBytes: queue.limits.bytes) {
-                queue.cut(reason: .tooManyBytes)
-            }
-            return
-        }
+        // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in
+        // one go, so that a drain visits each sink, its channel and its pipeline once, not once an
+        // event (thousands of them do not stay in the caches from one pass to the next). With one
+        // run, as when the loop keeps up, each sink also flushes at once.
         var flush: [(SubscriberQueue, ChannelSink)] = []
-        for (event, targets) in writes {
-            for target in targets where target.1.write(event) {
-                flush.append(target)  // its first write since the last flush
+        var start = writes.startIndex
+        while start < writes.endIndex {
+            let targets = writes[start].1
+            var end = start + 1
+            while end < writes.endIndex, Self.same(writes[end].1, targets) { end += 1 }
+            let onlyRun = start == writes.startIndex && end == writes.endIndex
+            for (queue, sink) in targets {
+                var first = false  // its first write since the last flush
+                for index in start..<end where sink.write(writes[index].0) { first = true }
+                if first, onlyRun {
+                    if !sink.flush(maximumBytes: queue.limits.bytes) { queue.cut(reason: .tooManyBytes) }
+                } else if first {
+                    flush.append((queue, sink))
+                }
             }
+            start = end
         }
         for (queue, sink) in flush where !sink.flush(maximumBytes: queue.limits.bytes) {
             queue.cut(reason: .tooManyBytes)
+        }
+    }
+
+    /// Whether two lists of targets are one array (the same route's).
+    private static func same(_ one: [(SubscriberQueue, ChannelSink)], _ other: [(SubscriberQueue, ChannelSink)]) -> Bool {
+        one.withUnsafeBufferPointer { one in
+            other.withUnsafeBufferPointer { other in one.baseAddress == other.baseAddress && one.count == other.count }
         }
     }
 

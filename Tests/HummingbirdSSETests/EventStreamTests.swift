@@ -28,8 +28,10 @@ struct EventStreamTests {
         )
     }
 
-    @Test(arguments: [TestingSetup.router, .live])
-    func headersAndExactBytes(_ setup: TestingSetup) async throws {
+    // Live servers only: HummingbirdTesting's `.router` hands the request's end to the body only
+    // after the handler has started, and when the stream ends first Hummingbird's
+    // `consumeWithCancellationOnInboundClose` drops its body source unfinished, which traps.
+    @Test func headersAndExactBytes() async throws {
         let app = self.application { router in
             router.get("events") { _, _ in
                 EventStream(
@@ -38,7 +40,7 @@ struct EventStreamTests {
                 )
             }
         }
-        try await app.test(setup) { client in
+        try await app.test(.live) { client in
             try await client.execute(uri: "/events", method: .get) { response in
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentType] == "text/event-stream")
@@ -51,20 +53,21 @@ struct EventStreamTests {
     }
 
     @Test func lastEventIDFromTheHeaderOrTheQuery() async throws {
-        let app = self.application { router in
-            router.get("resume") { request, _ in
-                EventStream([ServerSentEvent(data: request.lastEventID ?? "none")].async, keepAlive: nil)
+        let cases: [(String, HTTPFields, String)] = [
+            ("/resume", [:], "none"),
+            ("/resume", [HTTPField.Name("Last-Event-ID")!: "41"], "41"),
+            ("/resume?lastEventID=9", [:], "9"),
+            ("/resume?lastEventID=9", [HTTPField.Name("Last-Event-ID")!: "41"], "41"),
+            ("/resume?lastEventID=", [:], "none"),
+        ]
+        for (uri, headers, expected) in cases {
+            // A server each: the connection closes when the stream ends.
+            let app = self.application { router in
+                router.get("resume") { request, _ in
+                    EventStream([ServerSentEvent(data: request.lastEventID ?? "none")].async, keepAlive: nil)
+                }
             }
-        }
-        try await app.test(.router) { client in
-            let cases: [(String, HTTPFields, String)] = [
-                ("/resume", [:], "none"),
-                ("/resume", [HTTPField.Name("Last-Event-ID")!: "41"], "41"),
-                ("/resume?lastEventID=9", [:], "9"),
-                ("/resume?lastEventID=9", [HTTPField.Name("Last-Event-ID")!: "41"], "41"),
-                ("/resume?lastEventID=", [:], "none"),
-            ]
-            for (uri, headers, expected) in cases {
+            try await app.test(.live) { client in
                 try await client.execute(uri: uri, method: .get, headers: headers) { response in
                     #expect(String(buffer: response.body) == ":\ndata: \(expected)\n\n", "\(uri) \(headers)")
                 }

@@ -265,6 +265,50 @@ struct HubHTTPTests {
         }
     }
 
+    @Test func subscribersOfOverlappingTopicsGetEveryEventOnceInHistoryOrder() async throws {
+        let hub = try await Hub(store: InMemoryEventStore(retention: Retention(count: 100_000)))
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        try await self.serve(hub, http) { port in
+            // Three routes: a, b, and both; publishes from several tasks at once, so that a loop's
+            // drain holds runs of events for different routes.
+            var subscribers: [(topics: Set<String>, received: ReceivedText, channel: any Channel)] = []
+            for query in ["topic=a", "topic=b", "topic=a&topic=b"] {
+                let received = ReceivedText()
+                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer { $0.pipeline.addHandler(received) }
+                    .connect(host: "127.0.0.1", port: port).get()
+                try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?\(query) HTTP/1.1\r\nHost: x\r\n\r\n"))
+                subscribers.append((Set(query.split(separator: "&").map { String($0.dropFirst("topic=".count)) }), received, channel))
+            }
+            for _ in 0..<500 where hub.subscriberCount < 3 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 3)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<4 {
+                    group.addTask {
+                        for n in 0..<50 { try await hub.publish(Update(id: "e\(task)-\(n)", topics: [n % 3 == 0 ? "b" : "a"], data: "x")) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let (replay, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: "earliest")
+            let history = try events(in: try await take(200, from: replay))
+            for subscriber in subscribers {
+                let expected = history.filter { event in
+                    let n = Int(event.id!.split(separator: "-")[1])!
+                    return subscriber.topics.contains(n % 3 == 0 ? "b" : "a")
+                }.map(\.id)
+                let ids: () -> [String?] = {
+                    subscriber.received.text.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("id: ") }.map { String($0.dropFirst(4)) }
+                }
+                for _ in 0..<500 where ids().count < expected.count { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(ids() == expected, "\(subscriber.topics)")
+                try await subscriber.channel.close()
+            }
+        }
+    }
+
     /// The `TCP_NODELAY` option of this process's socket on `port` connected to `peerPort`.
     private static func noDelayOption(ofSocketFrom peerPort: Int, to port: Int) -> Int32? {
         for fd in Int32(0)..<65_536 {
