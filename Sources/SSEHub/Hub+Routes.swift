@@ -140,7 +140,7 @@ extension Hub {
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
-                if let channel, !Self.closesAfterResponse(request), try await Self.isHTTP1(channel) {
+                if let channel, !Self.closesAfterResponse(request.headers), try await Self.isHTTP1(channel) {
                     // The hub writes the events from here on, and the response ends when the
                     // subscription does: this task returns now (see `ResponseEndHolder`).
                     try await writer.write(contentsOf: [ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
@@ -173,8 +173,8 @@ extension Hub {
     }
 
     /// Whether the client asked for its connection to close after the response.
-    private static func closesAfterResponse(_ request: Request) -> Bool {
-        request.headers[.connection]?.lowercased().contains("close") ?? false
+    static func closesAfterResponse(_ headers: HTTPFields) -> Bool {
+        headers[.connection]?.lowercased().contains("close") ?? false
     }
 
     /// Whether `channel` speaks HTTP/1 (its pipeline has NIO's response encoder).

@@ -129,7 +129,7 @@ final class SubscriberDoor: ChannelDuplexHandler, RemovableChannelHandler {
         switch self.state {
         case .waiting:
             guard case .head(let head) = part, let route = self.hub.subscribeRoute.withLockedValue({ $0 }),
-                Self.opens(head, configuration: route.configuration)
+                Self.opens(head)
             else {
                 self.handOn(context, parts: [part])
                 return
@@ -157,7 +157,7 @@ final class SubscriberDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether the door opens the subscription of request `head`: a `GET` of the hub's URL,
     /// with no body and not closing the connection.
-    private static func opens(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
+    private static func opens(_ head: HTTPRequest) -> Bool {
         guard head.method == .get, let path = head.path,
             path.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false).first?
                 .elementsEqual("/.well-known/mercure".utf8) == true
@@ -165,8 +165,7 @@ final class SubscriberDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let fields = head.headerFields
         if let length = fields[.contentLength], length != "0" { return false }
         if fields[.transferEncoding] != nil { return false }
-        if fields[.connection]?.lowercased().contains("close") == true { return false }
-        return true
+        return !Hub.closesAfterResponse(fields)
     }
 
     private func opened(
