@@ -59,6 +59,17 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             ] {
                 _ = try await writer.query(statement)
             }
+            // The retention, applied by the insert itself: in the same transaction and the same
+            // round trip to SQLite's thread. (A trigger of this connection's only: the settings
+            // are this store's.)
+            let tooOld = retention.age.map { " OR published_at < NEW.published_at - \(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18)" } ?? ""
+            _ = try await writer.query(
+                """
+                CREATE TEMP TRIGGER retention AFTER INSERT ON main.updates BEGIN
+                    DELETE FROM updates WHERE sequence <= NEW.sequence - \(retention.count)\(tooOld);
+                END
+                """
+            )
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
@@ -122,18 +133,55 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     }
 
     func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
-        // One look-up for the whole batch: a refusal refuses only the append that has the ID.
-        let known = Set(try await self.existingIDs(appends.flatMap { $0.map(\.id) }))
-        let refused = refusedAppends(appends, known: known)
-        let accepted = appends.indices.filter { !refused.contains($0) }
-        let rows = try await self.insert(accepted.flatMap { appends[$0] })
+        // Refused for an ID that comes twice in the batch; for one the history holds, below.
+        var refused = refusedAppends(appends, known: [])
+        var accepted = appends.indices.filter { !refused.contains($0) }
         var stored = Array(repeating: [StoredUpdate](), count: appends.count)
-        var offset = 0
-        for index in accepted {
-            stored[index] = Array(rows[offset..<offset + appends[index].count])
-            offset += appends[index].count
+        guard !accepted.isEmpty else { return (stored, refused) }
+        if accepted.count <= Self.rowsPerStatement, appends.allSatisfy({ $0.count == 1 }) {
+            // Publishes, one update each: one statement, in a transaction of its own, inserts
+            // those whose ID is new (see `insert`). A refusal is a row not inserted.
+            let rows = try await self.insert(accepted.map { appends[$0][0] }, unlessKnown: true)
+            self.last = rows.last?.sequence ?? self.last
+            var sequences: [String: UInt64] = [:]
+            for row in rows { sequences[row.update.id] = row.sequence }
+            for index in accepted {
+                if let sequence = sequences[appends[index][0].id] {
+                    stored[index] = [StoredUpdate(sequence: sequence, update: appends[index][0])]
+                } else {
+                    refused.insert(index)
+                }
+            }
+            return (stored, refused)
         }
-        return (stored, refused)
+        // Otherwise, all of an append or nothing of it: one look-up for the whole batch, then one
+        // transaction.
+        let known = Set(try await self.existingIDs(accepted.flatMap { appends[$0].map(\.id) }))
+        refused = refusedAppends(appends, known: known)
+        accepted = appends.indices.filter { !refused.contains($0) }
+        guard !accepted.isEmpty else { return (stored, refused) }
+        _ = try await self.writer.query("BEGIN IMMEDIATE")
+        do {
+            var rows: [StoredUpdate] = []
+            let updates = accepted.flatMap { appends[$0] }
+            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
+                rows += try await self.insert(Array(updates[start..<min(updates.count, start + Self.rowsPerStatement)]), unlessKnown: false)
+            }
+            guard rows.count == updates.count else {
+                throw EventStoreError(description: "SQLite did not return the new updates' sequences")
+            }
+            _ = try await self.writer.query("COMMIT")
+            self.last = rows.last?.sequence ?? self.last
+            var offset = 0
+            for index in accepted {
+                stored[index] = Array(rows[offset..<offset + appends[index].count])
+                offset += appends[index].count
+            }
+            return (stored, refused)
+        } catch {
+            _ = try? await self.writer.query("ROLLBACK")
+            throw error
+        }
     }
 
     /// Rows per statement: SQLite allows 32 766 bound values, and a batch can be larger.
@@ -150,56 +198,42 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         return known
     }
 
-    /// Inserts `updates` in one transaction, many rows a statement, then applies the retention.
-    private func insert(_ updates: [Update]) async throws -> [StoredUpdate] {
-        guard !updates.isEmpty else { return [] }
-        _ = try await self.writer.query("BEGIN IMMEDIATE")
-        do {
-            var stored: [StoredUpdate] = []
-            stored.reserveCapacity(updates.count)
-            let now = self.now().timeIntervalSince1970
-            let encoder = JSONEncoder()
-            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
-                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
-                var values: [SQLiteData] = []
-                values.reserveCapacity(chunk.count * 7)
-                for update in chunk {
-                    values += [
-                        .text(update.id), .text(String(decoding: try encoder.encode(update.topics), as: UTF8.self)),
-                        .text(update.data), .integer(update.isPrivate ? 1 : 0),
-                        update.type.map { .text($0) } ?? .null,
-                        update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null,
-                        .float(now),
-                    ]
-                }
-                let rows = try await self.writer.query(
-                    "INSERT INTO updates (id, topics, data, private, type, retry, published_at) VALUES "
-                        + Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: chunk.count).joined(separator: ", ")
-                        + " RETURNING sequence",
-                    values
-                )
-                // Sequences are assigned in the order of the rows.
-                let sequences = rows.compactMap { $0.column("sequence")?.integer }.sorted()
-                guard sequences.count == chunk.count else {
-                    throw EventStoreError(description: "SQLite did not return the new updates' sequences")
-                }
-                for (update, sequence) in zip(chunk, sequences) {
-                    stored.append(StoredUpdate(sequence: UInt64(sequence), update: update))
-                }
-            }
-            if let newest = stored.last?.sequence {
-                _ = try await self.writer.query(
-                    "DELETE FROM updates WHERE sequence <= ? OR published_at < ?",
-                    [.integer(Int(newest) - self.retention.count), .float(self.cutoff)]
-                )
-            }
-            _ = try await self.writer.query("COMMIT")
-            self.last = stored.last?.sequence ?? self.last
-            return stored
-        } catch {
-            _ = try? await self.writer.query("ROLLBACK")
-            throw error
+    /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order (when
+    /// `unlessKnown`, only those whose ID the history does not hold: sequences stay consecutive, as
+    /// the hub's fan-out needs). The retention trigger drops what is then too many or too old.
+    /// Returns the rows inserted, in the order of their sequences.
+    private func insert(_ updates: [Update], unlessKnown: Bool) async throws -> [StoredUpdate] {
+        let now = self.now().timeIntervalSince1970
+        let encoder = JSONEncoder()
+        var values: [SQLiteData] = []
+        values.reserveCapacity(updates.count * 7)
+        for update in updates {
+            values += [
+                .text(update.id), .text(String(decoding: try encoder.encode(update.topics), as: UTF8.self)),
+                .text(update.data), .integer(update.isPrivate ? 1 : 0),
+                update.type.map { .text($0) } ?? .null,
+                update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null,
+                .float(now),
+            ]
         }
+        let rows = Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: updates.count).joined(separator: ", ")
+        let result = try await self.writer.query(
+            "INSERT INTO updates (id, topics, data, private, type, retry, published_at) "
+                + (unlessKnown
+                    ? "SELECT * FROM (VALUES \(rows)) WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1)"
+                    : "VALUES \(rows)")
+                + " RETURNING sequence, id",
+            values
+        )
+        var byID: [String: Update] = [:]
+        for update in updates { byID[update.id] = update }
+        let stored = try result.map { row in
+            guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string, let update = byID[id] else {
+                throw EventStoreError(description: "SQLite did not return the new updates' sequences")
+            }
+            return StoredUpdate(sequence: UInt64(sequence), update: update)
+        }.sorted { $0.sequence < $1.sequence }
+        return stored
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {

@@ -116,7 +116,8 @@ enum StoreKind: String, CaseIterable, Sendable {
         case .memory:
             try await body(InMemoryEventStore(retention: retention, now: now))
         case .sqlite:
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
+            let path = temporarySQLitePath()
+            defer { removeSQLiteFiles(path) }
             let store = try await SQLiteEventStore.open(path: path, retention: retention, now: now)
             do {
                 try await body(store)
@@ -200,6 +201,30 @@ struct EventStoreTests {
                 try await store.append([Update(id: "x", topics: ["t"], data: ""), Update(id: "x", topics: ["t"], data: "")])
             }
             #expect(try await store.lastSequence() == 2, "nothing of a refused batch is kept")
+            await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(2...2)) }
+            #expect(try await store.append(self.updates(3...3)).map(\.sequence) == [3], "a refusal leaves no gap")
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func concurrentPublishesWithKnownIDsLeaveNoGap(_ kind: StoreKind) async throws {
+        try await kind.with(capacity: 10_000) { store in
+            _ = try await store.append(self.updates(1...5))
+            // Single updates, as the hub appends them, many in a commit: e1...e5 are known, and
+            // "n7" comes twice.
+            let ids = (1...5).map { "e\($0)" } + (1...40).map { "n\($0)" } + ["n7"]
+            let results = await withTaskGroup(of: (String, UInt64?).self) { group in
+                for id in ids {
+                    group.addTask { (id, try? await store.append([Update(id: id, topics: ["t"], data: id)]).first?.sequence) }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.filter { $0.0.hasPrefix("e") }.allSatisfy { $0.1 == nil }, "known IDs are refused")
+            #expect(results.filter { $0.0 == "n7" }.compactMap(\.1).count == 1, "one of the two n7 is stored")
+            #expect(results.compactMap(\.1).sorted() == Array(6...45), "the stored get consecutive sequences")
+            let stored = try await store.updates(through: 45)
+            #expect(stored.map(\.sequence) == Array(1...45))
+            #expect(stored.allSatisfy { $0.update.data == $0.update.id || $0.update.id.hasPrefix("e") }, "each sequence has its own update")
         }
     }
 
@@ -220,7 +245,8 @@ struct EventStoreTests {
     }
 
     @Test func theSQLiteHistorySurvivesReopening() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
         let first = try await SQLiteEventStore.open(path: path)
         _ = try await first.append(self.updates(1...3))
         try await first.close()
@@ -230,4 +256,14 @@ struct EventStoreTests {
         #expect(try await second.append(self.updates(4...4)).map(\.sequence) == [4])
         try await second.close()
     }
+}
+
+/// A path for a throwaway SQLite history, in the temporary directory.
+func temporarySQLitePath() -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
+}
+
+/// Removes a closed SQLite history: its file, and the WAL and shared-memory files beside it.
+func removeSQLiteFiles(_ path: String) {
+    for file in [path, path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
 }
