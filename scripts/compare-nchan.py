@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Herald against Nchan on this machine: the same scenarios, the same load generator (`herald bench`),
 runs alternated so that the machine's noise hits both alike. Prints a table of both and their ratio,
-and writes every run's JSON to .build/compare-nchan/results.json.
+and writes every run's JSON to .build/compare-nchan/results.json. Where there are publishes, Herald
+runs twice: with its default history (SQLite, a disk sync per commit) and with its history in
+memory, as Nchan keeps its messages.
 
-    scripts/compare-nchan.py                 # every scenario, 3 rounds (about 15 minutes)
+    scripts/compare-nchan.py                 # every scenario, 3 rounds (about 45 minutes)
     scripts/compare-nchan.py --rounds 1 --scenarios idle-1k,fanout-1k
 
 Installs nginx and its Nchan module from Debian's packages when they are missing, and builds
@@ -110,16 +112,21 @@ class Server:
 
 
 class Herald(Server):
-    name = "herald"
+    """Herald with its default history, SQLite (a disk sync per commit), or with `in_memory` its
+    history in memory, as Nchan keeps its messages."""
 
-    def __init__(self, binary, directory):
-        self.binary, self.directory = binary, directory
+    def __init__(self, binary, directory, in_memory=False):
+        self.binary, self.directory, self.in_memory = binary, directory, in_memory
+        self.name = "herald-memory" if in_memory else "herald"
 
     def start(self):
         self.port = free_port()
-        database = Path(tempfile.mkdtemp(dir=self.directory)) / "herald.db"
+        if self.in_memory:
+            store = ["--in-memory"]
+        else:
+            store = ["--database", str(Path(tempfile.mkdtemp(dir=self.directory)) / "herald.db")]
         self.process = subprocess.Popen(
-            [str(self.binary), "serve", "--port", str(self.port), "--database", str(database),
+            [str(self.binary), "serve", "--port", str(self.port), *store,
              "--publisher-jwt-key", KEY, "--anonymous", "--no-dashboard"],
             stdout=subprocess.DEVNULL, stderr=open(self.directory / "herald.log", "ab"), preexec_fn=more_files)
         wait_for_port(self.port, self.process)
@@ -199,13 +206,15 @@ def main():
     install_nchan()
     binary = build_herald()
     OUT.mkdir(parents=True, exist_ok=True)
-    herald, nchan = Herald(binary, OUT), Nchan(OUT)
+    herald, memory, nchan = Herald(binary, OUT), Herald(binary, OUT, in_memory=True), Nchan(OUT)
     results = {}
     for name in chosen:
         if name in SCENARIOS:
             arguments, _ = SCENARIOS[name]
+            # Where there are publishes, Herald with its history in memory too: like for like.
+            heralds = [herald] if "--idle" in arguments else [herald, memory]
             for round_ in range(options.rounds):
-                order = [nchan, herald] if round_ % 2 == 0 else [herald, nchan]
+                order = [nchan, *heralds] if round_ % 2 == 0 else [*reversed(heralds), nchan]
                 for server in order:
                     report = run_bench(binary, server, arguments, OUT)
                     results.setdefault(name, {}).setdefault(server.name, []).append(report)
@@ -218,26 +227,27 @@ def main():
             sys.exit(f"unknown scenario {name}: choose from {', '.join([*SCENARIOS, *DURABLE])}")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
 
-    print(f"\n| scenario | measure | Nchan | Herald | Herald / Nchan |")
-    print("|---|---|---:|---:|---:|")
+    print("\n| scenario | measure | Nchan | Herald (SQLite) | Herald / Nchan | Herald (in memory) | in memory / Nchan |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name in chosen:
         if name in DURABLE:
             runs = results[name]["herald"]
             value = statistics.median(r.get("publishesPerSecond", 0) for r in runs)
-            print(f"| {name} | durable publishes/s (SQLite) | – | {value:,.0f} | – |")
+            print(f"| {name} | durable publishes/s (SQLite) | – | {value:,.0f} | – | | |")
             continue
         _, measures = SCENARIOS[name]
         for key, _higher in measures:
             medians = {}
-            for server in ("nchan", "herald"):
+            for server in results[name]:
                 values = [measure(r, key) for r in results[name][server]]
                 values = [v for v in values if isinstance(v, (int, float))]
                 medians[server] = statistics.median(values) if values else None
-            n, h = medians["nchan"], medians["herald"]
-            ratio = f"{h / n:.2f}" if n and h is not None else "–"
+            n = medians["nchan"]
             fmt = lambda v: "–" if v is None else (f"{v:,.3f}" if v < 100 else f"{v:,.0f}")
-            print(f"| {name} | {key} | {fmt(n)} | {fmt(h)} | {ratio} |")
-        for server in ("nchan", "herald"):
+            ratio = lambda v: f"{v / n:.2f}" if n and v is not None else "–"
+            columns = [f"{fmt(medians[s])} | {ratio(medians[s])}" if s in medians else "– | –" for s in ("herald", "herald-memory")]
+            print(f"| {name} | {key} | {fmt(n)} | {' | '.join(columns)} |")
+        for server in results[name]:
             for report in results[name][server]:
                 if report["exitStatus"] != 0:
                     print(f"| {name} | {server} run incomplete | {report.get('failed') or report.get('completeness')} | | |")
