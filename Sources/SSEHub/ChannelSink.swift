@@ -198,9 +198,10 @@ final class ChannelSink: @unchecked Sendable {
         return self.unwritableSince.map { now - $0 >= timeout } ?? false
     }
 
-    /// Stops writing; the handler ends the response.
+    /// Stops writing, once the events already handed to the loop's writer are written; the
+    /// handler ends the response.
     func stop() {
-        self.loop.execute {
+        LoopWriter.forLoop(self.loop).afterWrites {
             guard !self.finished else { return }
             self.finished = true
             if let raw = self.raw {
@@ -239,28 +240,56 @@ struct DirectWrites {
 /// deliveries of many publishes share a flush, and so a system call.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
-    private let pending = NIOLockedValueBox((scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])]()))
+    private let pending = NIOLockedValueBox(
+        (
+            scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])](),
+            then: [@Sendable () -> Void](), delay: TimeAmount.zero
+        )
+    )
+    /// The longest a drain waits for more events to write with the first.
+    static let maximumDelay = TimeAmount.milliseconds(5)
 
     init(loop: any EventLoop) {
         self.loop = loop
     }
 
     func enqueue(_ event: EncodedEvent, to targets: [(SubscriberQueue, ChannelSink)]) {
-        let schedule = self.pending.withLockedValue { pending in
+        let (schedule, delay) = self.pending.withLockedValue { pending in
             pending.writes.append((event, targets))
             defer { pending.scheduled = true }
-            return !pending.scheduled
+            return (!pending.scheduled, pending.delay)
         }
-        if schedule {
+        if schedule, delay == .zero {
             self.loop.execute { self.drain() }
+        } else if schedule {
+            self.loop.scheduleTask(in: delay) { self.drain() }
         }
     }
 
+    /// Runs `body` on the loop once what is queued so far is written.
+    func afterWrites(_ body: @escaping @Sendable () -> Void) {
+        let now = self.pending.withLockedValue { pending in
+            if pending.scheduled { pending.then.append(body) }
+            return !pending.scheduled
+        }
+        if now { self.loop.execute(body) }
+    }
+
     private func drain() {
-        let writes = self.pending.withLockedValue { pending in
+        let started = NIODeadline.now()
+        let (writes, then) = self.pending.withLockedValue { pending in
             pending.scheduled = false
-            defer { pending.writes = [] }
-            return pending.writes
+            defer { (pending.writes, pending.then) = ([], []) }
+            return (pending.writes, pending.then)
+        }
+        defer {
+            for body in then { body() }
+            // Under load, the next drain waits for more events to write with its first, as long
+            // as this one took (at most `maximumDelay`): then many events share a sink's write and
+            // system call, and the latency added is bounded by the loop's own work. When the loop
+            // keeps up (a drain takes microseconds), the wait is that short.
+            let delay = min(NIODeadline.now() - started, Self.maximumDelay)
+            self.pending.withLockedValue { $0.delay = delay }
         }
         // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in
         // one go, so that a drain visits each sink, its channel and its pipeline once, not once an
