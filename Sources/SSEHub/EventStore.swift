@@ -26,7 +26,14 @@ public struct Retention: Sendable, Hashable {
 
     /// The publication time before which updates are dropped, as of `now`.
     func cutoff(now: Date) -> Date? {
-        self.age.map { now.addingTimeInterval(-Double($0.components.seconds) - Double($0.components.attoseconds) / 1e18) }
+        self.age.map { now.addingTimeInterval(-$0.seconds) }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
     }
 }
 

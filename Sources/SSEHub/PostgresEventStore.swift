@@ -442,7 +442,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
     /// Deletes the subscriptions of nodes silent for a lifetime, and those nodes: returns the
     /// subscriptions. (One statement: of nodes doing it at once, each subscription goes to one.)
     private func removeSubscriptionsOfDeadNodes() async throws -> [TrackedSubscriber] {
-        let seconds = Double(self.nodeLifetime.components.seconds) + Double(self.nodeLifetime.components.attoseconds) / 1e18
+        let seconds = self.nodeLifetime.seconds
         let rows = try await self.client.query(
             """
             DELETE FROM herald_subscriptions WHERE node NOT IN

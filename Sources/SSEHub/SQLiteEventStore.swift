@@ -62,7 +62,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             // The retention, applied by the insert itself: in the same transaction and the same
             // round trip to SQLite's thread. (A trigger of this connection's only: the settings
             // are this store's.)
-            let tooOld = retention.age.map { " OR published_at < NEW.published_at - \(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18)" } ?? ""
+            let tooOld = retention.age.map { " OR published_at < NEW.published_at - \($0.seconds)" } ?? ""
             _ = try await writer.query(
                 """
                 CREATE TEMP TRIGGER retention AFTER INSERT ON main.updates BEGIN
@@ -165,7 +165,8 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             var rows: [StoredUpdate] = []
             let updates = accepted.flatMap { appends[$0] }
             for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
-                rows += try await self.insert(Array(updates[start..<min(updates.count, start + Self.rowsPerStatement)]), unlessKnown: false)
+                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
+                rows += try await self.insert(Array(chunk), unlessKnown: false)
             }
             guard rows.count == updates.count else {
                 throw EventStoreError(description: "SQLite did not return the new updates' sequences")
@@ -228,7 +229,8 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         var byID: [String: Update] = [:]
         for update in updates { byID[update.id] = update }
         let stored = try result.map { row in
-            guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string, let update = byID[id] else {
+            guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string, let update = byID[id]
+            else {
                 throw EventStoreError(description: "SQLite did not return the new updates' sequences")
             }
             return StoredUpdate(sequence: UInt64(sequence), update: update)
