@@ -8,6 +8,7 @@
 
 import AsyncHTTPClient
 import Foundation
+import HeraldTestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -21,16 +22,21 @@ import Glibc
 /// `herald serve` as a process, with `herald listen` subscribing and an HTTP client publishing.
 @Suite("herald serve")
 struct ServeCommandTests {
-    /// Starts `herald serve` on a free port with its history in `database`, and no key:
-    /// development mode. Returns the process, the hub's URL and the publisher token it printed.
+    /// Starts `herald serve` on a free port with its history in `database` (by default, a new one
+    /// removed when the process ends), and no key: development mode. Returns the process, the
+    /// hub's URL and the publisher token it printed.
     func startHub(
-        database: String = Self.temporaryDatabase(),
+        database: String? = nil,
         key: String? = nil,
         arguments: [String] = []
     ) throws -> (Process, String, String) {
         let process = Process()
+        let path = database ?? temporarySQLitePath()
+        if database == nil {
+            process.terminationHandler = { _ in removeSQLiteFiles(path) }
+        }
         process.executableURL = heraldExecutable
-        process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", database]
+        process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", path]
             + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? []) + arguments
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
@@ -60,10 +66,6 @@ struct ServeCommandTests {
         }
         process.terminate()
         throw ProcessTimeout()
-    }
-
-    static func temporaryDatabase() -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("herald-serve-\(UUID().uuidString).db").path
     }
 
     func publish(_ hub: String, _ form: String, token: String) async throws -> String {
@@ -134,7 +136,8 @@ struct ServeCommandTests {
     }
 
     @Test func everyAcknowledgedPublishSurvivesKill9() async throws {
-        let database = Self.temporaryDatabase()
+        let database = temporarySQLitePath()
+        defer { removeSQLiteFiles(database) }
         let (hub, url, token) = try self.startHub(database: database)
         defer { if hub.isRunning { hub.terminate() } }
         // Eight publishers under load; the hub is killed while they are publishing.
@@ -264,7 +267,9 @@ struct ServeCommandTests {
         let short = try await runHerald(["serve", "--port", "0", "--in-memory", "--publisher-jwt-key", "too short"])
         #expect(short.status == 1)
         #expect(short.standardError.contains("HS256 key must be at least 32 bytes"))
-        let shortWithFile = try await runHerald(["serve", "--port", "0", "--database", Self.temporaryDatabase(), "--publisher-jwt-key", "too short"])
+        let database = temporarySQLitePath()
+        defer { removeSQLiteFiles(database) }
+        let shortWithFile = try await runHerald(["serve", "--port", "0", "--database", database, "--publisher-jwt-key", "too short"])
         #expect(shortWithFile.status == 1, "the history is closed cleanly on the way out: \(shortWithFile.standardError)")
         let unknown = try await runHerald(["serve", "--port", "0", "--in-memory", "--publisher-jwt-key", String(repeating: "k", count: 40), "--publisher-jwt-alg", "HS999"])
         #expect(unknown.status != 0)

@@ -257,13 +257,3 @@ struct EventStoreTests {
         try await second.close()
     }
 }
-
-/// A path for a throwaway SQLite history, in the temporary directory.
-func temporarySQLitePath() -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("herald-\(UUID().uuidString).db").path
-}
-
-/// Removes a closed SQLite history: its file, and the WAL and shared-memory files beside it.
-func removeSQLiteFiles(_ path: String) {
-    for file in [path, path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
-}
