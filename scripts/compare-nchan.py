@@ -5,7 +5,7 @@ and writes every run's JSON to .build/compare-nchan/results.json. Where there ar
 runs twice: with its default history (SQLite, a disk sync per commit) and with its history in
 memory, as Nchan keeps its messages.
 
-    scripts/compare-nchan.py                 # every scenario, 3 rounds (about 45 minutes)
+    scripts/compare-nchan.py                 # every scenario, 3 rounds (about 35 minutes)
     scripts/compare-nchan.py --rounds 1 --scenarios idle-1k,fanout-1k
 
 Installs nginx and its Nchan module from Debian's packages when they are missing, and builds
