@@ -148,16 +148,20 @@ final class ChannelSink: @unchecked Sendable {
         }
     }
 
-    /// Writes `event` without flushing; `true` when it is the first write since the last flush.
-    func write(_ event: EncodedEvent) -> Bool {
+    /// Writes `events` without flushing; `true` when they are the first writes since the last
+    /// flush.
+    func write(_ events: [EncodedEvent]) -> Bool {
         self.loop.preconditionInEventLoop()
-        guard !self.finished else { return false }
-        if let raw = self.raw {
-            raw.write(NIOAny(event.chunk), promise: nil)
-        } else {
-            self.channel.write(HTTPResponsePart.body(event.bytes), promise: nil)
+        guard !self.finished, !events.isEmpty else { return false }
+        // By index: each event's buffers are read in place, not copied (and retained) first.
+        for index in events.indices {
+            if let raw = self.raw {
+                raw.write(NIOAny(events[index].chunk), promise: nil)
+            } else {
+                self.channel.write(HTTPResponsePart.body(events[index].bytes), promise: nil)
+            }
+            self.unflushedBytes += events[index].bytes.readableBytes
         }
-        self.unflushedBytes += event.bytes.readableBytes
         defer { self.needsFlush = true }
         return !self.needsFlush
     }
@@ -302,9 +306,9 @@ final class LoopWriter: Sendable {
             var end = start + 1
             while end < writes.endIndex, Self.same(writes[end].1, targets) { end += 1 }
             let onlyRun = start == writes.startIndex && end == writes.endIndex
+            let events = writes[start..<end].map(\.0)
             for (queue, sink) in targets {
-                var first = false  // its first write since the last flush
-                for index in start..<end where sink.write(writes[index].0) { first = true }
+                let first = sink.write(events)  // its first writes since the last flush
                 if first, onlyRun {
                     if !sink.flush(maximumBytes: queue.limits.bytes) { queue.cut(reason: .tooManyBytes) }
                 } else if first {

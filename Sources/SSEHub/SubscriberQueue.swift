@@ -197,7 +197,7 @@ final class SubscriberQueue: Sendable {
                 return
             }
             if let heartbeat, sink.isIdle(for: heartbeat.after, now: now) {
-                _ = sink.write(heartbeat.event)
+                _ = sink.write([heartbeat.event])
                 _ = sink.flush(maximumBytes: .max)
             }
             self.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
