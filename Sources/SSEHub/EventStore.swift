@@ -218,7 +218,8 @@ public final class InMemoryEventStore: EventStore {
         guard state.first < state.updates.count else { return [] }
         let oldest = state.updates[state.first].sequence
         let start = state.first + Int(max(sequence + 1, oldest) - oldest)
-        let end = min(state.updates.count, state.first + Int(last >= oldest ? last - oldest + 1 : 0))
+        let kept = UInt64(state.updates.count - state.first)
+        let end = state.first + Int(last < oldest ? 0 : min(last - oldest, kept - 1) + 1)
         return start < end ? Array(state.updates[start..<end]) : []
     }
 }

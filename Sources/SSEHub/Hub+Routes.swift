@@ -75,7 +75,7 @@ extension Hub {
             subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),
             configuration: configuration
         )
-        self.subscribeRoute.withLockedValue { $0 = (authorizer, configuration) }
+        self.mercureRoute.withLockedValue { $0 = (authorizer, configuration) }
         if !configuration.corsOrigins.isEmpty {
             router.add(middleware: CORSAllowList(origins: configuration.corsOrigins))
         }
@@ -291,6 +291,24 @@ extension Hub {
         authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) async throws -> Response {
+        let claims = try await self.publisherClaims(request, authorizer: authorizer)
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: configuration.maximumPublishSize)
+        } catch {
+            throw HTTPError(.contentTooLarge, message: "the update is larger than \(configuration.maximumPublishSize) bytes")
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: try await self.publish(form: body, claims: claims)))
+        )
+    }
+
+    /// The claims of a publish request's token, once its head is checked (before its body is
+    /// read). Throws the `HTTPError` to answer instead.
+    func publisherClaims(_ request: Request, authorizer: Authorizer) async throws -> MercureClaims {
         let claims = try await authorizer.publisher(request)
         let contentType = request.headers[.contentType]?.lowercased() ?? ""
         guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
@@ -299,16 +317,15 @@ extension Hub {
                 message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType)'"
             )
         }
-        var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: configuration.maximumPublishSize)
-        } catch {
-            throw HTTPError(.contentTooLarge, message: "the update is larger than \(configuration.maximumPublishSize) bytes")
-        }
+        return claims
+    }
+
+    /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
+    /// the update's ID. Throws the `HTTPError` to answer instead.
+    func publish(form: ByteBuffer, claims: MercureClaims) async throws -> String {
         let update: Update
         do {
-            update = try Update(form: Array(body.readableBytesView), makeID: Self.makeID)
+            update = try Update(form: Array(form.readableBytesView), makeID: Self.makeID)
         } catch {
             throw HTTPError(.badRequest, message: error.description)
         }
@@ -327,11 +344,7 @@ extension Hub {
         } catch {
             throw self.historyUnavailable(error, doing: "store the update")
         }
-        return Response(
-            status: .ok,
-            headers: [.contentType: "text/plain; charset=utf-8"],
-            body: ResponseBody(byteBuffer: ByteBuffer(string: update.id))
-        )
+        return update.id
     }
 
     /// The answer when the history fails (a database that went away, or did not answer in time):

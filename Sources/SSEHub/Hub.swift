@@ -145,9 +145,10 @@ public final class Hub: Sendable {
     /// Subscription events on their way to the store, by a key of their own.
     private let announcements = NIOLockedValueBox((nextKey: 0, tasks: [Int: Task<Void, Never>]()))
     let logger: Logger
-    /// How the subscribe route checks and answers its requests, set by `addRoutes`: the HTTP/1
-    /// server's door (``http1Server(configuration:)``) opens subscriptions the same way.
-    let subscribeRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
+    /// How the Mercure routes check and answer their requests, set by `addRoutes`: the HTTP/1
+    /// server's door (``http1Server(configuration:)``) opens subscriptions and takes publishes the
+    /// same way.
+    let mercureRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
     private let allocator = ByteBufferAllocator()
     // Through swift-metrics: the application picks the backend (herald serve: Prometheus).
     private let publishes = Counter(label: "herald_publishes_total")

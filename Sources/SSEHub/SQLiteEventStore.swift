@@ -258,7 +258,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             SELECT sequence, id, topics, data, private, type, retry FROM updates
             WHERE sequence > ? AND sequence <= ? AND published_at >= ? ORDER BY sequence
             """,
-            [.integer(Int(sequence)), .integer(Int(last)), .float(self.cutoff)]
+            [.integer(Int(sequence)), .integer(Int(clamping: last)), .float(self.cutoff)]
         )
         return try rows.map { row in
             guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string,

@@ -158,6 +158,8 @@ struct EventStoreTests {
             #expect(try await store.updates(after: "e5", through: 5)?.isEmpty == true)
             #expect(try await store.updates(after: "nope", through: 5) == nil)
             #expect(try await store.updates(through: 3).map(\.update) == self.updates(1...3), "every field comes back")
+            #expect(try await store.updates(through: .max).count == 5, "any bound, however high")
+            #expect(try await store.updates(after: "e4", through: .max)?.map(\.update.id) == ["e5"])
         }
     }
 

@@ -6,25 +6,31 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import NIOHTTPTypes
 import Testing
 
 @testable import SSEHub
 
 /// The door of `Hub.http1Server`, on a channel the test writes to and reads from.
-@Suite("Subscriber door")
-struct SubscriberDoorTests {
-    /// A hub with its routes added (anonymous subscribers, no heartbeat), and its HTTP/1 channel.
+@Suite("Hub door")
+struct HubDoorTests {
+    static let key = "the door tests' key, long enough for HS256"
+
+    /// A hub with its routes added (anonymous subscribers, publishers with tokens signed with
+    /// `key`, no heartbeat), and its HTTP/1 channel.
     func withDoor(_ body: (Hub, HubHTTP1Channel) async throws -> Void) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.key)
         try await hub.addRoutes(to: Router(context: HubRequestContext.self), configuration: http)
         let http1 = HTTP1Channel(responder: { _, _, _ in Issue.record("the test hands no connection to Hummingbird's handler") })
         try await body(hub, HubHTTP1Channel(hub: hub, http1: http1))
@@ -36,6 +42,16 @@ struct SubscriberDoorTests {
         _ server: HubHTTP1Channel,
         reading request: String
     ) async throws -> (NIOAsyncTestingChannel, handedOn: (any Channel)?) {
+        let (channel, handedOn) = try await self.openConnection(server, reading: request)
+        return (channel, try await handedOn.get()?.channel)
+    }
+
+    /// A connected channel set up as the server sets up a connection, with `request` read from it;
+    /// and the future connection that the server's task gets, if any.
+    func openConnection(
+        _ server: HubHTTP1Channel,
+        reading request: String
+    ) async throws -> (NIOAsyncTestingChannel, EventLoopFuture<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>) {
         let channel = NIOAsyncTestingChannel()
         let value = try await channel.eventLoop.flatSubmit { server.setup(channel: channel, logger: Logger(label: "test")) }.get()
         try await channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
@@ -44,7 +60,14 @@ struct SubscriberDoorTests {
         } catch is HTTPParserError {
             // Not HTTP: the error goes on to Hummingbird's handlers, which answer 400, and on to here.
         }
-        return (channel, try await value.handedOn.get()?.channel)
+        return (channel, value.handedOn)
+    }
+
+    /// A publish request of `form`, with a token for every topic unless `token` says otherwise.
+    func publishRequest(_ form: String, token: String? = nil, headers: String = "") async throws -> String {
+        let token = if let token { token } else { try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.key) }
+        return "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+            + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\(headers)\r\n\(form)"
     }
 
     /// What the channel writes, as text, until it contains `expected` (at most 10 s).
@@ -108,7 +131,10 @@ struct SubscriberDoorTests {
 
     @Test(arguments: [
         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",  // no token
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\nContent-Length: 0\r\n\r\n",
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",  // no topic: the route says why
         "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -125,10 +151,69 @@ struct SubscriberDoorTests {
         }
     }
 
+    @Test func publishesAreAnsweredAtTheDoorOneAfterAnother() async throws {
+        try await self.withDoor { hub, server in
+            let (subscription, _) = try await hub.subscribe([TopicSelector("t")], lastEventID: nil)
+            // Two requests in one read, as a pipelining client sends them.
+            let (channel, handedOn) = try await self.openConnection(
+                server,
+                reading: try await self.publishRequest("topic=t&id=one&data=1") + self.publishRequest("topic=t&id=two&data=2")
+            )
+            let answers = try await self.written(by: channel, until: "\r\n\r\ntwo")
+            #expect(answers.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 3, "two answers")
+            let one = try #require(answers.range(of: "\r\n\r\none"))
+            #expect(answers.range(of: "\r\n\r\ntwo").map { one.upperBound <= $0.lowerBound } == true, "in order")
+            #expect(answers.contains("Content-Length: 3\r\n"))
+            #expect(answers.contains("Content-Type: text/plain; charset=utf-8\r\n"))
+            #expect(answers.contains("Date: "))
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one", "two"])
+
+            // The connection stays open for the next one, and the server's task has nothing to do.
+            try await channel.writeInbound(ByteBuffer(string: try await self.publishRequest("topic=t&id=three&data=3")))
+            _ = try await self.written(by: channel, until: "\r\n\r\nthree")
+            #expect(channel.isActive)
+            var delivered = ""
+            for try await event in subscription.prefix(3) { delivered += String(buffer: event) }
+            #expect(delivered == "id: one\ndata: 1\n\nid: two\ndata: 2\n\nid: three\ndata: 3\n\n")
+
+            try await channel.close()
+            #expect(try await handedOn.get() == nil)
+        }
+    }
+
+    @Test func aPublishThatFailsItsChecksGoesOnToTheRoute() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: try await self.publishRequest("topic=t&id=one&data=1"))
+            _ = try await self.written(by: channel, until: "\r\n\r\none")
+            // Not allowed to publish to this topic: the route says why, and has the connection from then on.
+            let forbidden = try await self.publishRequest(
+                "topic=u&data=2",
+                token: try await Hub.developmentToken(publish: ["t"], subscribe: nil, key: Self.key)
+            )
+            try await channel.writeInbound(ByteBuffer(string: forbidden))
+            let connection = try #require(try await handedOn.get())
+            #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "the door answered nothing")
+            try await connection.executeThenClose { inbound, _ in
+                var parts: [HTTPRequestPart] = []
+                for try await part in inbound {
+                    parts.append(part)
+                    if case .end = part { break }
+                }
+                guard case .head(let head) = parts.first else {
+                    Issue.record("no head: \(parts)")
+                    return
+                }
+                #expect(head.method == .post)
+                #expect(parts.count == 3, "the head, the body, the end")
+            }
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+        }
+    }
+
     @Test func httpDates() {
-        #expect(SubscriberDoor.httpDate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
-        #expect(SubscriberDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
-        #expect(SubscriberDoor.httpDate(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
-        #expect(SubscriberDoor.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+        #expect(HubDoor.httpDate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HubDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HubDoor.httpDate(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(HubDoor.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
     }
 }
