@@ -22,14 +22,14 @@ extension Hub {
     /// Hummingbird's HTTP/1.1 server, for an app that serves the hub: use it in place of
     /// `.http1(configuration:)`, once ``addRoutes(to:configuration:)`` has added the hub's routes.
     ///
-    /// A connection that opens with a subscribe request is answered at the door, the same way as
-    /// the route answers it but with no task for the connection: an idle subscriber then costs
-    /// about half the memory (`docs/PERFORMANCE.md`). Publish requests (with a `Content-Length`,
-    /// and no `Origin`) are answered at the door too, one after another on a kept-alive
-    /// connection, with no trip through the router and its async channel: about half the server
-    /// CPU a publish. Every other request goes to the app as usual, and so does a subscription or
-    /// publish that fails its checks (a missing token, say): the route then answers it, with its
-    /// reason, and serves the connection from then on.
+    /// The hub's requests are answered at the connection's door, the same way as the routes answer
+    /// them but with no task for the connection and no trip through the router and its async
+    /// channel: a subscription (an idle subscriber then costs about half the memory), and publish
+    /// requests with a `Content-Length` and no `Origin`, one after another on a kept-alive
+    /// connection (a sixth less server CPU a publish); see `docs/PERFORMANCE.md`. Any other request
+    /// goes to the app as usual, and so does a subscription or publish that fails its checks (a
+    /// missing token, say): the route then answers it, with its reason, and serves the connection
+    /// from then on.
     ///
     /// - Parameter configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
     ///   `idleTimeout`, which would close the subscriptions the route answers.
@@ -40,8 +40,9 @@ extension Hub {
     }
 }
 
-/// Hummingbird's HTTP/1 channel with the hub's door in front: the door reads a connection's first
-/// request and either answers a subscription itself or hands the connection on to Hummingbird.
+/// Hummingbird's HTTP/1 channel with the hub's door in front: the door reads a connection's
+/// requests and answers subscriptions and publishes itself, until it hands the connection on to
+/// Hummingbird.
 struct HubHTTP1Channel: ServerChildChannel {
     struct Value: ServerChildChannelValue {
         let channel: any Channel
@@ -76,7 +77,8 @@ struct HubHTTP1Channel: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        // The server's task for the connection: it ends at once when the door answers.
+        // The server's task for the connection: it ends at once when the door answers a
+        // subscription, and waits with nothing to do while the door answers publishes.
         guard let connection = try? await value.handedOn.get() else { return }
         await self.http1.handle(value: connection, logger: logger)
     }
@@ -192,12 +194,13 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether the door takes publish request `head`: a `POST` to the hub's URL with a
     /// `Content-Length` the configuration allows, from no browser (no `Origin`: CORS and the
-    /// cookie are the route's), keeping the connection open.
+    /// cookie are the route's), expecting no `100 Continue`, keeping the connection open.
     private static func takes(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
         guard head.method == .post, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
         guard let length = fields[.contentLength].flatMap({ Int($0) }), length <= configuration.maximumPublishSize else { return false }
-        return fields[.transferEncoding] == nil && fields[.origin] == nil && !Hub.closesAfterResponse(fields)
+        return fields[.transferEncoding] == nil && fields[.origin] == nil && fields[.expect] == nil
+            && !Hub.closesAfterResponse(fields)
     }
 
     private static func isHubURL(_ head: HTTPRequest) -> Bool {

@@ -135,6 +135,7 @@ struct HubDoorTests {
         "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\nContent-Length: 0\r\n\r\n",
         "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n",
         "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",  // no topic: the route says why
         "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
