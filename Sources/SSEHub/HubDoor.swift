@@ -119,6 +119,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// Whether the connection closes once the publish being read or stored is answered.
     private var closesAfterPublish = false
+    /// Parts read while a publish was being stored, not yet taken in hand.
+    private var unread: ArraySlice<HTTPRequestPart> = []
     /// The `Date` header of the last response, and its second.
     private var date = (second: -1, text: "")
     private let hub: Hub
@@ -264,7 +266,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Checks and stores the update of a publish request read whole, `parts`, in a task of its own.
     private func publish(_ parts: [HTTPRequestPart], authorizer: Authorizer, context: ChannelHandlerContext) {
-        guard case .head(let head) = parts.first else { return }
+        guard case .head(let head) = parts.first else {
+            self.handOn(context, parts: parts)  // (never: the decoder gives the head first)
+            return
+        }
         self.state = .publishing(parts, next: [])
         var form = ByteBuffer()
         for case .body(var buffer) in parts {
@@ -306,7 +311,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
-        for part in next { self.receive(part, context: context) }
+        // The next requests, as if read now (a request handed on takes the rest with it).
+        self.unread = next[...]
+        while let part = self.unread.popFirst() { self.receive(part, context: context) }
         self.resumeReading(context)
     }
 
@@ -340,6 +347,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Adds Hummingbird's handlers behind the door, passes them what was read, and leaves.
     private func handOn(_ context: ChannelHandlerContext, parts: [HTTPRequestPart], error: (any Error)? = nil) {
+        let parts = parts + self.unread
+        self.unread = []
         let pipeline = context.pipeline.syncOperations
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
