@@ -30,7 +30,10 @@ struct Bench: AsyncParsableCommand {
             Opens --subscribers EventSource connections (subscriber i listens to topic i mod \
             --topics), then publishes for --duration seconds, at --rate publishes a second or as \
             fast as --publishers concurrent publishers can. Each event carries its send time, so \
-            each delivery's latency is measured. A progress line goes to standard error, a JSON \
+            each delivery's latency is measured. With --rate it also carries the time it was due, \
+            and latencyFromSchedule counts from then: a hub that takes publishes later than asked \
+            (the publishers wait for its answers) shows it there, not in latency. A progress line \
+            goes to standard error, a JSON \
             summary to standard output; the exit status is 1 when an event is missing or a \
             request failed. Works with any Mercure hub, and with Nchan (--protocol nchan: \
             subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). --server-pid \
@@ -170,6 +173,7 @@ struct Bench: AsyncParsableCommand {
         report.completeness = expected == 0 ? 1 : Double(totals.delivered) / Double(expected)
         report.deliveriesPerSecond = Double(totals.delivered) / max(deliverySeconds, 1e-9)
         report.latency = Percentiles(totals.latency)
+        if self.rate > 0 { report.latencyFromSchedule = Percentiles(totals.scheduleLatency) }
         report.subscriberErrors = totals.errors
         report.streamsEnded = totals.ended
         if let cpuBefore, let cpuAfter {
@@ -255,6 +259,7 @@ struct Bench: AsyncParsableCommand {
         var errors = 0
         var publishedPerTopic: [Int] = []
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        var scheduleLatency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000)
     }
 
     private func publish(targets: [Target], progress: Progress) async throws -> PublishResult {
@@ -269,6 +274,7 @@ struct Bench: AsyncParsableCommand {
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.publishers
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let sequence = NIOLockedValueBox(0)
+        let startNanoseconds = monotonicNanoseconds()  // (first: a due time is never after its publish)
         let start = ContinuousClock.now
         let end = start + .seconds(self.duration)
         let padding = String(repeating: "x", count: self.padding)
@@ -292,7 +298,8 @@ struct Bench: AsyncParsableCommand {
                         }
                         let topic = number % topics
                         let sent = monotonicNanoseconds()
-                        let data = "\(number) \(sent)" + (padding.isEmpty ? "" : " " + padding)
+                        let due = rate > 0 ? " \(startNanoseconds + UInt64(Double(number) / rate * 1e9))" : ""
+                        let data = "\(number) \(sent)\(due)" + (padding.isEmpty ? "" : " " + padding)
                         let ok = await targets[number % targets.count].publish(client: client, topic: topic, data: data, token: token)
                         _ = result.latency.record(monotonicNanoseconds() - sent)
                         if ok {
@@ -387,6 +394,7 @@ private final class LoopStats: Sendable {
         var errors = 0
         var ended = 0
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        var scheduleLatency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000)
     }
 
     let counts = NIOLockedValueBox(Counts())
@@ -400,6 +408,7 @@ private final class LoopStats: Sendable {
                 total.errors += counts.errors
                 total.ended += counts.ended
                 total.latency.add(counts.latency)
+                total.scheduleLatency.add(counts.scheduleLatency)
             }
         }
         return total
@@ -417,8 +426,9 @@ private final class SubscriberHandler: ChannelInboundHandler {
     private let opened: EventLoopPromise<Void>
     private var parser = ServerSentEventParser()
     private var open = false
-    /// The latencies of the events of the body part being read (kept to reuse its storage).
-    private var latencies: [UInt64] = []
+    /// The latencies of the events of the body part being read, from their send time and from the
+    /// time they were due if known (kept to reuse the storage).
+    private var latencies: [(sent: UInt64, due: UInt64?)] = []
 
     init(request: HTTPRequestHead, stats: LoopStats, opened: EventLoopPromise<Void>) {
         self.request = request
@@ -451,7 +461,9 @@ private final class SubscriberHandler: ChannelInboundHandler {
                 try self.parser.parse(buffer.readableBytesView) { output in
                     guard case .event(let event) = output else { return }
                     delivered += 1
-                    if let sent = Self.sendTime(in: event.data), sent <= now { self.latencies.append(now - sent) }
+                    if let (sent, due) = Self.times(in: event.data), sent <= now {
+                        self.latencies.append((now - sent, due.map { now - min($0, now) }))
+                    }
                 }
             } catch {
                 self.stats.counts.withLockedValue { $0.errors += 1 }
@@ -459,21 +471,28 @@ private final class SubscriberHandler: ChannelInboundHandler {
             }
             self.stats.counts.withLockedValue { counts in
                 counts.delivered += delivered
-                for latency in self.latencies { _ = counts.latency.record(latency) }
+                for (sent, due) in self.latencies {
+                    _ = counts.latency.record(sent)
+                    if let due { _ = counts.scheduleLatency.record(due) }
+                }
             }
         case .end:
             self.stats.counts.withLockedValue { $0.ended += 1 }
         }
     }
 
-    /// The send time in an event's data, "<sequence> <send time in ns> …", read as bytes: the load
-    /// generator must cost little next to the hub it measures.
-    static func sendTime(in data: String) -> UInt64? {
+    /// The send time and the due time in an event's data, "<sequence> <send time in ns> [<due
+    /// time in ns>] …", read as bytes: the load generator must cost little next to the hub it measures.
+    static func times(in data: String) -> (sent: UInt64, due: UInt64?)? {
         let bytes = data.utf8
         guard let space = bytes.firstIndex(of: UInt8(ascii: " ")) else { return nil }
         let start = bytes.index(after: space)
         let end = bytes[start...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
-        return UInt64(Substring(bytes[start..<end]))
+        guard let sent = UInt64(Substring(bytes[start..<end])) else { return nil }
+        guard end < bytes.endIndex else { return (sent, nil) }
+        let next = bytes.index(after: end)
+        let dueEnd = bytes[next...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
+        return (sent, UInt64(Substring(bytes[next..<dueEnd])))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -596,6 +615,8 @@ private struct Report: Encodable {
     var completeness = 1.0
     var deliveriesPerSecond = 0.0
     var latency = Percentiles()
+    /// With `--rate`: from the time each publish was due, not sent.
+    var latencyFromSchedule: Percentiles?
     var subscriberErrors = 0
     var streamsEnded = 0
     var serverCPUSeconds: Double?

@@ -37,6 +37,9 @@ struct BenchCommandTests {
         #expect(report["completeness"] as? Double == 1)
         let latency = try #require(report["latency"] as? [String: Double])
         #expect(latency["p50"]! > 0 && latency["p50"]! <= latency["p99"]! && latency["p99"]! <= latency["max"]!)
+        // At a rate, also from the time each publish was due: never before it was sent.
+        let fromSchedule = try #require(report["latencyFromSchedule"] as? [String: Double])
+        #expect(fromSchedule["p50"]! >= latency["p50"]! && fromSchedule["max"]! >= latency["max"]!)
         #expect((report["serverCPUSeconds"] as? Double ?? 0) > 0, "read from /proc")
         #expect(result.standardError.contains("subscribers 30/30"), "the progress line")
     }
