@@ -259,7 +259,6 @@ struct Bench: AsyncParsableCommand {
         var errors = 0
         var publishedPerTopic: [Int] = []
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
-        var scheduleLatency = Histogram<UInt64>(highestTrackableValue: 600_000_000_000)
     }
 
     private func publish(targets: [Target], progress: Progress) async throws -> PublishResult {
@@ -428,7 +427,7 @@ private final class SubscriberHandler: ChannelInboundHandler {
     private var open = false
     /// The latencies of the events of the body part being read, from their send time and from the
     /// time they were due if known (kept to reuse the storage).
-    private var latencies: [(sent: UInt64, due: UInt64?)] = []
+    private var latencies: [(fromSend: UInt64, fromSchedule: UInt64?)] = []
 
     init(request: HTTPRequestHead, stats: LoopStats, opened: EventLoopPromise<Void>) {
         self.request = request
@@ -471,9 +470,9 @@ private final class SubscriberHandler: ChannelInboundHandler {
             }
             self.stats.counts.withLockedValue { counts in
                 counts.delivered += delivered
-                for (sent, due) in self.latencies {
-                    _ = counts.latency.record(sent)
-                    if let due { _ = counts.scheduleLatency.record(due) }
+                for (fromSend, fromSchedule) in self.latencies {
+                    _ = counts.latency.record(fromSend)
+                    if let fromSchedule { _ = counts.scheduleLatency.record(fromSchedule) }
                 }
             }
         case .end:
