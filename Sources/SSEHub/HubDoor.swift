@@ -305,6 +305,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(Self.wrapOutboundOut(.body(context.channel.allocator.buffer(string: id))), promise: nil)
         if self.closesAfterPublish {
             self.state = .closed
+            self.handedOn.succeed(nil)  // the server's task for the connection ends
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }

@@ -10,6 +10,7 @@ import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -179,6 +180,29 @@ struct HubDoorTests {
 
             try await channel.close()
             #expect(try await handedOn.get() == nil)
+        }
+    }
+
+    @Test func aPublishUnderWayWhenTheServerStopsIsAnsweredThenTheConnectionCloses() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            let request = try await self.publishRequest("topic=t&id=one&data=1")
+            // Both on the loop at once: the publish's task, which answers through the loop, cannot have answered.
+            try await channel.testingEventLoop.executeInContext {
+                channel.pipeline.fireChannelRead(NIOAny(ByteBuffer(string: request)))
+                channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
+            let answer = try await self.written(by: channel, until: "\r\n\r\none")
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            let ended = NIOLockedValueBox(false)
+            handedOn.whenComplete { _ in ended.withLockedValue { $0 = true } }
+            for _ in 0..<500 where channel.isActive || !ended.withLockedValue({ $0 }) {
+                await channel.testingEventLoop.run()
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(!channel.isActive, "the connection closes")
+            #expect(ended.withLockedValue { $0 }, "and the server's task for it ends")
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
         }
     }
 
