@@ -189,7 +189,7 @@ struct HubDoorTests {
             let request = try await self.publishRequest("topic=t&id=one&data=1")
             // Both on the loop at once: the publish's task, which answers through the loop, cannot have answered.
             try await channel.testingEventLoop.executeInContext {
-                channel.pipeline.fireChannelRead(NIOAny(ByteBuffer(string: request)))
+                channel.pipeline.fireChannelRead(ByteBuffer(string: request))
                 channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
             }
             let answer = try await self.written(by: channel, until: "\r\n\r\none")
