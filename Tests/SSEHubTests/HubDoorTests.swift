@@ -153,7 +153,7 @@ struct HubDoorTests {
         }
     }
 
-    @Test func publishesAreAnsweredAtTheDoorOneAfterAnother() async throws {
+    @Test(.timeLimit(.minutes(1))) func publishesAreAnsweredAtTheDoorOneAfterAnother() async throws {
         try await self.withDoor { hub, server in
             let (subscription, _) = try await hub.subscribe([TopicSelector("t")], lastEventID: nil)
             // Two requests in one read, as a pipelining client sends them.
