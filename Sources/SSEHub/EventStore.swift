@@ -68,6 +68,16 @@ public protocol EventStore: Sendable {
     /// - Throws: ``EventStoreError/duplicateID`` when an ID is already in the history.
     func append(_ updates: [Update]) async throws -> [StoredUpdate]
 
+    /// Stores `updates` in order like ``append(_:)``, and calls `written` with them as soon as the
+    /// history holds them: readers of the history see them, and only a crash of the machine before
+    /// they are durable could still lose them. The hub delivers updates from `written`, so that
+    /// subscribers do not wait for a disk sync; the publisher is answered when this returns.
+    ///
+    /// `written` is called at most once, and not for updates refused. The calls of concurrent
+    /// appends may come in any order (the hub delivers in the order of the history whatever the
+    /// order of the calls). The default calls it once ``append(_:)`` returns.
+    func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate]
+
     /// The updates after the one with ID `lastEventID`, up to and including sequence `last`,
     /// oldest first; `nil` when the history does not hold that ID (never stored, or dropped by
     /// retention).
@@ -78,6 +88,14 @@ public protocol EventStore: Sendable {
 
     /// How much the store holds now.
     func size() async throws -> EventStoreSize
+}
+
+extension EventStore {
+    public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
+        let stored = try await self.append(updates)
+        written(stored)
+        return stored
+    }
 }
 
 /// How much a store holds: the updates kept, and the bytes they take (the file, for a file).

@@ -6,8 +6,13 @@
 //
 //===----------------------------------------------------------------------===//
 
-/// An append waiting for the next commit, and its caller.
-typealias PendingAppend = (updates: [Update], continuation: CheckedContinuation<[StoredUpdate], any Error>)
+/// An append waiting for the next commit: its updates, what to call once they are written, and
+/// its caller.
+struct PendingAppend {
+    let updates: [Update]
+    let written: @Sendable ([StoredUpdate]) -> Void
+    let continuation: CheckedContinuation<[StoredUpdate], any Error>
+}
 
 /// A durable store's group commit: appends that arrive while a transaction commits wait, and
 /// share the next transaction, so a busy hub pays one disk sync per batch, not per publish.
@@ -19,18 +24,27 @@ protocol GroupCommitting: Actor {
     /// history already holds or that comes twice in the batch: returns each append's stored updates
     /// (empty for a refused one) and the indices of the refused.
     func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>)
+
+    /// Answers the callers of appends that a commit wrote, once their updates are durable. A store
+    /// whose commit is durable answers them at once (the default).
+    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])])
 }
 
 extension GroupCommitting {
-    /// Appends `updates` in the next commit; returns once it is durable.
-    func appendInNextCommit(_ updates: [Update]) async throws -> [StoredUpdate] {
+    /// Appends `updates` in the next commit, calls `written` with them once the commit has written
+    /// them, and returns them once they are durable.
+    func appendInNextCommit(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
-            self.pending.append((updates, continuation))
+            self.pending.append(PendingAppend(updates: updates, written: written, continuation: continuation))
             if !self.flushing {
                 self.flushing = true
                 Task { await self.commitPending() }
             }
         }
+    }
+
+    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])]) {
+        for append in written { append.continuation.resume(returning: append.stored) }
     }
 
     /// Commits what is pending, batch after batch, until nothing is.
@@ -40,13 +54,17 @@ extension GroupCommitting {
             self.pending = []
             do {
                 let (stored, refused) = try await self.commit(batch.map(\.updates))
+                var written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])] = []
+                written.reserveCapacity(batch.count)
                 for (index, append) in batch.enumerated() {
                     if refused.contains(index) {
                         append.continuation.resume(throwing: EventStoreError.duplicateID)
                     } else {
-                        append.continuation.resume(returning: stored[index])
+                        append.written(stored[index])  // in the order of the history
+                        written.append((append.continuation, stored[index]))
                     }
                 }
+                self.answerOnceDurable(written)
             } catch {
                 for append in batch { append.continuation.resume(throwing: error) }
             }

@@ -182,14 +182,18 @@ public final class Hub: Sendable {
         self.storeBytes.record(size.bytes)
     }
 
-    /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored.
+    /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored
+    /// (durably, for a durable store); the subscribers may have it before (see
+    /// ``EventStore/append(_:written:)``).
     public func publish(_ update: Update) async throws {
         let buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
         let started = ContinuousClock.now
-        guard let stored = try await self.store.append([update]).first else { return }
+        _ = try await self.store.append([update]) { stored in
+            guard let stored = stored.first else { return }
+            self.fanOut([(stored.sequence, update, buffer)])
+        }
         self.storeLatency.record(duration: ContinuousClock.now - started)
         self.publishes.increment()
-        self.fanOut([(stored.sequence, update, buffer)])
     }
 
     /// Delivers updates that another node stored in the shared history (see

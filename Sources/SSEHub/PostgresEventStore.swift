@@ -213,7 +213,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
-        try await self.appendInNextCommit(updates)
+        try await self.appendInNextCommit(updates) { _ in }
     }
 
     func commit(_ requests: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {

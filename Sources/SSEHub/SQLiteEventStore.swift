@@ -8,16 +8,23 @@
 
 import Foundation
 import NIOCore
+import NIOPosix
 import SQLiteNIO
 
 /// A durable history in one SQLite file: the hub's default.
 ///
-/// An append returns only once its transaction is committed with `synchronous=FULL` in WAL mode,
-/// so an acknowledged publish survives a crash of the process or of the machine. Appends that
-/// arrive while a commit is running are grouped into the next transaction (group commit), so a
-/// busy hub pays one disk sync per batch, not per publish. Resuming looks an ID up through its
-/// unique index and reads a range of the primary key: no scan. Reads use a second connection,
-/// which WAL lets run beside the writer.
+/// An append returns only once its transaction is committed and the write-ahead log synced to
+/// disk, so an acknowledged publish survives a crash of the process or of the machine. Appends
+/// that arrive while a commit is running are grouped into the next transaction (group commit), so a
+/// busy hub pays one disk sync per batch, not per publish.
+///
+/// The sync is not part of the commit (`synchronous=NORMAL` in WAL mode): once SQLite has written a
+/// transaction, ``append(_:written:)`` hands its updates on (the hub delivers them), and the next
+/// transaction is written while the store syncs the log. Only a crash of the machine between the
+/// two could lose an update that subscribers saw; its publisher was not answered.
+///
+/// Resuming looks an ID up through its unique index and reads a range of the primary key: no
+/// scan. Reads use a second connection, which WAL lets run beside the writer.
 public actor SQLiteEventStore: EventStore, GroupCommitting {
     /// What is kept; older updates are deleted.
     public let retention: Retention
@@ -26,9 +33,18 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     private let now: @Sendable () -> Date
     private let writer: SQLiteConnection
     private let reader: SQLiteConnection
+    private let log: WriteAheadLog
     private var last: UInt64
     var pending: [PendingAppend] = []
     var flushing = false
+    /// Appends written and not yet synced, and whether a sync is under way.
+    private var unsynced: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])] = []
+    private var syncing = false
+    /// Why a sync failed: the store takes no more appends after, since what the disk holds is
+    /// then unknown.
+    private var syncFailure: EventStoreError?
+    /// Runs in place of each sync, given the sync: tests delay or fail it.
+    private var interposedSync: (@Sendable (_ sync: @Sendable () async throws -> Void) async throws -> Void)?
 
     /// Opens (or creates) the history in the file at `path`, keeping what `retention` says.
     public static func open(path: String, retention: Retention = Retention()) async throws -> SQLiteEventStore {
@@ -39,9 +55,14 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     static func open(path: String, retention: Retention, now: @escaping @Sendable () -> Date) async throws -> SQLiteEventStore {
         let writer = try await SQLiteConnection.open(storage: .file(path: path))
         do {
+            // Some file systems (network ones) cannot hold a write-ahead log.
+            let mode = try await writer.query("PRAGMA journal_mode=WAL").first?.column("journal_mode")?.string
+            guard mode == "wal" else {
+                throw EventStoreError(description: "SQLite cannot keep a write-ahead log for \(path) (journal mode \(mode ?? "unknown"))")
+            }
             for statement in [
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=FULL",
+                // A commit writes the log; the store syncs it after (see `syncWritten`).
+                "PRAGMA synchronous=NORMAL",
                 """
                 CREATE TABLE IF NOT EXISTS updates (
                     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,8 +93,9 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             )
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
+            let log = try WriteAheadLog(path: path + "-wal")
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
-            return SQLiteEventStore(path: path, writer: writer, reader: reader, last: last, retention: retention, now: now)
+            return SQLiteEventStore(path: path, writer: writer, reader: reader, log: log, last: last, retention: retention, now: now)
         } catch {
             try? await writer.close()  // a connection must be closed, even on the way out
             throw error
@@ -84,6 +106,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         path: String,
         writer: SQLiteConnection,
         reader: SQLiteConnection,
+        log: WriteAheadLog,
         last: UInt64,
         retention: Retention,
         now: @escaping @Sendable () -> Date
@@ -91,6 +114,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         self.path = path
         self.writer = writer
         self.reader = reader
+        self.log = log
         self.last = last
         self.retention = retention
         self.now = now
@@ -129,7 +153,46 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
-        try await self.appendInNextCommit(updates)
+        try await self.append(updates) { _ in }
+    }
+
+    public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
+        if let syncFailure { throw syncFailure }
+        return try await self.appendInNextCommit(updates, written: written)
+    }
+
+    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])]) {
+        self.unsynced += written
+        if !self.syncing {
+            self.syncing = true
+            Task { await self.syncWritten() }
+        }
+    }
+
+    /// Syncs the log and answers the appends written before the sync began, until none waits: one
+    /// sync covers every commit written while the one before ran.
+    private func syncWritten() async {
+        while !self.unsynced.isEmpty {
+            let synced = self.unsynced
+            self.unsynced = []
+            do {
+                if let syncFailure { throw syncFailure }
+                let log = self.log
+                let sync: @Sendable () async throws -> Void = { try await NIOThreadPool.singleton.runIfActive { try log.sync() } }
+                if let interposedSync { try await interposedSync(sync) } else { try await sync() }
+                for append in synced { append.continuation.resume(returning: append.stored) }
+            } catch {
+                let failure = self.syncFailure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
+                self.syncFailure = failure
+                for append in synced { append.continuation.resume(throwing: failure) }
+            }
+        }
+        self.syncing = false
+    }
+
+    /// Runs `interpose` in place of each sync of the log, given the sync: for tests.
+    func interposeSync(_ interpose: @escaping @Sendable (_ sync: @Sendable () async throws -> Void) async throws -> Void) {
+        self.interposedSync = interpose
     }
 
     func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
@@ -277,5 +340,43 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
                 )
             )
         }
+    }
+}
+
+/// The store's write-ahead log (`<file>-wal`), opened again to sync it after SQLite commits to it.
+/// The log stays the same file while the store's connections are open.
+private final class WriteAheadLog: Sendable {
+    private let descriptor: CInt
+
+    /// Opens the log at `path`, which SQLite created, and syncs its directory, so that the file
+    /// itself survives a crash of the machine.
+    init(path: String) throws {
+        let directory = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY | O_CLOEXEC)
+        guard directory >= 0 else {
+            throw EventStoreError(description: "cannot open the directory of \(path) (errno \(errno))")
+        }
+        let synced = fsync(directory) == 0 ? 0 : errno
+        close(directory)
+        guard synced == 0 else {
+            throw EventStoreError(description: "cannot sync the directory of \(path) (errno \(synced))")
+        }
+        self.descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard self.descriptor >= 0 else {
+            throw EventStoreError(description: "cannot open the SQLite write-ahead log \(path) (errno \(errno))")
+        }
+    }
+
+    /// Writes what SQLite has written to the log through to the disk. Blocks.
+    func sync() throws {
+        #if canImport(Darwin)
+        let result = fsync(self.descriptor)
+        #else
+        let result = fdatasync(self.descriptor)
+        #endif
+        guard result == 0 else { throw EventStoreError(description: "cannot sync the SQLite write-ahead log (errno \(errno))") }
+    }
+
+    deinit {
+        close(self.descriptor)
     }
 }

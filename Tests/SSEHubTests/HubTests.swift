@@ -60,6 +60,29 @@ struct HubTests {
         #expect(try events(in: try await take(1, from: other)).map(\.data) == ["update 2"])
     }
 
+    @Test func subscribersDoNotWaitForTheDiskSync() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            let released = NIOLockedValueBox(false)
+            await store.interposeSync { sync in
+                for _ in 0..<1_000 where !released.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+                try await sync()
+            }
+            let hub = try await Hub(store: store)
+            let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+            let answered = NIOLockedValueBox(false)
+            let publish = Task {
+                try await hub.publish(self.update(1))
+                answered.withLockedValue { $0 = true }
+            }
+            #expect(try events(in: try await take(1, from: subscription)).map(\.id) == ["u1"])
+            #expect(!answered.withLockedValue { $0 }, "delivered while the publisher waits for the sync")
+            released.withLockedValue { $0 = true }
+            try await publish.value
+            #expect(answered.withLockedValue { $0 })
+        }
+    }
+
     @Test func privateUpdatesGoToNoOneWithoutAuthorization() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)

@@ -246,6 +246,83 @@ struct EventStoreTests {
         }
     }
 
+    @Test(arguments: StoreKind.available)
+    func appendsHandOnTheirUpdatesOnceBeforeAnswering(_ kind: StoreKind) async throws {
+        try await kind.with(capacity: 10_000) { store in
+            let handedOn = NIOLockedValueBox<[UInt64]>([])
+            let appends = try await withThrowingTaskGroup(of: (written: [UInt64], answered: [UInt64]).self) { group in
+                for task in 0..<20 {
+                    group.addTask {
+                        let written = NIOLockedValueBox<[UInt64]>([])
+                        let stored = try await store.append([Update(id: "w\(task)", topics: ["t"], data: "")]) { stored in
+                            written.withLockedValue { $0 += stored.map(\.sequence) }
+                            handedOn.withLockedValue { $0 += stored.map(\.sequence) }
+                        }
+                        return (written.withLockedValue { $0 }, stored.map(\.sequence))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(appends.allSatisfy { $0.written == $0.answered }, "each append's updates are handed on once, before it returns")
+            #expect(handedOn.withLockedValue { $0 }.sorted() == Array(1...20))
+            await #expect(throws: EventStoreError.duplicateID) {
+                try await store.append([Update(id: "w3", topics: ["t"], data: "")]) { _ in Issue.record("a refused update was handed on") }
+            }
+        }
+    }
+
+    @Test func theSQLiteStoreHandsOnWhatItWroteAndAnswersOnceTheLogIsSynced() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            let syncs = NIOLockedValueBox((started: 0, released: false))
+            await store.interposeSync { sync in
+                syncs.withLockedValue { $0.started += 1 }
+                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { try await Task.sleep(for: .milliseconds(5)) }
+                try await sync()
+            }
+            let written = NIOLockedValueBox<[String]>([])
+            let answered = NIOLockedValueBox<[String]>([])
+            let append = { @Sendable (n: Int) in
+                Task {
+                    let stored = try await store.append(self.updates(n...n)) { stored in written.withLockedValue { $0 += stored.map(\.update.id) } }
+                    answered.withLockedValue { $0 += stored.map(\.update.id) }
+                }
+            }
+            let first = append(1)
+            for _ in 0..<1_000 where syncs.withLockedValue({ $0.started }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(written.withLockedValue { $0 } == ["e1"], "handed on before the sync")
+            // The next commit is written while the first sync runs.
+            let second = append(2)
+            for _ in 0..<1_000 where written.withLockedValue({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(written.withLockedValue { $0 } == ["e1", "e2"])
+            #expect(answered.withLockedValue { $0 }.isEmpty, "no answer before the sync")
+            syncs.withLockedValue { $0.released = true }
+            try await first.value
+            try await second.value
+            #expect(answered.withLockedValue { $0 }.sorted() == ["e1", "e2"])
+            #expect(syncs.withLockedValue { $0.started } == 2, "the second commit waited for a sync of its own")
+        }
+    }
+
+    @Test func aFailedSyncStopsTheSQLiteStore() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            _ = try await store.append(self.updates(1...1))
+            await store.interposeSync { _ in throw EventStoreError(description: "disk gone") }
+            let written = NIOLockedValueBox<[String]>([])
+            let failure = await #expect(throws: EventStoreError.self) {
+                try await store.append(self.updates(2...2)) { stored in written.withLockedValue { $0 += stored.map(\.update.id) } }
+            }
+            let reason = try #require(failure)
+            #expect(reason.description.contains("disk gone"))
+            #expect(written.withLockedValue { $0 } == ["e2"], "written, then not synced")
+            await #expect(throws: reason) {
+                try await store.append(self.updates(3...3)) { _ in Issue.record("a store whose sync failed wrote") }
+            }
+            #expect(try await store.lastSequence() == 2)
+        }
+    }
+
     @Test func theSQLiteHistorySurvivesReopening() async throws {
         let path = temporarySQLitePath()
         defer { removeSQLiteFiles(path) }
