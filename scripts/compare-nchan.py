@@ -2,7 +2,7 @@
 """Herald against Nchan on this machine: the same scenarios, the same load generator (`herald bench`),
 runs alternated so that the machine's noise hits both alike. Prints a table of both and their ratio,
 and writes every run's JSON to .build/compare-nchan/results.json. Where there are publishes, Herald
-runs twice: with its default history (SQLite, a disk sync per commit) and with its history in
+runs twice: with its default history (SQLite, on disk before a publish is answered) and with its history in
 memory, as Nchan keeps its messages.
 
     scripts/compare-nchan.py                 # every scenario, 3 rounds (about 35 minutes)
@@ -116,7 +116,7 @@ class Server:
 
 
 class Herald(Server):
-    """Herald with its default history, SQLite (a disk sync per commit), or with `in_memory` its
+    """Herald with its default history, SQLite (on disk before a publish is answered), or with `in_memory` its
     history in memory, as Nchan keeps its messages."""
 
     def __init__(self, binary, directory, in_memory=False):
