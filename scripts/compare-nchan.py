@@ -2,8 +2,8 @@
 """Herald against Nchan on this machine: the same scenarios, the same load generator (`herald bench`),
 runs alternated so that the machine's noise hits both alike. Prints a table of both and their ratio,
 and writes every run's JSON to .build/compare-nchan/results.json. Where there are publishes, Herald
-runs twice: with its default history (SQLite, on disk before a publish is answered) and with its history in
-memory, as Nchan keeps its messages.
+runs twice: with its default history (SQLite, on disk before a publish is answered) and with its
+history in memory, as Nchan keeps its messages.
 
     scripts/compare-nchan.py                 # every scenario, 3 rounds (about 35 minutes)
     scripts/compare-nchan.py --rounds 1 --scenarios idle-1k,fanout-1k
@@ -116,8 +116,8 @@ class Server:
 
 
 class Herald(Server):
-    """Herald with its default history, SQLite (on disk before a publish is answered), or with `in_memory` its
-    history in memory, as Nchan keeps its messages."""
+    """Herald with its default history, SQLite (on disk before a publish is answered), or with
+    `in_memory` its history in memory, as Nchan keeps its messages."""
 
     def __init__(self, binary, directory, in_memory=False):
         self.binary, self.directory, self.in_memory = binary, directory, in_memory
