@@ -68,10 +68,10 @@ public protocol EventStore: Sendable {
     /// - Throws: ``EventStoreError/duplicateID`` when an ID is already in the history.
     func append(_ updates: [Update]) async throws -> [StoredUpdate]
 
-    /// Stores `updates` in order like ``append(_:)``, and calls `written` with them as soon as the
-    /// history holds them: readers of the history see them, and only a crash of the machine before
-    /// they are durable could still lose them. The hub delivers updates from `written`, so that
-    /// subscribers do not wait for a disk sync; the publisher is answered when this returns.
+    /// Stores `updates` in order like ``append(_:)``, and calls `written` with them as soon as
+    /// readers of the history see them, which a durable store may do before they are durable. The
+    /// hub delivers updates from `written`, so that subscribers do not wait for a disk sync, and
+    /// answers the publisher when this returns.
     ///
     /// `written` is called at most once, and not for updates refused. The calls of concurrent
     /// appends may come in any order (the hub delivers in the order of the history whatever the
