@@ -14,6 +14,9 @@ struct PendingAppend {
     let continuation: CheckedContinuation<[StoredUpdate], any Error>
 }
 
+/// An append a commit wrote, waiting for its answer: its caller, and its stored updates.
+typealias WrittenAppend = (continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])
+
 /// A durable store's group commit: appends that arrive while a transaction commits wait, and
 /// share the next transaction, so a busy hub pays one disk sync per batch, not per publish.
 protocol GroupCommitting: Actor {
@@ -27,7 +30,7 @@ protocol GroupCommitting: Actor {
 
     /// Answers the callers of appends that a commit wrote, once their updates are durable. A store
     /// whose commit is durable answers them at once (the default).
-    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])])
+    func answerOnceDurable(_ written: [WrittenAppend])
 }
 
 extension GroupCommitting {
@@ -43,7 +46,7 @@ extension GroupCommitting {
         }
     }
 
-    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])]) {
+    func answerOnceDurable(_ written: [WrittenAppend]) {
         for append in written { append.continuation.resume(returning: append.stored) }
     }
 
@@ -54,7 +57,7 @@ extension GroupCommitting {
             self.pending = []
             do {
                 let (stored, refused) = try await self.commit(batch.map(\.updates))
-                var written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])] = []
+                var written: [WrittenAppend] = []
                 written.reserveCapacity(batch.count)
                 for (index, append) in batch.enumerated() {
                     if refused.contains(index) {

@@ -38,7 +38,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     var pending: [PendingAppend] = []
     var flushing = false
     /// Appends written and not yet synced, and whether a sync is under way.
-    private var unsynced: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])] = []
+    private var unsynced: [WrittenAppend] = []
     private var syncing = false
     /// Why a sync failed: the store takes no more appends after, since what the disk holds is
     /// then unknown.
@@ -161,7 +161,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         return try await self.appendInNextCommit(updates, written: written)
     }
 
-    func answerOnceDurable(_ written: [(continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])]) {
+    func answerOnceDurable(_ written: [WrittenAppend]) {
         self.unsynced += written
         if !self.syncing {
             self.syncing = true
