@@ -33,11 +33,11 @@ struct Bench: AsyncParsableCommand {
             each delivery's latency is measured. With --rate it also carries the time it was due, \
             and latencyFromSchedule counts from then: a hub that takes publishes later than asked \
             (the publishers wait for its answers) shows it there, not in latency. A progress line \
-            goes to standard error, a JSON \
-            summary to standard output; the exit status is 1 when an event is missing or a \
-            request failed. Works with any Mercure hub, and with Nchan (--protocol nchan: \
-            subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). --server-pid \
-            (repeatable) adds the server's memory per connection and CPU time, read from /proc.
+            goes to standard error, a JSON summary to standard output; the exit status is 1 when \
+            an event is missing or a request failed. Works with any Mercure hub, and with Nchan \
+            (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). \
+            --server-pid (repeatable) adds the server's memory per connection and CPU time, read \
+            from /proc.
             """
     )
 
