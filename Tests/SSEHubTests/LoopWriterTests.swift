@@ -29,18 +29,23 @@ struct LoopWriterTests {
     @Test func aDrainWaitsAsLongAsTheLastTookAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
         let channel = EmbeddedChannel()
         let loop = channel.embeddedEventLoop
+        let other = EmbeddedChannel(loop: loop)
         let sink = ChannelSink(channel: channel)
+        let otherSink = ChannelSink(channel: other)
         let queue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let otherQueue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let both = [(queue, sink), (otherQueue, otherSink)]
         let writer = LoopWriter.forLoop(loop)
         let stopped = NIOLockedValueBox(false)
         sink.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
 
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: [(queue, sink)])
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
         loop.run()
         #expect(try self.written(channel) == ["one"], "the first drain runs at once")
+        #expect(try self.written(other) == ["one"])
 
         // The next waits for more events to share its writes, as long as the last drain took.
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [(queue, sink)])
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
         sink.stop()
         loop.run()
         #expect(try self.written(channel).isEmpty)
@@ -48,10 +53,47 @@ struct LoopWriterTests {
 
         loop.advanceTime(by: LoopWriter.maximumDelay)
         #expect(try self.written(channel) == ["two"], "written before the sink stops")
+        #expect(try self.written(other) == ["two"])
         #expect(stopped.withLockedValue { $0 })
 
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: [(queue, sink)])
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
         loop.advanceTime(by: LoopWriter.maximumDelay)
         #expect(try self.written(channel).isEmpty, "nothing after the sink stopped")
+        #expect(try self.written(other) == ["three"])
+        otherSink.stop()
+        loop.run()
+    }
+
+    @Test func anEventForOneSubscriberDoesNotWait() throws {
+        let channel = EmbeddedChannel()
+        let loop = channel.embeddedEventLoop
+        let other = EmbeddedChannel(loop: loop)
+        let sink = ChannelSink(channel: channel)
+        let otherSink = ChannelSink(channel: other)
+        let queue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let otherQueue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let writer = LoopWriter.forLoop(loop)
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: [(queue, sink), (otherQueue, otherSink)])
+        loop.run()
+        #expect(try self.written(channel) == ["one"])
+
+        // After a drain that took some time, an event for one subscriber is written at once: there
+        // is no other to share its write with.
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [(queue, sink)])
+        loop.run()
+        #expect(try self.written(channel) == ["two"])
+
+        // Events that come while it waits go with it.
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: [(queue, sink), (otherQueue, otherSink)])
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: [(otherQueue, otherSink)])
+        loop.run()
+        #expect(try self.written(other) == ["one"], "waits as long as the last drain took")
+        loop.advanceTime(by: LoopWriter.maximumDelay)
+        #expect(try self.written(channel) == ["three"])
+        #expect(try self.written(other) == ["three", "four"])
+        sink.stop()
+        otherSink.stop()
+        loop.run()
     }
 }
