@@ -125,6 +125,7 @@ struct Bench: AsyncParsableCommand {
             channels = try await self.connectSubscribers(targets: targets, group: group, stats: stats)
         } catch {
             ticker.cancel()
+            await ticker.value
             try? await group.shutdownGracefully()
             throw error
         }
@@ -160,7 +161,7 @@ struct Bench: AsyncParsableCommand {
         let cpuAfter = server.cpuSeconds()
         let totals = LoopStats.total(stats)  // before closing: what closing does is not counted
         ticker.cancel()
-        progress.finishLine()
+        await ticker.value  // the progress line ends
         for channel in channels { channel.close(promise: nil) }
         try await group.shutdownGracefully()
 
@@ -518,11 +519,13 @@ private final class Progress: Sendable {
         self.subscribers = subscribers
     }
 
+    /// Writes the line once a second until cancelled, then ends it. (A line after that would count
+    /// what closing the connections does.)
     func run() async {
         let start = ContinuousClock.now
         var lastDelivered = 0
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(1))
+        var written = false
+        while (try? await Task.sleep(for: .seconds(1))) != nil {
             let totals = LoopStats.total(self.stats)
             let elapsed = (ContinuousClock.now - start).seconds
             var line = String(format: "\r%6.1fs  subscribers %d/%d", elapsed, totals.connected, self.subscribers)
@@ -535,11 +538,9 @@ private final class Progress: Sendable {
             }
             lastDelivered = totals.delivered
             try? writeAll(Array(line.utf8), to: STDERR_FILENO)
+            written = true
         }
-    }
-
-    func finishLine() {
-        try? writeAll(Array("\n".utf8), to: STDERR_FILENO)
+        if written { try? writeAll(Array("\n".utf8), to: STDERR_FILENO) }
     }
 }
 

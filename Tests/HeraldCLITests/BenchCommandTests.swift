@@ -42,6 +42,10 @@ struct BenchCommandTests {
         #expect(fromSchedule["p50"]! >= latency["p50"]! && fromSchedule["max"]! >= latency["max"]!)
         #expect((report["serverCPUSeconds"] as? Double ?? 0) > 0, "read from /proc")
         #expect(result.standardError.contains("subscribers 30/30"), "the progress line")
+        // The progress line ends before the connections close: none after it counts what closing does.
+        #expect(result.standardError.hasSuffix("\n"), "\(result.standardError)")
+        let lastLine = result.standardError.split(separator: "\r").last ?? ""
+        #expect(lastLine.contains("errors 0") && lastLine.hasSuffix("   \n"), "\(lastLine)")
     }
 
     @Test func aHubThatRefusesIsReportedWithAnExitStatus() async throws {
