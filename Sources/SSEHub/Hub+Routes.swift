@@ -174,7 +174,8 @@ extension Hub {
 
     /// Whether the client asked for its connection to close after the response.
     static func closesAfterResponse(_ headers: HTTPFields) -> Bool {
-        headers[.connection]?.lowercased().contains("close") ?? false
+        guard headers.contains(.connection) else { return false }  // (the usual case, found without a copy)
+        return headers[.connection]?.lowercased().contains("close") ?? false
     }
 
     /// Whether `channel` speaks HTTP/1 (its pipeline has NIO's response encoder).
@@ -310,8 +311,11 @@ extension Hub {
     /// read). Throws the `HTTPError` to answer instead.
     func publisherClaims(_ request: Request, authorizer: Authorizer) async throws -> MercureClaims {
         let claims = try await authorizer.publisher(request)
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
-        guard contentType.hasPrefix("application/x-www-form-urlencoded") else {
+        let contentType = request.headers[.contentType] ?? ""
+        let form = "application/x-www-form-urlencoded".utf8
+        guard contentType.utf8.count >= form.count,
+            zip(contentType.utf8, form).allSatisfy({ $0 | 0x20 == $1 | 0x20 })
+        else {
             throw HTTPError(
                 .unsupportedMediaType,
                 message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType)'"
@@ -362,17 +366,24 @@ extension Hub {
         // 48 bits of time, the version (7) and 12 random bits; then the variant and 62 random bits.
         let high = milliseconds << 16 | 0x7000 | generator.next() & 0x0FFF
         let low = 0x8000_0000_0000_0000 | generator.next() & 0x3FFF_FFFF_FFFF_FFFF
-        let digits = Array("0123456789abcdef".utf8)
-        var text = Array("urn:uuid:".utf8)
-        text.reserveCapacity(45)
-        for (index, half) in [high, low].enumerated() {
-            for nibble in 0..<16 {
-                let position = index * 16 + nibble
-                if position == 8 || position == 12 || position == 16 || position == 20 { text.append(UInt8(ascii: "-")) }
-                text.append(digits[Int(half >> (60 - 4 * nibble) & 0xF)])
+        // `urn:uuid:` and 36 characters, written in place.
+        return String(unsafeUninitializedCapacity: 45) { text in
+            var end = 0
+            for byte in "urn:uuid:".utf8 {
+                text[end] = byte
+                end += 1
             }
+            for position in 0..<32 {
+                if position == 8 || position == 12 || position == 16 || position == 20 {
+                    text[end] = UInt8(ascii: "-")
+                    end += 1
+                }
+                let nibble = UInt8(truncatingIfNeeded: (position < 16 ? high : low) >> (60 - 4 * (position % 16)) & 0xF)
+                text[end] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+                end += 1
+            }
+            return end
         }
-        return String(decoding: text, as: UTF8.self)
     }
 }
 
@@ -386,7 +397,13 @@ struct Authorizer: Sendable {
     enum Source { case header, query, cookie }
 
     func token(_ request: Request) throws -> (String, Source)? {
-        if let header = request.headers[.authorization] {
+        // Read in place (the joined value would be a copy), and only one.
+        var authorization: String?
+        for field in request.headers where field.name == .authorization {
+            guard authorization == nil else { throw HTTPError(.unauthorized, message: "send one Authorization header, not several") }
+            authorization = field.value
+        }
+        if let header = authorization {
             guard header.hasPrefix("Bearer "), header.utf8.count > 7 else {
                 throw HTTPError(.unauthorized, message: "the Authorization header must be 'Bearer <JWT>'")
             }

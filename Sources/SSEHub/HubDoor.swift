@@ -189,9 +189,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private static func opens(_ head: HTTPRequest) -> Bool {
         guard head.method == .get, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
-        if let length = fields[.contentLength], length != "0" { return false }
-        if fields[.transferEncoding] != nil { return false }
-        return !Hub.closesAfterResponse(fields)
+        if fields.contains(.contentLength), fields[.contentLength] != "0" { return false }
+        return !fields.contains(.transferEncoding) && !Hub.closesAfterResponse(fields)
     }
 
     /// Whether the door takes publish request `head`: a `POST` to the hub's URL with a
@@ -201,7 +200,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         guard head.method == .post, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
         guard let length = fields[.contentLength].flatMap({ Int($0) }), length <= configuration.maximumPublishSize else { return false }
-        return fields[.transferEncoding] == nil && fields[.origin] == nil && fields[.expect] == nil
+        return !fields.contains(.transferEncoding) && !fields.contains(.origin) && !fields.contains(.expect)
             && !Hub.closesAfterResponse(fields)
     }
 

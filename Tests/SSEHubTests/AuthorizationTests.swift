@@ -55,6 +55,12 @@ struct AuthorizationTests {
             let (malformed, _) = try await self.http.publish(base, form, headers: ["Authorization": "Basic abc"])
             #expect(malformed == .unauthorized)
 
+            let valid = try await token(publish: ["*"])
+            let twice = HTTPHeaders([("Authorization", "Bearer \(valid)"), ("Authorization", "Bearer \(valid)")])
+            let (several, severalReason) = try await self.http.publish(base, form, headers: twice)
+            #expect(several == .unauthorized, "one token, not a choice of them")
+            #expect(severalReason.contains("one Authorization header"))
+
             let expired = try await token(publish: ["*"], expires: Date().addingTimeInterval(-60))
             let (late, lateReason) = try await self.http.publish(base, form, headers: self.bearer(expired))
             #expect(late == .unauthorized)

@@ -392,6 +392,8 @@ struct HubHTTPTests {
             let (json, jsonBody) = try await self.publish(base, #"{"topic": "t"}"#, contentType: "application/json")
             #expect(json == .unsupportedMediaType)
             #expect(jsonBody.contains("x-www-form-urlencoded"))
+            #expect(try await self.publish(base, "topic=t", contentType: "application/x-www-form").0 == .unsupportedMediaType)
+            #expect(try await self.publish(base, "topic=t", contentType: "Application/X-WWW-Form-URLEncoded; charset=UTF-8").0 == .ok)
             let (large, _) = try await self.publish(base, "topic=t&data=" + String(repeating: "x", count: 200))
             #expect(large == .payloadTooLarge)
             #expect(try await self.publish(base, "topic=t&id=same").0 == .ok)
