@@ -263,9 +263,10 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     }
 
     /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order (when
-    /// `unlessKnown`, only those whose ID the history does not hold: sequences stay consecutive, as
-    /// the hub's fan-out needs). The retention trigger drops what is then too many or too old.
-    /// Returns the rows inserted, in the order of their sequences.
+    /// `unlessKnown`, only those whose ID the history does not hold, with a second statement when
+    /// one is known: sequences stay consecutive, as the hub's fan-out needs). The retention trigger
+    /// drops what is then too many or too old. Returns the rows inserted, in the order of their
+    /// sequences.
     private func insert(_ updates: [Update], unlessKnown: Bool) async throws -> [StoredUpdate] {
         let now = self.now().timeIntervalSince1970
         let encoder = JSONEncoder()
@@ -281,14 +282,19 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             ]
         }
         let rows = Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: updates.count).joined(separator: ", ")
-        let result = try await self.writer.query(
-            "INSERT INTO updates (id, topics, data, private, type, retry, published_at) "
-                + (unlessKnown
-                    ? "SELECT * FROM (VALUES \(rows)) WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1)"
-                    : "VALUES \(rows)")
-                + " RETURNING sequence, id",
-            values
-        )
+        let insert = "INSERT INTO updates (id, topics, data, private, type, retry, published_at) "
+        let result: [SQLiteRow]
+        do {
+            // The plain statement first: SQLite prepares it in about two thirds of the time. A known
+            // ID fails it whole (and leaves no gap in the sequences).
+            result = try await self.writer.query(insert + "VALUES \(rows) RETURNING sequence, id", values)
+        } catch let error as SQLiteError where unlessKnown && [.constraint, .constraintUniqueFailed].contains(error.reason) {
+            result = try await self.writer.query(
+                insert + "SELECT * FROM (VALUES \(rows)) WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1) "
+                    + "RETURNING sequence, id",
+                values
+            )
+        }
         var byID: [String: Update] = [:]
         for update in updates { byID[update.id] = update }
         let stored = try result.map { row in
