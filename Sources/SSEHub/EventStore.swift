@@ -165,13 +165,14 @@ public final class InMemoryEventStore: EventStore {
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
         try self.state.withLockedValue { state in
-            var ids = Set<String>()
-            for update in updates {
-                guard state.sequenceByID[update.id] == nil, ids.insert(update.id).inserted else {
-                    throw EventStoreError.duplicateID
-                }
+            for update in updates where state.sequenceByID[update.id] != nil {
+                throw EventStoreError.duplicateID
+            }
+            if updates.count > 1, Set(updates.map(\.id)).count < updates.count {
+                throw EventStoreError.duplicateID
             }
             var stored: [StoredUpdate] = []
+            stored.reserveCapacity(updates.count)
             let now = self.now()
             for update in updates {
                 state.lastSequence += 1

@@ -104,8 +104,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         case opening([HTTPRequestPart])
         /// The subscription's stream is the response.
         case streaming(Subscription)
-        /// A publish request being read: its parts so far.
-        case reading([HTTPRequestPart])
+        /// A publish request being read: its parts so far, and who checks it.
+        case reading([HTTPRequestPart], Authorizer)
         /// A publish being checked and stored: its parts, and those read since (the next
         /// requests of a pipelining client).
         case publishing([HTTPRequestPart], next: [HTTPRequestPart])
@@ -155,7 +155,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             if Self.opens(head) {
                 self.open(head, route: route, context: context)
             } else if Self.takes(head, configuration: route.configuration) {
-                self.state = .reading([part])
+                self.state = .reading([part], route.authorizer)
             } else {
                 self.handOn(context, parts: [part])
             }
@@ -163,18 +163,14 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             self.state = .closed  // (so that `parts` is not copied)
             parts.append(part)
             self.state = .opening(parts)
-        case .reading(var parts):
+        case .reading(var parts, let authorizer):
             self.state = .closed
             parts.append(part)
             guard case .end = part else {
-                self.state = .reading(parts)
+                self.state = .reading(parts, authorizer)
                 return
             }
-            if let route = self.hub.mercureRoute.withLockedValue({ $0 }) {
-                self.publish(parts, authorizer: route.authorizer, context: context)
-            } else {
-                self.handOn(context, parts: parts)
-            }
+            self.publish(parts, authorizer: authorizer, context: context)
         case .publishing(let parts, var next):
             self.state = .closed
             next.append(part)

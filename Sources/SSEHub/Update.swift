@@ -61,23 +61,27 @@ extension Update {
     ///   a repeated single-valued field, or a body that is not valid form encoding.
     public init(form body: [UInt8], makeID: () -> String) throws(PublishError) {
         var topics: [String] = []
-        var single: [String: String] = [:]
+        var data, givenID, givenType, givenRetry, givenPrivate: String?
         for (name, value) in try FormDecoding.pairs(body) {
+            func once(_ field: inout String?) throws(PublishError) {
+                guard field == nil else { throw PublishError("'\(name)' may be given once") }
+                field = value
+            }
             switch name {
-            case "topic":
-                topics.append(value)
-            case "data", "id", "type", "retry", "private":
-                guard single[name] == nil else { throw PublishError("'\(name)' may be given once") }
-                single[name] = value
-            default:
-                continue  // unknown fields are ignored, as the reference hub does
+            case "topic": topics.append(value)
+            case "data": try once(&data)
+            case "id": try once(&givenID)
+            case "type": try once(&givenType)
+            case "retry": try once(&givenRetry)
+            case "private": try once(&givenPrivate)
+            default: continue  // unknown fields are ignored, as the reference hub does
             }
         }
         guard !topics.isEmpty else { throw PublishError("missing 'topic': an update needs at least one topic") }
         if topics.contains(where: \.isEmpty) { throw PublishError("'topic' must not be empty") }
 
         var id = makeID()
-        if let given = single["id"], !given.isEmpty {
+        if let given = givenID, !given.isEmpty {
             guard !given.hasPrefix("#") else { throw PublishError("'id' must not start with '#'") }
             guard !given.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) else {
                 throw PublishError("'id' must not contain CR, LF or NUL")
@@ -85,14 +89,14 @@ extension Update {
             id = given
         }
         var type: String?
-        if let given = single["type"], !given.isEmpty {
+        if let given = givenType, !given.isEmpty {
             guard !given.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) else {
                 throw PublishError("'type' must not contain CR or LF")
             }
             type = given
         }
         var retry: Duration?
-        if let given = single["retry"] {
+        if let given = givenRetry {
             guard !given.isEmpty, given.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let milliseconds = Int64(given) else {
                 throw PublishError("'retry' must be a whole number of milliseconds (digits only)")
             }
@@ -101,8 +105,8 @@ extension Update {
         self.init(
             id: id,
             topics: topics,
-            data: single["data"] ?? "",
-            isPrivate: single["private"] != nil,
+            data: data ?? "",
+            isPrivate: givenPrivate != nil,
             type: type,
             retry: retry
         )
@@ -123,6 +127,13 @@ enum FormDecoding {
     }
 
     static func decode(_ bytes: ArraySlice<UInt8>) throws(PublishError) -> String {
+        if !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "%") }) {
+            // Nothing to decode (a topic or data without spaces or reserved characters, say).
+            guard let string = String(validating: bytes, as: UTF8.self) else {
+                throw PublishError("the body is not valid UTF-8 once decoded")
+            }
+            return string
+        }
         var decoded: [UInt8] = []
         decoded.reserveCapacity(bytes.count)
         var index = bytes.startIndex
