@@ -174,8 +174,7 @@ extension Hub {
 
     /// Whether the client asked for its connection to close after the response.
     static func closesAfterResponse(_ headers: HTTPFields) -> Bool {
-        guard headers.contains(.connection) else { return false }  // (the usual case, found without a copy)
-        return headers[.connection]?.lowercased().contains("close") ?? false
+        headers.value(of: .connection)?.lowercased().contains("close") ?? false
     }
 
     /// Whether `channel` speaks HTTP/1 (its pipeline has NIO's response encoder).
@@ -311,7 +310,7 @@ extension Hub {
     /// read). Throws the `HTTPError` to answer instead.
     func publisherClaims(_ request: Request, authorizer: Authorizer) async throws -> MercureClaims {
         let claims = try await authorizer.publisher(request)
-        let contentType = request.headers[.contentType] ?? ""
+        let contentType = request.headers.value(of: .contentType) ?? ""
         let form = "application/x-www-form-urlencoded".utf8
         guard contentType.utf8.count >= form.count,
             zip(contentType.utf8, form).allSatisfy({ $0 | 0x20 == $1 | 0x20 })
@@ -483,3 +482,16 @@ extension Optional {
     }
 }
 
+extension HTTPFields {
+    /// The value of field `name`, as `self[name]` gives it, but read in place when there is one
+    /// field of that name (the subscript joins even one value into a new string): `nil` when there
+    /// is none, the values joined when there are several.
+    func value(of name: HTTPField.Name) -> String? {
+        var value: String?
+        for field in self where field.name == name {
+            guard value == nil else { return self[name] }
+            value = field.value
+        }
+        return value
+    }
+}

@@ -185,7 +185,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private static func opens(_ head: HTTPRequest) -> Bool {
         guard head.method == .get, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
-        if fields.contains(.contentLength), fields[.contentLength] != "0" { return false }
+        if let length = fields.value(of: .contentLength), length != "0" { return false }
         return !fields.contains(.transferEncoding) && !Hub.closesAfterResponse(fields)
     }
 
@@ -195,7 +195,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private static func takes(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
         guard head.method == .post, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
-        guard let length = fields[.contentLength].flatMap({ Int($0) }), length <= configuration.maximumPublishSize else { return false }
+        guard let length = fields.value(of: .contentLength).flatMap({ Int($0) }), length <= configuration.maximumPublishSize else {
+            return false
+        }
         return !fields.contains(.transferEncoding) && !fields.contains(.origin) && !fields.contains(.expect)
             && !Hub.closesAfterResponse(fields)
     }

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -262,5 +263,18 @@ struct HubDoorTests {
         #expect(HubDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HubDoor.httpDate(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
         #expect(HubDoor.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+    }
+
+    @Test func aFieldValueReadInPlaceIsTheSubscriptValue() {
+        let fields: HTTPFields = [
+            .contentLength: "12", .connection: "keep-alive", .connection: "Close", .cookie: "a=1", .cookie: "b=2",
+        ]
+        for name in [HTTPField.Name.contentLength, .connection, .cookie, .origin] {
+            #expect(fields.value(of: name) == fields[name], "\(name)")
+        }
+        #expect(fields.value(of: .contentLength) == "12")
+        #expect(fields.value(of: .connection) == "keep-alive, Close", "several: joined")
+        #expect(fields.value(of: .origin) == nil)
+        #expect(Hub.closesAfterResponse(fields))
     }
 }
