@@ -69,7 +69,7 @@ struct HubHTTP1Channel: ServerChildChannel {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: limits
             )
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandler(HubHTTP1Codec())
             let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
             try pipeline.addHandler(HubDoor(hub: self.hub, http1: self.http1.configuration, handedOn: handedOn, logger: logger))
             return Value(channel: channel, handedOn: handedOn.futureResult)
@@ -81,6 +81,57 @@ struct HubHTTP1Channel: ServerChildChannel {
         // subscription, and waits with nothing to do while the door answers publishes.
         guard let connection = try? await value.handedOn.get() else { return }
         await self.http1.handle(value: connection, logger: logger)
+    }
+}
+
+/// NIO's HTTP/1 parts as HTTP types, the way `HTTP1ToHTTPServerCodec` converts them, except that a
+/// request target in origin form (`/path?query`: what clients send a server directly) is taken as
+/// it is. That codec parses every target with `URLComponents`, only to return such a target
+/// unchanged: 1.4 % of the server's CPU on 1 000 topics.
+final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            do {
+                context.fireChannelRead(Self.wrapInboundOut(.head(try Self.request(head))))
+            } catch {
+                context.fireErrorCaught(error)
+            }
+        case .body(let body):
+            context.fireChannelRead(Self.wrapInboundOut(.body(body)))
+        case .end(let trailers):
+            context.fireChannelRead(Self.wrapInboundOut(.end(trailers.map { HTTPFields($0, splitCookie: false) })))
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch Self.unwrapOutboundIn(data) {
+        case .head(let response):
+            context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(response))), promise: promise)
+        case .body(let body):
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: promise)
+        case .end(let trailers):
+            context.write(Self.wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: promise)
+        }
+    }
+
+    /// `head` as an HTTP request, for a connection without TLS.
+    static func request(_ head: HTTPRequestHead) throws -> HTTPRequest {
+        guard head.uri.utf8.first == UInt8(ascii: "/") else {
+            return try HTTPRequest(head, secure: false, splitCookie: false)  // absolute form, `*` or not valid
+        }
+        return HTTPRequest(
+            method: try HTTPRequest.Method(head.method),
+            scheme: "http",
+            authority: head.headers.first(name: "Host"),
+            path: head.uri,
+            headerFields: HTTPFields(head.headers, splitCookie: false)
+        )
     }
 }
 

@@ -16,6 +16,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import Testing
 
 @testable import SSEHub
@@ -263,6 +264,25 @@ struct HubDoorTests {
         #expect(HubDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HubDoor.httpDate(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
         #expect(HubDoor.httpDate(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+    }
+
+    @Test(arguments: [
+        "/.well-known/mercure?topic=a&topic=b", "/", "//twice", "/a:b", "/spaces%20and?q=%ZZ",
+        "http://example.com/x?y", "http://example.com", "*", "", "example.com:443",
+    ])
+    func theCodecConvertsARequestAsNIOsCodecDoes(_ uri: String) throws {
+        var headers: HTTPHeaders = ["Host": "example.com", "Cookie": "a=1", "cookie": "b=2", "X-Other": "x"]
+        headers.add(name: "X-Other", value: "y")
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: uri, headers: headers)
+        let nios = Result { try HTTPRequest(head, secure: false, splitCookie: false) }
+        let ours = Result { try HubHTTP1Codec.request(head) }
+        switch (nios, ours) {
+        case (.success(let nios), .success(let ours)): #expect(nios == ours)
+        case (.failure(let nios), .failure(let ours)): #expect("\(nios)" == "\(ours)")
+        default: Issue.record("\(nios) against \(ours)")
+        }
+        let unknown = HTTPRequestHead(version: .http1_1, method: .RAW(value: "BREW"), uri: uri, headers: headers)
+        #expect(try HubHTTP1Codec.request(unknown) == HTTPRequest(unknown, secure: false, splitCookie: false))
     }
 
     @Test func aFieldValueReadInPlaceIsTheSubscriptValue() {
