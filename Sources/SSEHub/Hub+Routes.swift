@@ -312,8 +312,8 @@ extension Hub {
         let claims = try await authorizer.publisher(request)
         let contentType = request.headers.value(of: .contentType) ?? ""
         let form = "application/x-www-form-urlencoded".utf8
-        guard contentType.utf8.count >= form.count,
-            zip(contentType.utf8, form).allSatisfy({ $0 | 0x20 == $1 | 0x20 })
+        let lowercased = { (byte: UInt8) in (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }  // ASCII letters
+        guard contentType.utf8.count >= form.count, zip(contentType.utf8, form).allSatisfy({ lowercased($0) == $1 })
         else {
             throw HTTPError(
                 .unsupportedMediaType,
@@ -399,7 +399,9 @@ struct Authorizer: Sendable {
         // Read in place (the joined value would be a copy), and only one.
         var authorization: String?
         for field in request.headers where field.name == .authorization {
-            guard authorization == nil else { throw HTTPError(.unauthorized, message: "send one Authorization header, not several") }
+            guard authorization == nil else {
+                throw HTTPError(.unauthorized, message: "send one Authorization header, not several")
+            }
             authorization = field.value
         }
         if let header = authorization {

@@ -246,9 +246,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private static func takes(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
         guard head.method == .post, Self.isHubURL(head) else { return false }
         let fields = head.headerFields
-        guard let length = fields.value(of: .contentLength).flatMap({ Int($0) }), length <= configuration.maximumPublishSize else {
-            return false
-        }
+        guard let length = fields.value(of: .contentLength).flatMap({ Int($0) }),
+            length <= configuration.maximumPublishSize
+        else { return false }
         return !fields.contains(.transferEncoding) && !fields.contains(.origin) && !fields.contains(.expect)
             && !Hub.closesAfterResponse(fields)
     }

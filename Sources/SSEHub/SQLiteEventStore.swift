@@ -288,10 +288,12 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             // The plain statement first: SQLite prepares it in about two thirds of the time. A known
             // ID fails it whole (and leaves no gap in the sequences).
             result = try await self.writer.query(insert + "VALUES \(rows) RETURNING sequence, id", values)
-        } catch let error as SQLiteError where unlessKnown && [.constraint, .constraintUniqueFailed].contains(error.reason) {
+        } catch let error as SQLiteError
+            where unlessKnown && [.constraint, .constraintUniqueFailed].contains(error.reason)
+        {
             result = try await self.writer.query(
-                insert + "SELECT * FROM (VALUES \(rows)) WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1) "
-                    + "RETURNING sequence, id",
+                insert + "SELECT * FROM (VALUES \(rows)) "
+                    + "WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1) RETURNING sequence, id",
                 values
             )
         }

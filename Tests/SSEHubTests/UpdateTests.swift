@@ -82,14 +82,18 @@ struct UpdateTests {
     }
 
     @Test func aBodyThatIsNotUTF8IsRefusedEscapedOrNot() throws {
-        for body in [Array("topic=t&data=".utf8) + [0xC3], Array("topic=t&data=%C3".utf8), Array("topic=".utf8) + [0xFF]] {
+        let bodies: [[UInt8]] = [
+            Array("topic=t&data=".utf8) + [0xC3], Array("topic=t&data=%C3".utf8), Array("topic=".utf8) + [0xFF],
+        ]
+        for body in bodies {
             #expect {
                 _ = try Update(form: body, makeID: { "urn:uuid:made" })
             } throws: { error in
                 (error as? PublishError)?.description.contains("not valid UTF-8") == true
             }
         }
-        #expect(try Update(form: Array("topic=t&type=a&data=caf%C3%A9+au+lait&private".utf8), makeID: { "made" }).data == "café au lait")
+        let escaped = try Update(form: Array("topic=t&type=a&data=caf%C3%A9+au+lait&private".utf8), makeID: { "made" })
+        #expect(escaped.data == "café au lait")
         #expect(throws: PublishError.self) { try Update(form: Array("topic=t&type=a&type=b".utf8), makeID: { "made" }) }
     }
 
