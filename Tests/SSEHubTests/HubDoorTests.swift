@@ -142,6 +142,8 @@ struct HubDoorTests {
         "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",  // no topic: the route says why
         "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /.well-known/mercure?topic=t HTTP/1.0\r\nHost: x\r\n\r\n",  // 1.0 ends the stream by closing
+        "POST /.well-known/mercure HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
         "NOT HTTP\r\n\r\n",
     ])
     func everythingElseGoesOnToHummingbird(_ request: String) async throws {
@@ -283,6 +285,17 @@ struct HubDoorTests {
         }
         let unknown = HTTPRequestHead(version: .http1_1, method: .RAW(value: "BREW"), uri: uri, headers: headers)
         #expect(try HubHTTP1Codec.request(unknown) == HTTPRequest(unknown, secure: false, splitCookie: false))
+    }
+
+    @Test func aRequestThatDoesNotKeepItsConnectionSaysCloseAsHummingbirdReadsIt() throws {
+        func connection(_ version: HTTPVersion, _ headers: HTTPHeaders) throws -> String? {
+            try HubHTTP1Codec.request(HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers))
+                .headerFields[.connection]
+        }
+        #expect(try connection(.http1_0, [:]) == "close")
+        #expect(try connection(.http1_0, ["Connection": "keep-alive"]) == "keep-alive")
+        #expect(try connection(.http1_1, [:]) == nil)
+        #expect(try connection(.http1_1, ["Connection": "Close"]) == "close", "Hummingbird closes on `close` alone")
     }
 
     @Test func aFieldValueReadInPlaceIsTheSubscriptValue() {

@@ -265,6 +265,30 @@ struct HubHTTPTests {
         }
     }
 
+    /// (Behind Hummingbird's own `.http1()` the connection stays open: Hummingbird closes on
+    /// `Connection: close` alone.)
+    @Test func anHTTP10PublishIsAnsweredThenItsConnectionCloses() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        try await self.serve(hub, http) { port in
+            let received = ReceivedText()
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { $0.pipeline.addHandler(received) }
+                .connect(host: "127.0.0.1", port: port).get()
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
+            try await channel.writeAndFlush(ByteBuffer(string:
+                "POST /.well-known/mercure HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\ntopic=t"
+            ))
+            // An HTTP/1.0 client without `keep-alive` reads the answer until the server closes.
+            for _ in 0..<500 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!channel.isActive, "the server closed the connection")
+            #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(received.text)")
+            #expect(received.text.hasSuffix("\r\n\r\n" + (try await hub.store.lastEventID() ?? "none")))
+        }
+    }
+
     @Test func subscribersOfOverlappingTopicsGetEveryEventOnceInHistoryOrder() async throws {
         let hub = try await Hub(store: InMemoryEventStore(retention: Retention(count: 100_000)))
         var http = Hub.HTTPConfiguration()
