@@ -26,14 +26,22 @@ struct LoopWriterTests {
         return bodies
     }
 
-    @Test func aDrainWaitsAsLongAsTheLastTookAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
+    /// Two channels on one loop.
+    func twoChannels() -> (EmbeddedChannel, EmbeddedChannel) {
         let channel = EmbeddedChannel()
+        return (channel, EmbeddedChannel(loop: channel.embeddedEventLoop))
+    }
+
+    /// A subscriber's queue and its sink on `channel`.
+    func subscriber(on channel: EmbeddedChannel) -> (SubscriberQueue, ChannelSink) {
+        (SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20)), ChannelSink(channel: channel))
+    }
+
+    @Test func aDrainWaitsAsLongAsTheLastTookAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
+        let (channel, other) = self.twoChannels()
         let loop = channel.embeddedEventLoop
-        let other = EmbeddedChannel(loop: loop)
-        let sink = ChannelSink(channel: channel)
-        let otherSink = ChannelSink(channel: other)
-        let queue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
-        let otherQueue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
         let both = [(queue, sink), (otherQueue, otherSink)]
         let writer = LoopWriter.forLoop(loop)
         let stopped = NIOLockedValueBox(false)
@@ -65,13 +73,10 @@ struct LoopWriterTests {
     }
 
     @Test func anEventForOneSubscriberDoesNotWait() throws {
-        let channel = EmbeddedChannel()
+        let (channel, other) = self.twoChannels()
         let loop = channel.embeddedEventLoop
-        let other = EmbeddedChannel(loop: loop)
-        let sink = ChannelSink(channel: channel)
-        let otherSink = ChannelSink(channel: other)
-        let queue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
-        let otherQueue = SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20))
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
         let writer = LoopWriter.forLoop(loop)
 
         writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: [(queue, sink), (otherQueue, otherSink)])
