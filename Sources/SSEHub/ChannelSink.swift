@@ -139,8 +139,11 @@ final class ChannelSink: @unchecked Sendable {
         self.loop = channel.eventLoop
         self.done = channel.eventLoop.makePromise(of: Void.self)
         let pipeline = channel.pipeline.syncOperations
-        if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self) {
-            // HTTP/1 (Hummingbird always answers HTTP/1.1, so a body without a length is chunked).
+        if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
+            (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true
+        {
+            // HTTP/1.1 (Hummingbird answers HTTP/1.1, and so does the hub's server but to HTTP/1.0,
+            // whose body goes through the encoder as it is): a body without a length is chunked.
             let writer = RawBodyWriter()
             if (try? pipeline.addHandler(writer, position: .before(encoder.handler))) != nil {
                 self.raw = try? pipeline.context(handler: writer)

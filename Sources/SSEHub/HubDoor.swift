@@ -89,18 +89,25 @@ struct HubHTTP1Channel: ServerChildChannel {
 /// - a request target in origin form (`/path?query`: what clients send a server directly) is taken
 ///   as it is. That codec parses every target with `URLComponents`, only to return such a target
 ///   unchanged: 1.4 % of the server's CPU on 1 000 topics.
-/// - a request that does not keep its connection (HTTP/1.0 without `Connection: keep-alive`, which
-///   HTTP types cannot tell apart from 1.1) carries `Connection: close`, the one way the door and
-///   Hummingbird check, so that both close the connection after the response.
+/// - an HTTP/1.0 request, or one that does not keep its connection, carries `Connection: close`, the
+///   one way the door and Hummingbird check (HTTP types have no version), so that both close the
+///   connection after the response; and the response to an HTTP/1.0 request is an HTTP/1.0 one, so
+///   that NIO's encoder sends its body as it is, to the close, not in chunks the client cannot read.
 final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// The versions of the requests read and not answered yet, oldest first.
+    private var versions: [HTTPVersion] = []
+    /// Whether the last response begun answers an HTTP/1.0 request: its body is then sent as it is.
+    private(set) var answersHTTP10 = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch Self.unwrapInboundIn(data) {
         case .head(let head):
+            self.versions.append(head.version)
             do {
                 context.fireChannelRead(Self.wrapInboundOut(.head(try Self.request(head))))
             } catch {
@@ -116,7 +123,13 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch Self.unwrapOutboundIn(data) {
         case .head(let response):
-            context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(response))), promise: promise)
+            var head = HTTPResponseHead(response)
+            // The answer to the oldest request (a `100 Continue` comes before it).
+            if response.status.kind != .informational || response.status == .switchingProtocols, !self.versions.isEmpty {
+                self.answersHTTP10 = self.versions.removeFirst() == .http1_0
+                if self.answersHTTP10 { head.version = .http1_0 }
+            }
+            context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
         case .body(let body):
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: promise)
         case .end(let trailers):
@@ -138,7 +151,7 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             } else {
                 try HTTPRequest(head, secure: false, splitCookie: false)  // absolute form, `*` or not valid
             }
-        if !head.isKeepAlive { request.headerFields[.connection] = "close" }
+        if head.version == .http1_0 || !head.isKeepAlive { request.headerFields[.connection] = "close" }
         return request
     }
 }

@@ -287,13 +287,13 @@ struct HubDoorTests {
         #expect(try HubHTTP1Codec.request(unknown) == HTTPRequest(unknown, secure: false, splitCookie: false))
     }
 
-    @Test func aRequestThatDoesNotKeepItsConnectionSaysCloseAsHummingbirdReadsIt() throws {
+    @Test func anHTTP10RequestOrOneThatDoesNotKeepItsConnectionSaysCloseAsHummingbirdReadsIt() throws {
         func connection(_ version: HTTPVersion, _ headers: HTTPHeaders) throws -> String? {
             try HubHTTP1Codec.request(HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers))
                 .headerFields[.connection]
         }
         #expect(try connection(.http1_0, [:]) == "close")
-        #expect(try connection(.http1_0, ["Connection": "keep-alive"]) == "keep-alive")
+        #expect(try connection(.http1_0, ["Connection": "keep-alive"]) == "close", "its answer may end with the connection")
         #expect(try connection(.http1_1, [:]) == nil)
         #expect(try connection(.http1_1, ["Connection": "Close"]) == "close", "Hummingbird closes on `close` alone")
     }

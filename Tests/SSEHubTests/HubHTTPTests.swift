@@ -284,8 +284,32 @@ struct HubHTTPTests {
             // An HTTP/1.0 client without `keep-alive` reads the answer until the server closes.
             for _ in 0..<500 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
             #expect(!channel.isActive, "the server closed the connection")
-            #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(received.text)")
+            #expect(received.text.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(received.text)")
             #expect(received.text.hasSuffix("\r\n\r\n" + (try await hub.store.lastEventID() ?? "none")))
+        }
+    }
+
+    @Test func anHTTP10SubscriberGetsItsStreamUnchunkedUntilTheConnectionCloses() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        try await self.serve(hub, http) { port in
+            let received = ReceivedText()
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { $0.pipeline.addHandler(received) }
+                .connect(host: "127.0.0.1", port: port).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.0\r\nHost: x\r\n\r\n"))
+            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+            for _ in 0..<500 where !received.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
+            let text = received.text
+            #expect(text.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(text)")
+            #expect(!text.lowercased().contains("transfer-encoding"), "HTTP/1.0 has no chunks")
+            #expect(text.hasSuffix("\r\n\r\n:\nid: e\ndata: x\n\n"), "the stream as it is: \(text)")
+            try await channel.close()
+            for _ in 0..<500 where hub.subscriberCount == 1 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 0)
         }
     }
 
