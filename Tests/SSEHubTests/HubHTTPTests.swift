@@ -246,10 +246,7 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.tcpNoDelay = tcpNoDelay
         try await self.serve(hub, http) { port in
-            let received = ReceivedText()
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { $0.pipeline.addHandler(received) }
-                .connect(host: "127.0.0.1", port: port).get()
+            let (channel, received) = try await self.connectRaw(to: port)
             try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             // An event that arrives went through the hub's direct writes, set up after the option.
@@ -272,10 +269,7 @@ struct HubHTTPTests {
         var http = Hub.HTTPConfiguration()
         http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
         try await self.serve(hub, http) { port in
-            let received = ReceivedText()
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { $0.pipeline.addHandler(received) }
-                .connect(host: "127.0.0.1", port: port).get()
+            let (channel, received) = try await self.connectRaw(to: port)
             let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
             try await channel.writeAndFlush(ByteBuffer(string:
                 "POST /.well-known/mercure HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
@@ -295,10 +289,7 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
         try await self.serve(hub, http) { port in
-            let received = ReceivedText()
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .channelInitializer { $0.pipeline.addHandler(received) }
-                .connect(host: "127.0.0.1", port: port).get()
+            let (channel, received) = try await self.connectRaw(to: port)
             try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.0\r\nHost: x\r\n\r\n"))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
@@ -323,10 +314,7 @@ struct HubHTTPTests {
             // drain holds runs of events for different routes.
             var subscribers: [(topics: Set<String>, received: ReceivedText, channel: any Channel)] = []
             for query in ["topic=a", "topic=b", "topic=a&topic=b"] {
-                let received = ReceivedText()
-                let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .channelInitializer { $0.pipeline.addHandler(received) }
-                    .connect(host: "127.0.0.1", port: port).get()
+                let (channel, received) = try await self.connectRaw(to: port)
                 try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?\(query) HTTP/1.1\r\nHost: x\r\n\r\n"))
                 subscribers.append((Set(query.split(separator: "&").map { String($0.dropFirst("topic=".count)) }), received, channel))
             }
@@ -355,6 +343,15 @@ struct HubHTTPTests {
                 try await subscriber.channel.close()
             }
         }
+    }
+
+    /// A plain TCP connection to the server on `port`, and what it receives, as text.
+    private func connectRaw(to port: Int) async throws -> (any Channel, ReceivedText) {
+        let received = ReceivedText()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { $0.pipeline.addHandler(received) }
+            .connect(host: "127.0.0.1", port: port).get()
+        return (channel, received)
     }
 
     /// The `TCP_NODELAY` option of this process's socket on `port` connected to `peerPort`.
