@@ -269,6 +269,7 @@ let package = Package(
                 "HeraldTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 "SSEHub",
                 "SSEClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -35,6 +35,8 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     private let reader: SQLiteConnection
     private let log: WriteAheadLog
     private var last: UInt64
+    /// The last sequence when what the retention drops was last deleted (see `pruneIfDue`).
+    private var prunedAt: UInt64 = 0
     var pending: [PendingAppend] = []
     var flushing = false
     /// Appends written and not yet synced, and whether a sync is under way.
@@ -80,17 +82,6 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             ] {
                 _ = try await writer.query(statement)
             }
-            // The retention, applied by the insert itself: in the same transaction and the same
-            // round trip to SQLite's thread. (A trigger of this connection's only: the settings
-            // are this store's.)
-            let tooOld = retention.age.map { " OR published_at < NEW.published_at - \($0.seconds)" } ?? ""
-            _ = try await writer.query(
-                """
-                CREATE TEMP TRIGGER retention AFTER INSERT ON main.updates BEGIN
-                    DELETE FROM updates WHERE sequence <= NEW.sequence - \(retention.count)\(tooOld);
-                END
-                """
-            )
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
             let log = try WriteAheadLog(path: path + "-wal")
@@ -125,6 +116,24 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
     }
 
+    /// Updates at or below this sequence are past the count limit.
+    private var forgotten: Int {
+        max(0, Int(clamping: self.last) - self.retention.count)
+    }
+
+    /// Deletes what the retention drops once a tenth of the count (at most 1 000 updates) has been
+    /// inserted since the last time. Reads leave out what is dropped and not deleted yet, so what
+    /// the history holds stays exact; a statement per commit, or a trigger compiled into each insert,
+    /// cost more. A failure leaves the rows to the next time (the commit is done by then).
+    private func pruneIfDue() async {
+        guard self.last >= self.prunedAt + UInt64(max(1, min(self.retention.count / 10, 1_000))) else { return }
+        let pruned = try? await self.writer.query(
+            "DELETE FROM updates WHERE sequence <= ? OR published_at < ?",
+            [.integer(self.forgotten), .float(self.cutoff)]
+        )
+        if pruned != nil { self.prunedAt = self.last }
+    }
+
     /// Closes both connections.
     public func close() async throws {
         try await self.writer.close()
@@ -137,14 +146,17 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
     public func lastEventID() async throws -> String? {
         let rows = try await self.reader.query(
-            "SELECT id FROM updates WHERE published_at >= ? ORDER BY sequence DESC LIMIT 1",
-            [.float(self.cutoff)]
+            "SELECT id FROM updates WHERE sequence > ? AND published_at >= ? ORDER BY sequence DESC LIMIT 1",
+            [.integer(self.forgotten), .float(self.cutoff)]
         )
         return rows.first?.column("id")?.string
     }
 
     public func size() async throws -> EventStoreSize {
-        let count = try await self.reader.query("SELECT COUNT(*) AS n FROM updates WHERE published_at >= ?", [.float(self.cutoff)])
+        let count = try await self.reader.query(
+            "SELECT COUNT(*) AS n FROM updates WHERE sequence > ? AND published_at >= ?",
+            [.integer(self.forgotten), .float(self.cutoff)]
+        )
         var bytes = 0
         for file in [self.path, self.path + "-wal"] {
             bytes += ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0
@@ -215,6 +227,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
                     refused.insert(index)
                 }
             }
+            await self.pruneIfDue()
             return (stored, refused)
         }
         // Otherwise, all of an append or nothing of it: one look-up for the whole batch, then one
@@ -241,6 +254,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
                 stored[index] = Array(rows[offset..<offset + appends[index].count])
                 offset += appends[index].count
             }
+            await self.pruneIfDue()
             return (stored, refused)
         } catch {
             _ = try? await self.writer.query("ROLLBACK")
@@ -264,9 +278,8 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
     /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order (when
     /// `unlessKnown`, only those whose ID the history does not hold, with a second statement when
-    /// one is known: sequences stay consecutive, as the hub's fan-out needs). The retention trigger
-    /// drops what is then too many or too old. Returns the rows inserted, in the order of their
-    /// sequences.
+    /// one is known: sequences stay consecutive, as the hub's fan-out needs). Returns the rows
+    /// inserted, in the order of their sequences.
     private func insert(_ updates: [Update], unlessKnown: Bool) async throws -> [StoredUpdate] {
         let now = self.now().timeIntervalSince1970
         let encoder = JSONEncoder()
@@ -311,8 +324,8 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
         let rows = try await self.reader.query(
-            "SELECT sequence FROM updates WHERE id = ? AND published_at >= ?",
-            [.text(lastEventID), .float(self.cutoff)]
+            "SELECT sequence FROM updates WHERE id = ? AND sequence > ? AND published_at >= ?",
+            [.text(lastEventID), .integer(self.forgotten), .float(self.cutoff)]
         )
         guard let sequence = rows.first?.column("sequence")?.integer else { return nil }
         return try await self.range(after: UInt64(sequence), through: last)
@@ -323,6 +336,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     }
 
     private func range(after sequence: UInt64, through last: UInt64) async throws -> [StoredUpdate] {
+        let sequence = max(sequence, UInt64(self.forgotten))
         guard last > sequence else { return [] }
         let rows = try await self.reader.query(
             """

@@ -11,6 +11,7 @@ import NIOConcurrencyHelpers
 import HeraldTestSupport
 import Logging
 import PostgresNIO
+import SQLiteNIO
 import Testing
 
 @testable import SSEHub
@@ -190,6 +191,29 @@ struct EventStoreTests {
             let size = try await store.size()
             #expect(size.updates == 3)
             #expect(size.bytes > 0)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func whatTheRetentionDropsIsGoneAtOnceThoughDeletedLater(_ kind: StoreKind) async throws {
+        // 30 kept: the SQLite store deletes every 3 updates, and its reads leave out the rest.
+        try await kind.with(capacity: 30) { store in
+            for n in 1...31 {
+                _ = try await store.append(self.updates(n...n))
+                let kept = max(1, n - 29)...n
+                #expect(try await store.updates(through: UInt64(n)).map(\.update.id) == kept.map { "e\($0)" }, "after e\(n)")
+                #expect(try await store.size().updates == kept.count)
+            }
+            #expect(try await store.updates(after: "e1", through: 31) == nil, "a forgotten id is unknown")
+            #expect(try await store.updates(after: "e2", through: 31)?.count == 29)
+            #expect(try await store.lastEventID() == "e31")
+            if let store = store as? SQLiteEventStore {
+                for n in 32...100 { _ = try await store.append(self.updates(n...n)) }
+                let file = try await SQLiteConnection.open(storage: .file(path: store.path))
+                let rows = try await file.query("SELECT COUNT(*) AS n FROM updates").first?.column("n")?.integer
+                try await file.close()
+                #expect(rows.map { (30...33).contains($0) } == true, "deleted every 3 updates: \(rows ?? -1) rows")
+            }
         }
     }
 
