@@ -264,7 +264,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
                     values.append("(" + (1...8).map { "$\(base + $0)" }.joined(separator: ", ") + ")")
                     binds.append(Int64(row.sequence))
                     binds.append(row.update.id)
-                    binds.append(String(decoding: try JSONEncoder().encode(row.update.topics), as: UTF8.self))
+                    binds.append(jsonArray(row.update.topics))
                     binds.append(row.update.data)
                     binds.append(row.update.isPrivate)
                     binds.append(row.update.type)

@@ -65,9 +65,11 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             for statement in [
                 // A commit writes the log; the store syncs it after (see `syncWritten`).
                 "PRAGMA synchronous=NORMAL",
+                // The store numbers the updates itself (see `insert`). Files made before have
+                // AUTOINCREMENT, which works the same and costs a page more per commit.
                 """
                 CREATE TABLE IF NOT EXISTS updates (
-                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    sequence INTEGER PRIMARY KEY,
                     id TEXT NOT NULL UNIQUE,
                     topics TEXT NOT NULL,
                     data TEXT NOT NULL,
@@ -210,56 +212,32 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
         // Refused for an ID that comes twice in the batch; for one the history holds, below.
         var refused = refusedAppends(appends, known: [])
-        var accepted = appends.indices.filter { !refused.contains($0) }
+        var updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
+        var rows: [StoredUpdate]?
+        if !updates.isEmpty, updates.count <= Self.rowsPerStatement {
+            // Most batches: one statement, a transaction of its own. A known ID fails it whole.
+            do {
+                rows = try await self.insert(updates[...], after: self.last)
+            } catch let error as SQLiteError where [.constraint, .constraintUniqueFailed].contains(error.reason) {}
+        }
+        if rows == nil {
+            // All of an append or nothing of it: one look-up for the whole batch, then one
+            // transaction for the appends whose IDs are all new.
+            let known = Set(try await self.existingIDs(updates.map(\.id)))
+            refused = refusedAppends(appends, known: known)
+            updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
+            rows = try await self.insertInTransaction(updates)
+        }
+        let inserted = rows ?? []
+        self.last = inserted.last?.sequence ?? self.last
         var stored = Array(repeating: [StoredUpdate](), count: appends.count)
-        guard !accepted.isEmpty else { return (stored, refused) }
-        if accepted.count <= Self.rowsPerStatement, appends.allSatisfy({ $0.count == 1 }) {
-            // Publishes, one update each: one statement, in a transaction of its own, inserts
-            // those whose ID is new (see `insert`). A refusal is a row not inserted.
-            let rows = try await self.insert(accepted.map { appends[$0][0] }, unlessKnown: true)
-            self.last = rows.last?.sequence ?? self.last
-            var sequences: [String: UInt64] = [:]
-            for row in rows { sequences[row.update.id] = row.sequence }
-            for index in accepted {
-                if let sequence = sequences[appends[index][0].id] {
-                    stored[index] = [StoredUpdate(sequence: sequence, update: appends[index][0])]
-                } else {
-                    refused.insert(index)
-                }
-            }
-            await self.pruneIfDue()
-            return (stored, refused)
+        var offset = 0
+        for index in appends.indices where !refused.contains(index) {
+            stored[index] = Array(inserted[offset..<offset + appends[index].count])
+            offset += appends[index].count
         }
-        // Otherwise, all of an append or nothing of it: one look-up for the whole batch, then one
-        // transaction.
-        let known = Set(try await self.existingIDs(accepted.flatMap { appends[$0].map(\.id) }))
-        refused = refusedAppends(appends, known: known)
-        accepted = appends.indices.filter { !refused.contains($0) }
-        guard !accepted.isEmpty else { return (stored, refused) }
-        _ = try await self.writer.query("BEGIN IMMEDIATE")
-        do {
-            var rows: [StoredUpdate] = []
-            let updates = accepted.flatMap { appends[$0] }
-            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
-                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
-                rows += try await self.insert(Array(chunk), unlessKnown: false)
-            }
-            guard rows.count == updates.count else {
-                throw EventStoreError(description: "SQLite did not return the new updates' sequences")
-            }
-            _ = try await self.writer.query("COMMIT")
-            self.last = rows.last?.sequence ?? self.last
-            var offset = 0
-            for index in accepted {
-                stored[index] = Array(rows[offset..<offset + appends[index].count])
-                offset += appends[index].count
-            }
-            await self.pruneIfDue()
-            return (stored, refused)
-        } catch {
-            _ = try? await self.writer.query("ROLLBACK")
-            throw error
-        }
+        await self.pruneIfDue()
+        return (stored, refused)
     }
 
     /// Rows per statement: SQLite allows 32 766 bound values, and a batch can be larger.
@@ -276,49 +254,47 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         return known
     }
 
-    /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order (when
-    /// `unlessKnown`, only those whose ID the history does not hold, with a second statement when
-    /// one is known: sequences stay consecutive, as the hub's fan-out needs). Returns the rows
-    /// inserted, in the order of their sequences.
-    private func insert(_ updates: [Update], unlessKnown: Bool) async throws -> [StoredUpdate] {
+    /// Inserts `updates` in one transaction, as many statements as they need.
+    private func insertInTransaction(_ updates: [Update]) async throws -> [StoredUpdate] {
+        guard !updates.isEmpty else { return [] }
+        _ = try await self.writer.query("BEGIN IMMEDIATE")
+        do {
+            var rows: [StoredUpdate] = []
+            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
+                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
+                rows += try await self.insert(chunk, after: self.last + UInt64(start))
+            }
+            _ = try await self.writer.query("COMMIT")
+            return rows
+        } catch {
+            _ = try? await self.writer.query("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order, with the
+    /// sequences that follow `last`: the store is the history's only writer, so it numbers the
+    /// updates itself, and no gap can open. Returns the rows inserted.
+    private func insert(_ updates: ArraySlice<Update>, after last: UInt64) async throws -> [StoredUpdate] {
         let now = self.now().timeIntervalSince1970
-        let encoder = JSONEncoder()
         var values: [SQLiteData] = []
-        values.reserveCapacity(updates.count * 7)
+        values.reserveCapacity(updates.count * 8)
+        var stored: [StoredUpdate] = []
+        stored.reserveCapacity(updates.count)
         for update in updates {
+            let sequence = last + UInt64(stored.count) + 1
+            stored.append(StoredUpdate(sequence: sequence, update: update))
             values += [
-                .text(update.id), .text(String(decoding: try encoder.encode(update.topics), as: UTF8.self)),
-                .text(update.data), .integer(update.isPrivate ? 1 : 0),
-                update.type.map { .text($0) } ?? .null,
-                update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null,
-                .float(now),
+                .integer(Int(sequence)), .text(update.id), .text(jsonArray(update.topics)), .text(update.data),
+                .integer(update.isPrivate ? 1 : 0), update.type.map { .text($0) } ?? .null,
+                update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null, .float(now),
             ]
         }
-        let rows = Array(repeating: "(?, ?, ?, ?, ?, ?, ?)", count: updates.count).joined(separator: ", ")
-        let insert = "INSERT INTO updates (id, topics, data, private, type, retry, published_at) "
-        let result: [SQLiteRow]
-        do {
-            // The plain statement first: SQLite prepares it in about two thirds of the time. A known
-            // ID fails it whole (and leaves no gap in the sequences).
-            result = try await self.writer.query(insert + "VALUES \(rows) RETURNING sequence, id", values)
-        } catch let error as SQLiteError
-            where unlessKnown && [.constraint, .constraintUniqueFailed].contains(error.reason)
-        {
-            result = try await self.writer.query(
-                insert + "SELECT * FROM (VALUES \(rows)) "
-                    + "WHERE NOT EXISTS (SELECT 1 FROM updates WHERE updates.id = column1) RETURNING sequence, id",
-                values
-            )
-        }
-        var byID: [String: Update] = [:]
-        for update in updates { byID[update.id] = update }
-        let stored = try result.map { row in
-            guard let sequence = row.column("sequence")?.integer, let id = row.column("id")?.string, let update = byID[id]
-            else {
-                throw EventStoreError(description: "SQLite did not return the new updates' sequences")
-            }
-            return StoredUpdate(sequence: UInt64(sequence), update: update)
-        }.sorted { $0.sequence < $1.sequence }
+        let rows = Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?)", count: updates.count).joined(separator: ", ")
+        _ = try await self.writer.query(
+            "INSERT INTO updates (sequence, id, topics, data, private, type, retry, published_at) VALUES \(rows)",
+            values
+        )
         return stored
     }
 

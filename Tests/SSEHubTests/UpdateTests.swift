@@ -271,6 +271,18 @@ struct EventStoreTests {
     }
 
     @Test(arguments: StoreKind.available)
+    func topicsComeBackAsTheyWereStored(_ kind: StoreKind) async throws {
+        let topics = [
+            "https://example.com/books/1", "", "a \"quoted\" \\ backslash", "tab\tline\nfeed\u{0}nul\u{1F}",
+            "é, 漢字, 🚀 and \u{2028}", "/",
+        ]
+        try await kind.with { store in
+            _ = try await store.append([Update(id: "a", topics: topics, data: "x"), Update(id: "b", topics: ["t"], data: "y")])
+            #expect(try await store.updates(through: 2).map(\.update.topics) == [topics, ["t"]])
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
     func concurrentAppendsGetConsecutiveSequences(_ kind: StoreKind) async throws {
         try await kind.with(capacity: 10_000) { store in
             let sequences = try await withThrowingTaskGroup(of: [UInt64].self) { group in
@@ -374,5 +386,30 @@ struct EventStoreTests {
         #expect(try await second.updates(after: "e1", through: 3)?.map(\.update.id) == ["e2", "e3"])
         #expect(try await second.append(self.updates(4...4)).map(\.sequence) == [4])
         try await second.close()
+    }
+
+    @Test func aSQLiteHistoryWhoseSequencesAutoincrementGoesOn() async throws {
+        // Files made before the store numbered the updates itself.
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        let file = try await SQLiteConnection.open(storage: .file(path: path))
+        for statement in [
+            """
+            CREATE TABLE updates (
+                sequence INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, topics TEXT NOT NULL,
+                data TEXT NOT NULL, private INTEGER NOT NULL, type TEXT, retry INTEGER, published_at REAL NOT NULL
+            )
+            """,
+            "INSERT INTO updates (id, topics, data, private, published_at) VALUES ('e1', '[\"t\"]', 'e1', 0, 1e12), ('e2', '[\"t\"]', 'e2', 0, 1e12)",
+        ] {
+            _ = try await file.query(statement)
+        }
+        try await file.close()
+        let store = try await SQLiteEventStore.open(path: path)
+        #expect(try await store.lastSequence() == 2)
+        #expect(try await store.append(self.updates(3...4)).map(\.sequence) == [3, 4])
+        await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(2...2)) }
+        #expect(try await store.updates(after: "e1", through: 4)?.map(\.update.id) == ["e2", "e3", "e4"])
+        try await store.close()
     }
 }
