@@ -441,24 +441,29 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        switch self.state {
-        case .opening, .publishing:
+        if self.holdsReads {
             self.readHeld = true  // until the door knows who reads, or has answered
-        case .waiting, .streaming, .reading, .handedOn, .closed:
+        } else {
             context.read()
+        }
+    }
+
+    /// Whether reads wait: while a subscription is checked, and while a publish is stored once the
+    /// next request has begun to come. Reading on until then spares a publisher's connection two
+    /// changes of what the event loop waits for, per publish.
+    private var holdsReads: Bool {
+        switch self.state {
+        case .opening: true
+        case .publishing(_, let next): !next.isEmpty
+        case .waiting, .streaming, .reading, .handedOn, .closed: false
         }
     }
 
     /// Reads on, if a read was held back.
     private func resumeReading(_ context: ChannelHandlerContext) {
-        guard self.readHeld else { return }
-        switch self.state {
-        case .opening, .publishing:
-            return  // still held: another request is being checked
-        case .waiting, .streaming, .reading, .handedOn, .closed:
-            self.readHeld = false
-            context.read()
-        }
+        guard self.readHeld, !self.holdsReads else { return }
+        self.readHeld = false
+        context.read()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -261,6 +261,32 @@ struct HubDoorTests {
         }
     }
 
+    @Test func aPublishersConnectionReadsOnWhileItsPublishIsStoredUntilTheNextRequestComes() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, _) = try await self.openConnection(server, reading: "")
+            let reads = ReadCounter()
+            try await channel.pipeline.addHandler(reads, position: .first).get()
+            let request = try await self.publishRequest("topic=t&id=one&data=1")
+            let next = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n"
+            // All on the loop at once: the publish's task, which answers through the loop, cannot have answered.
+            let passed = try await channel.testingEventLoop.executeInContext {
+                channel.pipeline.fireChannelRead(ByteBuffer(string: request))
+                let before = reads.count.withLockedValue { $0 }
+                channel.pipeline.read()
+                let whileStoring = reads.count.withLockedValue { $0 } - before
+                channel.pipeline.fireChannelRead(ByteBuffer(string: next))
+                channel.pipeline.read()
+                return (whileStoring, reads.count.withLockedValue { $0 } - before)
+            }
+            #expect(passed == (1, 1), "a read goes on while the publish is stored, and waits once the next request came")
+            let held = reads.count.withLockedValue { $0 }
+            _ = try await self.written(by: channel, until: "\r\n\r\none")
+            #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once the publish is answered")
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+            try await channel.close()
+        }
+    }
+
     @Test func httpDates() {
         #expect(HubDoor.httpDate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
         #expect(HubDoor.httpDate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
@@ -309,5 +335,16 @@ struct HubDoorTests {
         #expect(fields.value(of: .connection) == "keep-alive, Close", "several: joined")
         #expect(fields.value(of: .origin) == nil)
         #expect(Hub.closesAfterResponse(fields))
+    }
+}
+
+/// Counts the reads that reach the start of the pipeline.
+private final class ReadCounter: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = NIOAny
+    let count = NIOLockedValueBox(0)
+
+    func read(context: ChannelHandlerContext) {
+        self.count.withLockedValue { $0 += 1 }
+        context.read()
     }
 }
