@@ -79,8 +79,9 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
                     published_at REAL NOT NULL
                 )
                 """,
-                // Retention by age deletes a range of this index, not a scan of the table.
-                "CREATE INDEX IF NOT EXISTS updates_published_at ON updates (published_at)",
+                // Files made before have an index of the publication times, which every insert
+                // wrote to; retention by age needs none (see `pruneIfDue`).
+                "DROP INDEX IF EXISTS updates_published_at",
             ] {
                 _ = try await writer.query(statement)
             }
@@ -127,11 +128,19 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     /// inserted since the last time. Reads leave out what is dropped and not deleted yet, so what
     /// the history holds stays exact; a statement per commit, or a trigger compiled into each insert,
     /// cost more. A failure leaves the rows to the next time (the commit is done by then).
+    ///
+    /// What is too old is deleted up to the first update that is not, found from the oldest on: no
+    /// index of the publication times, which every insert would write to, and no scan beyond what
+    /// is deleted. An update older than one before it (the clock went back) is left to the count.
     private func pruneIfDue() async {
         guard self.last >= self.prunedAt + UInt64(max(1, min(self.retention.count / 10, 1_000))) else { return }
         let pruned = try? await self.writer.query(
-            "DELETE FROM updates WHERE sequence <= ? OR published_at < ?",
-            [.integer(self.forgotten), .float(self.cutoff)]
+            """
+            DELETE FROM updates WHERE sequence <= max(?, coalesce(
+                (SELECT sequence FROM updates WHERE published_at >= ? ORDER BY sequence LIMIT 1) - 1, ?
+            ))
+            """,
+            [.integer(self.forgotten), .float(self.cutoff), .integer(Int(clamping: self.last))]
         )
         if pruned != nil { self.prunedAt = self.last }
     }

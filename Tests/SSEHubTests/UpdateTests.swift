@@ -231,6 +231,14 @@ struct EventStoreTests {
             #expect(try await store.updates(after: "e2", through: 4) == nil, "a forgotten id is unknown")
             _ = try await store.append(self.updates(5...5))
             #expect(try await store.updates(after: "e3", through: 5)?.map(\.update.id) == ["e4", "e5"])
+            if let store = store as? SQLiteEventStore {
+                // The SQLite store deletes every tenth of the count (10 updates here).
+                _ = try await store.append(self.updates(6...10))
+                let file = try await SQLiteConnection.open(storage: .file(path: store.path))
+                let ids = try await file.query("SELECT id FROM updates ORDER BY sequence").compactMap { $0.column("id")?.string }
+                try await file.close()
+                #expect(ids == (3...10).map { "e\($0)" }, "what was too old is deleted, and only that")
+            }
         }
     }
 
