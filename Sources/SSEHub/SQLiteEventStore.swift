@@ -163,16 +163,19 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
         return rows.first?.column("id")?.string
     }
 
+    /// The updates kept are counted from the first one's sequence to the last: the store numbers
+    /// them with no gap and deletes the oldest first, and a count of the rows would read them all.
     public func size() async throws -> EventStoreSize {
-        let count = try await self.reader.query(
-            "SELECT COUNT(*) AS n FROM updates WHERE sequence > ? AND published_at >= ?",
-            [.integer(self.forgotten), .float(self.cutoff)]
+        let last = Int(clamping: self.last)
+        let first = try await self.reader.query(
+            "SELECT sequence FROM updates WHERE sequence > ? AND sequence <= ? AND published_at >= ? ORDER BY sequence LIMIT 1",
+            [.integer(self.forgotten), .integer(last), .float(self.cutoff)]
         )
         var bytes = 0
         for file in [self.path, self.path + "-wal"] {
             bytes += ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0
         }
-        return EventStoreSize(updates: count.first?.column("n")?.integer ?? 0, bytes: bytes)
+        return EventStoreSize(updates: first.first?.column("sequence")?.integer.map { last - $0 + 1 } ?? 0, bytes: bytes)
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
