@@ -243,8 +243,8 @@ public final class InMemoryEventStore: EventStore {
     }
 }
 
-/// `strings` as a JSON array, as the stores keep an update's topics: the publish path's own
-/// encoder, since `JSONEncoder` cost as much as a tenth of a durable publish.
+/// `strings` as a JSON array, as the stores keep an update's topics: `JSONEncoder` was 1.6 % of the
+/// server's CPU on 1 000 topics with SQLite.
 func jsonArray(_ strings: [String]) -> String {
     var json = "["
     for (index, string) in strings.enumerated() {
