@@ -87,7 +87,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
             }
             let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
             let last = UInt64(rows.first?.column("last")?.integer ?? 0)
-            let log = try WriteAheadLog(path: path + "-wal")
+            let log = try WriteAheadLog(database: path)
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
             return SQLiteEventStore(path: path, writer: writer, reader: reader, log: log, last: last, retention: retention, now: now)
         } catch {
@@ -149,6 +149,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     public func close() async throws {
         try await self.writer.close()
         try await self.reader.close()
+        self.log.unlock()  // another store may open the file now
     }
 
     public func lastSequence() async throws -> UInt64 {
@@ -355,12 +356,17 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
 /// The store's write-ahead log (`<file>-wal`), opened again to sync it after SQLite commits to it.
 /// The log stays the same file while the store's connections are open.
+///
+/// The store locks it (`flock`, which SQLite's own locks do not touch), so that a second hub on the
+/// same file fails to open rather than numbering updates the first one numbers too: the store is
+/// its history's only writer.
 private final class WriteAheadLog: Sendable {
     private let descriptor: CInt
 
-    /// Opens the log at `path`, which SQLite created, and syncs its directory, so that the file
-    /// itself survives a crash of the machine.
-    init(path: String) throws {
+    /// Opens and locks the log of the SQLite file at `database`, which SQLite created, and syncs
+    /// its directory, so that the log itself survives a crash of the machine.
+    init(database: String) throws {
+        let path = database + "-wal"
         let directory = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY | O_CLOEXEC)
         guard directory >= 0 else {
             throw EventStoreError(description: "cannot open the directory of \(path) (errno \(errno))")
@@ -374,6 +380,13 @@ private final class WriteAheadLog: Sendable {
         guard self.descriptor >= 0 else {
             throw EventStoreError(description: "cannot open the SQLite write-ahead log \(path) (errno \(errno))")
         }
+        guard flock(self.descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let description = errno == EWOULDBLOCK
+                ? "another hub has \(database) open: an SQLite history serves one hub (several share a PostgreSQL one)"
+                : "cannot lock the SQLite write-ahead log \(path) (errno \(errno))"
+            close(self.descriptor)
+            throw EventStoreError(description: description)
+        }
     }
 
     /// Writes what SQLite has written to the log through to the disk. Blocks.
@@ -384,6 +397,11 @@ private final class WriteAheadLog: Sendable {
         let result = fdatasync(self.descriptor)
         #endif
         guard result == 0 else { throw EventStoreError(description: "cannot sync the SQLite write-ahead log (errno \(errno))") }
+    }
+
+    /// Lets another store open the file.
+    func unlock() {
+        flock(self.descriptor, LOCK_UN)
     }
 
     deinit {

@@ -263,6 +263,17 @@ struct ServeCommandTests {
         #expect(alone.standardError.contains("--tls-cert and --tls-key go together"))
     }
 
+    @Test func aSecondHubOnTheSameDatabaseIsRefusedWithAReason() async throws {
+        let database = temporarySQLitePath()
+        defer { removeSQLiteFiles(database) }
+        let (hub, _, _) = try self.startHub(database: database)
+        defer { if hub.isRunning { hub.terminate() } }
+        let second = try await runHerald(["serve", "--port", "0", "--database", database, "--publisher-jwt-key", String(repeating: "k", count: 40)])
+        #expect(second.status == 1)
+        #expect(second.standardError.contains("another hub has \(database) open"), "\(second.standardError)")
+        #expect(hub.isRunning, "the first hub goes on")
+    }
+
     @Test func anUnusableKeyIsRefusedWithAReason() async throws {
         let short = try await runHerald(["serve", "--port", "0", "--in-memory", "--publisher-jwt-key", "too short"])
         #expect(short.status == 1)

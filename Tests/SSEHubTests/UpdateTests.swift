@@ -396,6 +396,25 @@ struct EventStoreTests {
         try await second.close()
     }
 
+    @Test func aSecondSQLiteStoreOnTheSameFileIsRefusedWithAReason() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        let first = try await SQLiteEventStore.open(path: path)
+        _ = try await first.append(self.updates(1...1))
+        do {
+            let second = try await SQLiteEventStore.open(path: path)
+            try await second.close()
+            Issue.record("a second store opened the file")
+        } catch let error as EventStoreError {
+            #expect(error.description == "another hub has \(path) open: an SQLite history serves one hub (several share a PostgreSQL one)")
+        }
+        #expect(try await first.append(self.updates(2...2)).map(\.sequence) == [2], "the first goes on")
+        try await first.close()
+        let again = try await SQLiteEventStore.open(path: path)
+        #expect(try await again.updates(through: 2).map(\.update.id) == ["e1", "e2"], "once it is closed, the file opens")
+        try await again.close()
+    }
+
     @Test func aSQLiteHistoryWhoseSequencesAutoincrementGoesOn() async throws {
         // Files made before the store numbered the updates itself.
         let path = temporarySQLitePath()
