@@ -146,7 +146,7 @@ public final class Hub: Sendable {
     private let announcements = NIOLockedValueBox((nextKey: 0, tasks: [Int: Task<Void, Never>]()))
     let logger: Logger
     /// How the Mercure routes check and answer their requests, set by `addRoutes`: the HTTP/1
-    /// server's door (``http1Server(configuration:)``) opens subscriptions and takes publishes the
+    /// server's door (``http1Server(configuration:requestTimeout:)``) opens subscriptions and takes publishes the
     /// same way.
     let mercureRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
     private let allocator = ByteBufferAllocator()

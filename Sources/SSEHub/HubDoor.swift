@@ -31,11 +31,24 @@ extension Hub {
     /// missing token, say): the route then answers it, with its reason, and serves the connection
     /// from then on.
     ///
-    /// - Parameter configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
-    ///   `idleTimeout`, which would close the subscriptions the route answers.
-    public func http1Server(configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
+    /// - Parameters:
+    ///   - configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
+    ///     `idleTimeout`, which would close the subscriptions the route answers.
+    ///   - requestTimeout: How long a client may take to send a whole request, counted from the
+    ///     opening of its connection or from the last answer on it; `nil` for no limit. Past it,
+    ///     the door closes the connection: an idle one at once, one with a publish under way after
+    ///     a `408 Request Timeout`. A subscription's stream and a connection handed on to the app
+    ///     are not timed.
+    public func http1Server(
+        configuration: HTTP1Channel.Configuration = .init(),
+        requestTimeout: Duration? = .seconds(60)
+    ) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
-            HubHTTP1Channel(hub: self, http1: HTTP1Channel(responder: responder, configuration: configuration))
+            HubHTTP1Channel(
+                hub: self,
+                http1: HTTP1Channel(responder: responder, configuration: configuration),
+                requestTimeout: requestTimeout
+            )
         }
     }
 }
@@ -52,6 +65,8 @@ struct HubHTTP1Channel: ServerChildChannel {
 
     let hub: Hub
     let http1: HTTP1Channel
+    /// See ``Hub/http1Server(configuration:requestTimeout:)``.
+    let requestTimeout: Duration?
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
@@ -71,7 +86,15 @@ struct HubHTTP1Channel: ServerChildChannel {
             )
             try pipeline.addHandler(HubHTTP1Codec())
             let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
-            try pipeline.addHandler(HubDoor(hub: self.hub, http1: self.http1.configuration, handedOn: handedOn, logger: logger))
+            try pipeline.addHandler(
+                HubDoor(
+                    hub: self.hub,
+                    http1: self.http1.configuration,
+                    requestTimeout: self.requestTimeout,
+                    handedOn: handedOn,
+                    logger: logger
+                )
+            )
             return Value(channel: channel, handedOn: handedOn.futureResult)
         }
     }
@@ -162,7 +185,8 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 /// Hummingbird's handlers, which the door adds behind it before it leaves the pipeline; so does a
 /// publish or a subscription that fails its checks, and the route answers it with its reason.
 ///
-/// The connection closes when the stream ends (the hub stopping, or the subscriber cut).
+/// The connection closes when the stream ends (the hub stopping, or the subscriber cut), and when
+/// a request it waits for does not come whole in time.
 final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -195,8 +219,13 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private var unread: ArraySlice<HTTPRequestPart> = []
     /// The `Date` header of the last response, and its second.
     private var date = (second: -1, text: "")
+    /// When the request the door waits for must have come whole.
+    private var requestDue = NIODeadline.distantFuture
+    /// Checks `requestDue`; it runs late rather than again for every request on a busy connection.
+    private var requestTimer: Scheduled<Void>?
     private let hub: Hub
     private let http1: HTTP1Channel.Configuration
+    private let requestTimeout: Duration?
     /// Completed when the door answers a subscription, hands the connection on, or sees it close.
     private let handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
     private let logger: Logger
@@ -204,13 +233,73 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     init(
         hub: Hub,
         http1: HTTP1Channel.Configuration,
+        requestTimeout: Duration?,
         handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>,
         logger: Logger
     ) {
         self.hub = hub
         self.http1 = http1
+        self.requestTimeout = requestTimeout
         self.handedOn = handedOn
         self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.waitForRequest(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.waitForRequest(context)
+        context.fireChannelActive()
+    }
+
+    /// Gives the client `requestTimeout` from now to send its next request whole.
+    private func waitForRequest(_ context: ChannelHandlerContext) {
+        guard let timeout = self.requestTimeout else { return }
+        self.requestDue = context.eventLoop.now + TimeAmount(timeout)
+        if self.requestTimer == nil { self.checkRequestDue(context) }
+    }
+
+    /// Checks the connection when `requestDue` comes.
+    private func checkRequestDue(_ context: ChannelHandlerContext) {
+        self.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: self.requestDue) {
+            self.requestTimer = nil
+            self.closeIfTheRequestIsLate(context)
+        }
+    }
+
+    /// Closes the connection if the request it waits for has not come whole by `requestDue`: at
+    /// once if none has begun (as far as the door knows: a head still coming is in the decoder),
+    /// else with a `408`.
+    private func closeIfTheRequestIsLate(_ context: ChannelHandlerContext) {
+        switch self.state {
+        case .waiting, .reading:
+            break
+        case .opening, .publishing, .streaming, .handedOn, .closed:
+            return  // a request came whole: the answer to a publish checks again
+        }
+        guard context.eventLoop.now >= self.requestDue else {
+            self.checkRequestDue(context)  // an answer since gave the client more time
+            return
+        }
+        guard case .reading = self.state else {
+            context.close(promise: nil)
+            return
+        }
+        self.state = .closed
+        self.handedOn.succeed(nil)
+        let reason = "the request did not come whole within \(self.requestTimeout ?? .zero)\n"
+        let headers: HTTPFields = [
+            .contentType: "text/plain; charset=utf-8",
+            .contentLength: String(reason.utf8.count),
+            .connection: "close",
+            .date: self.currentDate(),
+        ]
+        context.write(Self.wrapOutboundOut(.head(HTTPResponse(status: .requestTimeout, headerFields: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(context.channel.allocator.buffer(string: reason))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -381,6 +470,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        self.waitForRequest(context)
         // The next requests, as if read now (a request handed on takes the rest with it).
         self.unread = next[...]
         while let part = self.unread.popFirst() { self.receive(part, context: context) }
@@ -432,6 +522,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .handedOn
+        self.requestTimer?.cancel()
         self.handedOn.succeed(connection)
         for part in parts { context.fireChannelRead(Self.wrapInboundOut(part)) }
         if !parts.isEmpty { context.fireChannelReadComplete() }
@@ -504,6 +595,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             break  // a subscription ends with its connection (see `Hub.writeDirectly`)
         }
         self.state = .closed
+        self.requestTimer?.cancel()
         context.fireChannelInactive()
     }
 }

@@ -53,6 +53,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of silence before a heartbeat comment goes to a subscriber; 0 for none.")
     var heartbeat: Double = 15
 
+    @Option(help: "Seconds a client has to send a whole request, from its connection's opening or the last answer on it, before the connection is closed; 0 for no limit. (Plain HTTP only: over TLS there is no limit yet.)")
+    var requestTimeout: Double = 60
+
     @Flag(help: "Send each event to a subscriber at once (TCP_NODELAY), rather than let the kernel merge the events written while earlier ones are unacknowledged: lower latency for bursts, more CPU under load.")
     var tcpNoDelay = false
 
@@ -104,6 +107,7 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535.") }
         guard self.heartbeat >= 0 else { throw ValidationError("--heartbeat must not be negative.") }
+        guard self.requestTimeout >= 0 else { throw ValidationError("--request-timeout must not be negative.") }
         guard self.history > 0 else { throw ValidationError("--history must be at least 1.") }
         guard self.historyHours >= 0 else { throw ValidationError("--history-hours must not be negative.") }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
@@ -285,7 +289,7 @@ struct Serve: AsyncParsableCommand {
         let scheme = server.scheme
         let app = Application(
             router: router,
-            server: server.builder ?? hub.http1Server(),
+            server: server.builder ?? hub.http1Server(requestTimeout: self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"

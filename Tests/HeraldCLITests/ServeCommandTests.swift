@@ -287,10 +287,16 @@ struct ServeCommandTests {
         #expect(unknown.standardError.contains("unknown JWT algorithm 'HS999'"))
     }
 
-    @Test(arguments: [["serve", "--port", "70000"], ["serve", "--history", "0"], ["serve", "--heartbeat", "-1"]])
-    func badArgumentsAreUsageErrors(_ arguments: [String]) async throws {
+    @Test(arguments: [
+        (["serve", "--port", "70000"], "--port must be between 0 and 65535"),
+        (["serve", "--history", "0"], "--history must be at least 1"),
+        (["serve", "--heartbeat=-1"], "--heartbeat must not be negative"),
+        (["serve", "--request-timeout=-1"], "--request-timeout must not be negative"),
+    ])
+    func badArgumentsAreUsageErrors(_ arguments: [String], reason: String) async throws {
         let result = try await runHerald(arguments)
         #expect(result.status == 64)
         #expect(result.standardError.contains("Usage: herald serve"))
+        #expect(result.standardError.contains(reason), "\(result.standardError)")
     }
 }

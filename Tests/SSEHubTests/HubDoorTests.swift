@@ -25,6 +25,8 @@ import Testing
 @Suite("Hub door")
 struct HubDoorTests {
     static let key = "the door tests' key, long enough for HS256"
+    /// The door's request timeout, in the testing event loop's time.
+    static let requestTimeout = Duration.seconds(60)
 
     /// A hub with its routes added (anonymous subscribers, publishers with tokens signed with
     /// `key`, no heartbeat), and its HTTP/1 channel.
@@ -36,7 +38,7 @@ struct HubDoorTests {
         http.publisherKey = JWTKey(algorithm: .hs256, key: Self.key)
         try await hub.addRoutes(to: Router(context: HubRequestContext.self), configuration: http)
         let http1 = HTTP1Channel(responder: { _, _, _ in Issue.record("the test hands no connection to Hummingbird's handler") })
-        try await body(hub, HubHTTP1Channel(hub: hub, http1: http1))
+        try await body(hub, HubHTTP1Channel(hub: hub, http1: http1, requestTimeout: Self.requestTimeout))
     }
 
     /// A connected channel set up as the server sets up a connection, with `request` read from it;
@@ -285,6 +287,66 @@ struct HubDoorTests {
             _ = try await self.written(by: channel, until: "\r\n\r\none")
             #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once the publish is answered")
             #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+            try await channel.close()
+        }
+    }
+
+    @Test func aConnectionThatSendsNoRequestIsClosedAtTheRequestTimeout() async throws {
+        try await self.withDoor { _, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            let timeout = TimeAmount(Self.requestTimeout)
+            await channel.testingEventLoop.advanceTime(by: timeout - .milliseconds(1))
+            #expect(channel.isActive, "not before the timeout")
+            await channel.testingEventLoop.advanceTime(by: .milliseconds(1))
+            try #require(!channel.isActive, "closed at the timeout")
+            #expect(try await handedOn.get() == nil, "with no task for it")
+            #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "and nothing said: no request began")
+        }
+    }
+
+    @Test func aPublishThatDoesNotComeWholeInTimeIsAnswered408() async throws {
+        try await self.withDoor { hub, server in
+            let request = try await self.publishRequest("topic=t&id=one&data=1")
+            let (channel, handedOn) = try await self.openConnection(server, reading: String(request.dropLast(4)))
+            await channel.testingEventLoop.advanceTime(by: TimeAmount(Self.requestTimeout))
+            let answer = try await self.written(by: channel, until: "seconds\n")
+            #expect(answer.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(answer)")
+            #expect(answer.contains("Connection: close\r\n"))
+            #expect(answer.hasSuffix("\r\n\r\nthe request did not come whole within 60.0 seconds\n"), "\(answer)")
+            for _ in 0..<500 where channel.isActive {
+                await channel.testingEventLoop.run()
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            try #require(!channel.isActive, "then the connection closes")
+            #expect(try await handedOn.get() == nil)
+            #expect(try await hub.store.updates(through: .max).isEmpty)
+        }
+    }
+
+    @Test func aKeptAliveConnectionHasTheWholeTimeoutAgainFromEachAnswer() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, _) = try await self.openConnection(server, reading: "")
+            let timeout = TimeAmount(Self.requestTimeout)
+            await channel.testingEventLoop.advanceTime(by: timeout - .seconds(1))
+            try await channel.writeInbound(ByteBuffer(string: try await self.publishRequest("topic=t&id=one&data=1")))
+            _ = try await self.written(by: channel, until: "\r\n\r\none")
+            await channel.testingEventLoop.advanceTime(by: timeout - .seconds(1))
+            #expect(channel.isActive, "counted from the answer, not from the opening")
+            await channel.testingEventLoop.advanceTime(by: .seconds(1))
+            #expect(!channel.isActive)
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+        }
+    }
+
+    @Test func aSubscriptionsStreamIsNotTimed() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, _) = try await self.connection(server, reading: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            _ = try await self.written(by: channel, until: ":\n")
+            await channel.testingEventLoop.advanceTime(by: TimeAmount(Self.requestTimeout) * 3)
+            #expect(channel.isActive)
+            try await hub.publish(Update(id: "late", topics: ["t"], data: "x"))
+            _ = try await self.written(by: channel, until: "id: late\ndata: x\n\n")
+            #expect(hub.subscriberCount == 1)
             try await channel.close()
         }
     }

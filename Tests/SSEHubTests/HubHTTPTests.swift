@@ -66,13 +66,14 @@ struct HubHTTPTests {
         _ hub: Hub,
         _ http: Hub.HTTPConfiguration,
         door: Bool = true,
+        requestTimeout: Duration = .seconds(60),
         _ body: @escaping @Sendable (_ port: Int) async throws -> Void
     ) async throws {
         let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(
             router: router,
-            server: door ? hub.http1Server() : .http1(),
+            server: door ? hub.http1Server(requestTimeout: requestTimeout) : .http1(),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             logger: Logger(label: "hub")
         )
@@ -280,6 +281,29 @@ struct HubHTTPTests {
             #expect(!channel.isActive, "the server closed the connection")
             #expect(received.text.hasPrefix("HTTP/1.0 200 OK\r\n"), "\(received.text)")
             #expect(received.text.hasSuffix("\r\n\r\n" + (try await hub.store.lastEventID() ?? "none")))
+        }
+    }
+
+    @Test func aClientThatDoesNotSendItsRequestInTimeIsClosed() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        try await self.serve(hub, http, requestTimeout: .milliseconds(200)) { port in
+            let (idle, _) = try await self.connectRaw(to: port)
+            let (slow, received) = try await self.connectRaw(to: port)
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
+            try await slow.writeAndFlush(ByteBuffer(string:
+                "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 20\r\n\r\ntopic=t"
+            ))
+            for _ in 0..<500 where idle.isActive || slow.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!idle.isActive, "the server closed the connection that sent nothing")
+            #expect(!slow.isActive, "and the one whose request stopped coming")
+            #expect(received.text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(received.text)")
+            #expect(received.text.hasSuffix("\r\n\r\nthe request did not come whole within 0.2 seconds\n"))
+            #expect(try await hub.store.lastEventID() == nil)
+            try? await idle.close()  // (the server's shutdown would wait for them)
+            try? await slow.close()
         }
     }
 
