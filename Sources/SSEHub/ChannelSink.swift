@@ -65,6 +65,9 @@ final class ResponseEndHolder: ChannelDuplexHandler, RemovableChannelHandler {
         self.onQuiesce = onQuiesce
     }
 
+    /// Whether the response has ended for the server while the hub still writes its events.
+    var isHolding: Bool { self.state == .holding }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }

@@ -36,9 +36,9 @@ extension Hub {
     ///     `idleTimeout`, which would close the subscriptions the route answers.
     ///   - requestTimeout: How long a client may take to send a whole request, counted from the
     ///     opening of its connection or from the last answer on it; `nil` for no limit. Past it,
-    ///     the door closes the connection: an idle one at once, one with a publish under way after
-    ///     a `408 Request Timeout`. A subscription's stream and a connection handed on to the app
-    ///     are not timed.
+    ///     the connection closes, after a `408 Request Timeout` if a publish the door reads was
+    ///     under way. A response being written, and a subscription's stream, are not timed. (Unlike
+    ///     Hummingbird's `idleTimeout`, this leaves alone the streams that the route answers.)
     public func http1Server(
         configuration: HTTP1Channel.Configuration = .init(),
         requestTimeout: Duration? = .seconds(60)
@@ -514,6 +514,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         do {
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
+            if let timeout = self.requestTimeout {
+                try pipeline.addHandler(HandedOnRequestTimeout(timeout: TimeAmount(timeout), due: self.requestDue))
+            }
             connection = try NIOAsyncChannel(wrappingChannelSynchronously: context.channel, configuration: .init(isOutboundHalfClosureEnabled: true))
         } catch {
             self.state = .closed
@@ -597,5 +600,84 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.state = .closed
         self.requestTimer?.cancel()
         context.fireChannelInactive()
+    }
+}
+
+/// The door's request timeout on a connection handed on to Hummingbird: the connection closes when
+/// it has waited `timeout` for a whole request since the last answer ended. A response under way is
+/// not timed, and neither is a subscription's stream that the route answered (its end is held back:
+/// see ``ResponseEndHolder``), which Hummingbird's own `idleTimeout` would close.
+final class HandedOnRequestTimeout: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let timeout: TimeAmount
+    /// When the request the connection waits for must have come whole.
+    private var due: NIODeadline
+    /// Requests begun and not answered yet.
+    private var unanswered = 0
+    /// Whether a request has begun and not come whole.
+    private var reading = false
+    private var timer: Scheduled<Void>?
+
+    /// - Parameter due: When the request the door was waiting for must have come whole.
+    init(timeout: TimeAmount, due: NIODeadline) {
+        self.timeout = timeout
+        self.due = due
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.check(context, at: self.due)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.timer?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head:
+            self.unanswered += 1
+            self.reading = true
+        case .body:
+            break
+        case .end:
+            self.reading = false
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = Self.unwrapOutboundIn(data) {
+            self.unanswered -= 1
+            if self.unanswered == 0 { self.due = context.eventLoop.now + self.timeout }
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func check(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timer = nil
+            self.closeIfTheRequestIsLate(context)
+        }
+    }
+
+    private func closeIfTheRequestIsLate(_ context: ChannelHandlerContext) {
+        let now = context.eventLoop.now
+        let streaming = (try? context.pipeline.syncOperations.handler(type: ResponseEndHolder.self))?.isHolding == true
+        guard self.reading || (self.unanswered == 0 && !streaming) else {
+            // An answer under way: look again later. A stream's end, held back below, does not
+            // pass here: the wait for the next request counts from the last look at the stream.
+            if streaming { self.due = now + self.timeout }
+            self.check(context, at: now + self.timeout)
+            return
+        }
+        if now < self.due {
+            self.check(context, at: self.due)
+        } else {
+            context.close(promise: nil)
+        }
     }
 }

@@ -307,6 +307,35 @@ struct HubHTTPTests {
         }
     }
 
+    @Test func aConnectionHandedToTheRoutesIsClosedWhenIdleButNotWhileItStreams() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        try await self.serve(hub, http, requestTimeout: .milliseconds(500)) { port in
+            // (Long enough for the two requests on one connection to come one after the other.)
+            // A request that is not the hub's: the door hands the connection on to the routes.
+            let (idle, answer) = try await self.connectRaw(to: port)
+            try await idle.writeAndFlush(ByteBuffer(string: "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n"))
+            // The same, then a subscription, which the route answers.
+            let (streaming, stream) = try await self.connectRaw(to: port)
+            try await streaming.writeAndFlush(ByteBuffer(string:
+                "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\nGET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
+            ))
+            for _ in 0..<500 where idle.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!idle.isActive, "closed once it waited the timeout for a request after its answer")
+            #expect(answer.text.hasPrefix("HTTP/1.1 404 Not Found\r\n"), "\(answer.text)")
+            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            try await Task.sleep(for: .milliseconds(1_500))  // three timeouts
+            #expect(streaming.isActive, "a stream is not timed")
+            try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+            for _ in 0..<500 where !stream.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(stream.text.contains("\r\nid: e\ndata: x\n\n\r\n"), "the event, as a chunk: \(stream.text)")
+            try? await idle.close()
+            try? await streaming.close()
+        }
+    }
+
     @Test func anHTTP10SubscriberGetsItsStreamUnchunkedUntilTheConnectionCloses() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         var http = Hub.HTTPConfiguration()
