@@ -312,8 +312,8 @@ struct HubHTTPTests {
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
+        // A timeout long enough for the two requests on one connection to come one after the other.
         try await self.serve(hub, http, requestTimeout: .milliseconds(500)) { port in
-            // (Long enough for the two requests on one connection to come one after the other.)
             // A request that is not the hub's: the door hands the connection on to the routes.
             let (idle, answer) = try await self.connectRaw(to: port)
             try await idle.writeAndFlush(ByteBuffer(string: "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n"))
