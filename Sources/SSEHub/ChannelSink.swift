@@ -116,8 +116,8 @@ final class ResponseEndHolder: ChannelDuplexHandler, RemovableChannelHandler {
 /// async writer per event, and one flush for everything that arrived since the last one.
 ///
 /// The response's head and first bytes are written by the server's own writer (or by the door of
-/// ``Hub/http1Server(configuration:requestTimeout:)``); the sink takes over after that, and hands back at the end
-/// (the writer then ends the response).
+/// ``Hub/http1Server(configuration:requestTimeout:)``); the sink takes over after that, and hands
+/// back at the end (the writer then ends the response).
 final class ChannelSink: @unchecked Sendable {
     // Everything below `done` is touched only on `loop`.
     let channel: any Channel

@@ -146,8 +146,8 @@ public final class Hub: Sendable {
     private let announcements = NIOLockedValueBox((nextKey: 0, tasks: [Int: Task<Void, Never>]()))
     let logger: Logger
     /// How the Mercure routes check and answer their requests, set by `addRoutes`: the HTTP/1
-    /// server's door (``http1Server(configuration:requestTimeout:)``) opens subscriptions and takes publishes the
-    /// same way.
+    /// server's door (``http1Server(configuration:requestTimeout:)``) opens subscriptions and
+    /// takes publishes the same way.
     let mercureRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
     private let allocator = ByteBufferAllocator()
     // Through swift-metrics: the application picks the backend (herald serve: Prometheus).

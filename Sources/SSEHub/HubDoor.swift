@@ -295,7 +295,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             .connection: "close",
             .date: self.currentDate(),
         ]
-        context.write(Self.wrapOutboundOut(.head(HTTPResponse(status: .requestTimeout, headerFields: headers))), promise: nil)
+        let head = HTTPResponse(status: .requestTimeout, headerFields: headers)
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(Self.wrapOutboundOut(.body(context.channel.allocator.buffer(string: reason))), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)

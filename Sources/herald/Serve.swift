@@ -287,9 +287,10 @@ struct Serve: AsyncParsableCommand {
         let startBanner = banner
         let dashboard = http.dashboard != nil
         let scheme = server.scheme
+        let requestTimeout: Duration? = self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil
         let app = Application(
             router: router,
-            server: server.builder ?? hub.http1Server(requestTimeout: self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil),
+            server: server.builder ?? hub.http1Server(requestTimeout: requestTimeout),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
