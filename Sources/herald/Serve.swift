@@ -53,7 +53,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of silence before a heartbeat comment goes to a subscriber; 0 for none.")
     var heartbeat: Double = 15
 
-    @Option(help: "Seconds a client has to send a whole request, from its connection's opening or the last answer on it, before the connection is closed; 0 for no limit. (Plain HTTP only: over TLS there is no limit yet.)")
+    @Option(help: "Seconds a client has to send a whole request, from its connection's opening (over TLS, the handshake's end) or the last answer on it, before the connection is closed; over TLS the same for the handshake, and for an HTTP/2 connection with no stream. 0 for no limit.")
     var requestTimeout: Double = 60
 
     @Flag(help: "Send each event to a subscriber at once (TCP_NODELAY), rather than let the kernel merge the events written while earlier ones are unacknowledged: lower latency for bursts, more CPU under load.")
@@ -138,6 +138,9 @@ struct Serve: AsyncParsableCommand {
         return (publisher, JWTKey(algorithm: subscriberAlgorithm, key: subscriberKey))
     }
 
+    /// `--request-timeout` as the hub takes it: `nil` for no limit.
+    var requestTimeLimit: Duration? { self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil }
+
     /// `url` without its password, for messages.
     static func redacted(_ url: String) -> String {
         guard var components = URLComponents(string: url), components.password != nil else { return url }
@@ -164,7 +167,7 @@ struct Serve: AsyncParsableCommand {
         }
         let tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates.map { .certificate($0) }, privateKey: .privateKey(key))
         do {
-            return (try .http2Upgrade(tlsConfiguration: tls), "https")
+            return (try Hub.http2Server(tlsConfiguration: tls, requestTimeout: self.requestTimeLimit), "https")
         } catch {
             throw CommandFailure("the TLS certificate and key cannot be used together: \(error)")
         }
@@ -287,10 +290,9 @@ struct Serve: AsyncParsableCommand {
         let startBanner = banner
         let dashboard = http.dashboard != nil
         let scheme = server.scheme
-        let requestTimeout: Duration? = self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil
         let app = Application(
             router: router,
-            server: server.builder ?? hub.http1Server(requestTimeout: requestTimeout),
+            server: server.builder ?? hub.http1Server(requestTimeout: self.requestTimeLimit),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"

@@ -202,12 +202,16 @@ struct ServeCommandTests {
         #expect(usage.status == 64, "either --token or --key")
     }
 
+    /// The path of the file `name` in `Tests/Fixtures/tls`.
+    static func tlsFixture(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tls/\(name)").path
+    }
+
     @Test func tlsWithHTTP2() async throws {
-        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/tls")
         let (hub, url, token) = try self.startHub(arguments: [
-            "--tls-cert", fixtures.appendingPathComponent("cert.pem").path,
-            "--tls-key", fixtures.appendingPathComponent("key.pem").path,
+            "--tls-cert", Self.tlsFixture("cert.pem"),
+            "--tls-key", Self.tlsFixture("key.pem"),
         ])
         defer { if hub.isRunning { hub.terminate() } }
         #expect(url.hasPrefix("https://127.0.0.1:"))
@@ -258,6 +262,12 @@ struct ServeCommandTests {
         let missing = try await runHerald(["serve", "--in-memory", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"])
         #expect(missing.status == 1)
         #expect(missing.standardError.contains("cannot read the TLS certificate '/nonexistent.pem'"))
+        let mismatched = try await runHerald([
+            "serve", "--in-memory", "--tls-cert", Self.tlsFixture("cert.pem"),
+            "--tls-key", Self.tlsFixture("other-key.pem"),
+        ])
+        #expect(mismatched.status == 1)
+        #expect(mismatched.standardError.contains("the TLS certificate and key cannot be used together"))
         let alone = try await runHerald(["serve", "--in-memory", "--tls-cert", "/nonexistent.pem"])
         #expect(alone.status == 64)
         #expect(alone.standardError.contains("--tls-cert and --tls-key go together"))

@@ -323,17 +323,12 @@ struct HubHTTPTests {
             try await streaming.writeAndFlush(ByteBuffer(string:
                 "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\nGET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
             ))
-            for _ in 0..<500 where idle.isActive { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(!idle.isActive, "closed once it waited the timeout for a request after its answer")
-            #expect(answer.text.hasPrefix("HTTP/1.1 404 Not Found\r\n"), "\(answer.text)")
-            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
-            try await Task.sleep(for: .seconds(2))  // two timeouts
-            #expect(streaming.isActive, "a stream is not timed")
-            try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
-            for _ in 0..<500 where !stream.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(stream.text.contains("\r\nid: e\ndata: x\n\n\r\n"), "the event, as a chunk: \(stream.text)")
-            try? await idle.close()
-            try? await streaming.close()
+            try await expectIdleClosedButNotTheStream(
+                hub,
+                idle: (idle, answer),
+                streaming: (streaming, stream),
+                timeout: .seconds(1)
+            )
         }
     }
 
@@ -542,8 +537,32 @@ struct HubHTTPTests {
     }
 }
 
+/// On a server whose request timeout is `timeout`, expects `idle`, answered `404` (its connection
+/// and what it received), to close once it waits the timeout for its next request; and
+/// `streaming`, subscribed to the topic `t`, to be open two timeouts later and get the next event,
+/// which the test publishes. Closes both.
+func expectIdleClosedButNotTheStream(
+    _ hub: Hub,
+    idle: (channel: any Channel, received: ReceivedText),
+    streaming: (channel: any Channel, received: ReceivedText),
+    timeout: Duration
+) async throws {
+    for _ in 0..<500 where idle.channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(!idle.channel.isActive, "closed once it waited the timeout for a request after its answer")
+    #expect(idle.received.text.hasPrefix("HTTP/1.1 404 Not Found\r\n"), "\(idle.received.text)")
+    for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+    try await Task.sleep(for: timeout * 2)
+    #expect(streaming.channel.isActive, "a stream is not timed")
+    try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+    for _ in 0..<500 where !streaming.received.text.contains("id: e\n") { try await Task.sleep(for: .milliseconds(10)) }
+    let text = streaming.received.text
+    #expect(text.contains("\r\nid: e\ndata: x\n\n\r\n"), "the event, as a chunk: \(text)")
+    try? await idle.channel.close()
+    try? await streaming.channel.close()
+}
+
 /// Collects what a raw client connection receives, as text.
-private final class ReceivedText: ChannelInboundHandler, Sendable {
+final class ReceivedText: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     private let received = NIOLockedValueBox("")
 

@@ -1,0 +1,143 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Testing
+
+@testable import SSEHub
+
+/// The hub's HTTPS server (`Hub.http2Server`) and its request timeout, on a live server.
+@Suite("Hub over TLS")
+struct HubTLSTests {
+    /// Long enough for a loaded machine's handshakes and requests to come in time.
+    static let requestTimeout = Duration.seconds(1)
+
+    /// Serves `hub`'s routes over TLS, with the test certificate; `body` gets the server's port.
+    func serve(_ hub: Hub, _ body: @escaping @Sendable (_ port: Int) async throws -> Void) async throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tls").path
+        let tls = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(fixtures + "/cert.pem").map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: fixtures + "/key.pem", format: .pem))
+        )
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.heartbeat = nil
+        let router = Router(context: HubRequestContext.self)
+        try await hub.addRoutes(to: router, configuration: http)
+        let app = Application(
+            router: router,
+            server: try Hub.http2Server(tlsConfiguration: tls, requestTimeout: Self.requestTimeout),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            logger: Logger(label: "hub")
+        )
+        try await app.test(.live) { client in
+            try await body(client.port!)
+        }
+    }
+
+    /// A connection to `port`, over TLS when `alpn` is given (offering those protocols), and what
+    /// it receives, as text.
+    func connect(to port: Int, alpn: [String]? = nil) async throws -> (any Channel, ReceivedText) {
+        let received = ReceivedText()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none  // the fixture is self-signed
+        tls.applicationProtocols = alpn ?? []
+        let context = try NIOSSLContext(configuration: tls)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if alpn != nil {
+                        let tls = try NIOSSLClientHandler(context: context, serverHostname: nil)
+                        try channel.pipeline.syncOperations.addHandler(tls)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(received)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return (channel, received)
+    }
+
+    /// Waits, for at most 5 s, until `channel` is closed.
+    func waitForClose(_ channel: any Channel) async throws {
+        for _ in 0..<500 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    @Test func aConnectionThatDoesNotFinishItsHandshakeInTimeIsClosed() async throws {
+        try await self.serve(try await Hub(store: InMemoryEventStore())) { port in
+            let (silent, _) = try await self.connect(to: port)
+            let (halfway, _) = try await self.connect(to: port)
+            try await halfway.writeAndFlush(ByteBuffer(bytes: [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))  // a record begun
+            try await self.waitForClose(silent)
+            try await self.waitForClose(halfway)
+            #expect(!silent.isActive, "the server closed the connection that sent nothing")
+            #expect(!halfway.isActive, "and the one whose handshake stopped")
+            try? await silent.close()
+            try? await halfway.close()
+        }
+    }
+
+    @Test func overHTTP1AnIdleConnectionIsClosedButNotAStream() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        try await self.serve(hub) { port in
+            let (idle, answer) = try await self.connect(to: port, alpn: ["http/1.1"])
+            try await idle.writeAndFlush(ByteBuffer(string: "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n"))
+            let (streaming, stream) = try await self.connect(to: port, alpn: ["http/1.1"])
+            try await streaming.writeAndFlush(
+                ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            )
+            try await expectIdleClosedButNotTheStream(
+                hub,
+                idle: (idle, answer),
+                streaming: (streaming, stream),
+                timeout: Self.requestTimeout
+            )
+        }
+    }
+
+    @Test func overHTTP2AConnectionWithNoStreamIsClosedButNotOneThatStreams() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        try await self.serve(hub) { port in
+            let (idle, _) = try await self.connect(to: port, alpn: ["h2"])
+            var configuration = HTTPClient.Configuration()
+            configuration.tlsConfiguration = .makeClientConfiguration()
+            configuration.tlsConfiguration?.certificateVerification = .none
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            do {
+                let response = try await client.execute(
+                    HTTPClientRequest(url: "https://127.0.0.1:\(port)/.well-known/mercure?topic=t"),
+                    timeout: .seconds(10)
+                )
+                #expect(response.version == .http2)
+                try await self.waitForClose(idle)
+                #expect(!idle.isActive, "closed once it had no stream for the timeout")
+                try await Task.sleep(for: Self.requestTimeout)  // two timeouts for the stream
+                try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+                var text = ""
+                for try await chunk in response.body {
+                    text += String(buffer: chunk)
+                    if text.contains("\n\n") && text.contains("id: e") { break }
+                }
+                #expect(text == ":\nid: e\ndata: x\n\n", "the stream went on past the timeout")
+            } catch {
+                try await client.shutdown()
+                throw error
+            }
+            try await client.shutdown()
+            try? await idle.close()
+        }
+    }
+}
