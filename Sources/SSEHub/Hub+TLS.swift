@@ -15,80 +15,118 @@ public import NIOSSL
 import NIOTLS
 
 extension Hub {
-    /// Hummingbird's HTTPS server, with HTTP/2 (and HTTP/1.1 for clients that do not offer it), for
-    /// an app that serves the hub over TLS; with a request timeout, which Hummingbird's
-    /// `.http2Upgrade(tlsConfiguration:configuration:)` does not have.
+    /// An HTTPS server for Hummingbird, with HTTP/2 (and HTTP/1.1 for clients that do not offer it),
+    /// for an app that serves the hub over TLS, once ``addRoutes(to:configuration:)`` has added the
+    /// hub's routes: use it in place of `.http2Upgrade(tlsConfiguration:configuration:)`.
     ///
-    /// A client has `requestTimeout` to finish the TLS handshake, and then the same as on
-    /// ``http1Server(configuration:requestTimeout:)``: over HTTP/1.1, to send each whole request,
-    /// counted from the handshake or from the last answer; over HTTP/2, to open a stream, counted
-    /// from the handshake or from the moment it has none left, and to send each stream's whole
-    /// request. Responses being written, and subscriptions' streams, are not timed.
+    /// Over HTTP/1.1 the hub's door answers its requests, as on
+    /// ``http1Server(configuration:requestTimeout:)``; over HTTP/2, Hummingbird's channel serves the
+    /// streams. A client has `requestTimeout` to finish the TLS handshake, and then the same as on
+    /// the plain server: over HTTP/1.1, to send each whole request, counted from the handshake or
+    /// from the last answer; over HTTP/2, to open a stream, counted from the handshake or from the
+    /// moment it has none left, and to send each stream's whole request. Responses being written,
+    /// and subscriptions' streams, are not timed.
     ///
     /// - Parameters:
     ///   - tlsConfiguration: The server's certificate chain and private key, and the rest of its TLS
     ///     settings. The application protocols are set to HTTP/2 and HTTP/1.1.
-    ///   - configuration: The configuration of Hummingbird's HTTP/2 channel. Leave out the
-    ///     `idleTimeout` of its `streamConfiguration`, which would close the HTTP/1.1 subscriptions.
-    ///     (Its own `idleTimeout` sends an HTTP/2 client `GOAWAY`, but does not close the connection
-    ///     of a client that does not answer; the request timeout does.)
+    ///   - configuration: The configuration of Hummingbird's HTTP/2 channel, and in its
+    ///     `streamConfiguration` of the HTTP/1 channel. Leave out the latter's `idleTimeout`, which
+    ///     would close the subscriptions that the routes answer over HTTP/1.1. (The HTTP/2
+    ///     `idleTimeout` sends a client `GOAWAY`, but does not close the connection of a client that
+    ///     does not answer; the request timeout does.)
     ///   - requestTimeout: The timeout; `nil` for none.
     /// - Throws: When the TLS configuration cannot be used (a private key that does not match the
     ///   certificate, say).
-    public static func http2Server(
+    public func http2Server(
         tlsConfiguration: TLSConfiguration,
         configuration: HTTP2UpgradeChannel.Configuration = .init(),
         requestTimeout: Duration? = .seconds(60)
     ) throws -> HTTPServerBuilder {
-        // Refused now, rather than by the first connection.
-        _ = try NIOSSLContext(configuration: tlsConfiguration)
-        var configuration = configuration
+        var tlsConfiguration = tlsConfiguration
+        tlsConfiguration.applicationProtocols = ["h2", "http/1.1"]
+        let context = try NIOSSLContext(configuration: tlsConfiguration)
+        var timed = configuration
         if let requestTimeout {
             let timeout = TimeAmount(requestTimeout)
-            let handlers = configuration.streamConfiguration.additionalChannelHandlers
-            configuration.streamConfiguration.additionalChannelHandlers = {
-                // Set up when the request may begin: the handshake is done, or the stream open.
+            let handlers = timed.streamConfiguration.additionalChannelHandlers
+            timed.streamConfiguration.additionalChannelHandlers = {
+                // Set up when a stream opens, and its request may begin.
                 handlers() + [HandedOnRequestTimeout(timeout: timeout, due: .now() + timeout), HTTP2StreamOpen()]
             }
         }
-        let http2 = configuration
+        let http2 = timed
         return HTTPServerBuilder { responder in
-            let tls = try HTTP2UpgradeChannel(
-                tlsConfiguration: tlsConfiguration,
-                configuration: http2,
-                responder: responder
+            HubTLSChannel(
+                context: context,
+                http1: HubHTTP1Channel(
+                    hub: self,
+                    http1: HTTP1Channel(responder: responder, configuration: configuration.streamConfiguration),
+                    requestTimeout: requestTimeout
+                ),
+                http2: HTTP2Channel(responder: responder, configuration: http2),
+                handshakeTimeout: requestTimeout.map { TimeAmount($0) }
             )
-            return TLSHandshakeTimedChannel(tls: tls, timeout: requestTimeout.map { TimeAmount($0) })
         }
     }
 }
 
-/// Hummingbird's HTTPS channel, with a time limit on the TLS handshake.
-struct TLSHandshakeTimedChannel: ServerChildChannel {
-    let tls: HTTP2UpgradeChannel
+/// A TLS connection, with a time limit on its handshake, then HTTP/2 or, through the hub's door,
+/// HTTP/1.1: the protocol that the client and the server agree on in the handshake (ALPN).
+struct HubTLSChannel: ServerChildChannel {
+    struct Value: ServerChildChannelValue {
+        let channel: any Channel
+        let negotiated: EventLoopFuture<NIONegotiatedHTTPVersion<HubHTTP1Channel.Value, HTTP2Channel.Value>>
+    }
+
+    let context: NIOSSLContext
+    let http1: HubHTTP1Channel
+    let http2: HTTP2Channel
     /// `nil` for no limit.
-    let timeout: TimeAmount?
+    let handshakeTimeout: TimeAmount?
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP2UpgradeChannel.Value> {
-        self.tls.setup(channel: channel, logger: logger).flatMapThrowing { value in
-            // Just after the TLS handler, the first to see the handshake's end. (On the channel's
-            // event loop, before the connection's first read.)
-            if let timeout = self.timeout {
-                let pipeline = channel.pipeline.syncOperations
-                let tls = try pipeline.handler(type: NIOSSLServerHandler.self)
-                try pipeline.addHandler(TLSHandshakeTimeout(timeout: timeout), position: .after(tls))
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHandler(NIOSSLServerHandler(context: self.context))
+            if let handshakeTimeout = self.handshakeTimeout {
+                // Just after the TLS handler, the first to see the handshake's end.
+                try pipeline.addHandler(TLSHandshakeTimeout(timeout: handshakeTimeout))
             }
-            return value
+            let negotiation = NIOTypedApplicationProtocolNegotiationHandler<
+                NIONegotiatedHTTPVersion<HubHTTP1Channel.Value, HTTP2Channel.Value>
+            > { result in
+                switch result {
+                case .negotiated("h2"):
+                    return self.http2.setup(channel: channel, logger: logger).map { .http2($0) }
+                case .negotiated("http/1.1"), .fallback:
+                    return self.http1.setup(channel: channel, logger: logger).map { .http1_1($0) }
+                case .negotiated:
+                    // A protocol the server did not offer: the handshake cannot have agreed on it.
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeFailedFuture(NIOHTTP2Errors.invalidALPNToken())
+                }
+            }
+            try pipeline.addHandler(negotiation)
+            return Value(channel: channel, negotiated: negotiation.protocolNegotiationResult)
         }
     }
 
-    func handle(value: HTTP2UpgradeChannel.Value, logger: Logger) async {
-        await self.tls.handle(value: value, logger: logger)
+    func handle(value: Value, logger: Logger) async {
+        // Fails when the connection closes before the handshake ends.
+        guard let negotiated = try? await value.negotiated.get() else { return }
+        switch negotiated {
+        case .http1_1(let http1):
+            await self.http1.handle(value: http1, logger: logger)
+        case .http2(let http2):
+            await self.http2.handle(value: http2, logger: logger)
+        }
     }
 }
 
-/// Closes a connection whose TLS handshake has not ended within the timeout. Once it has ended,
-/// leaves the pipeline, and over HTTP/2 puts an ``HTTP2IdleTimeout`` in it.
+/// Closes a connection whose TLS handshake has not ended within the timeout. Once it has ended
+/// (and the connection is set up for the protocol agreed on), leaves the pipeline, and over HTTP/2
+/// puts an ``HTTP2IdleTimeout`` in it.
 final class TLSHandshakeTimeout: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
@@ -110,7 +148,8 @@ final class TLSHandshakeTimeout: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Hummingbird sets the connection up for the protocol chosen, at once, on this event.
+        // On this event, the negotiation handler next sets the connection up for the protocol
+        // agreed on, at once.
         context.fireUserInboundEventTriggered(event)
         guard case .handshakeCompleted(let negotiated) = event as? TLSUserEvent else { return }
         let pipeline = context.pipeline.syncOperations
@@ -173,20 +212,15 @@ final class HTTP2IdleTimeout: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// In each HTTP/2 stream's pipeline: counts the stream as open in its connection's
-/// ``HTTP2IdleTimeout`` until it closes. (Over HTTP/1.1, where the connection has none, it does
-/// nothing.)
+/// ``HTTP2IdleTimeout`` until it closes.
 final class HTTP2StreamOpen: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private var connection: HTTP2IdleTimeout?
 
     func handlerAdded(context: ChannelHandlerContext) {
-        // A stream's channel is a connection's child, on its event loop; an HTTP/1.1 connection's
-        // parent is the server's channel.
-        guard let connection = context.channel.parent, connection.parent != nil, connection.eventLoop.inEventLoop else {
-            return
-        }
-        self.connection = try? connection.pipeline.syncOperations.handler(type: HTTP2IdleTimeout.self)
+        // A stream's channel is its connection's child, on the connection's event loop.
+        self.connection = try? context.channel.parent?.pipeline.syncOperations.handler(type: HTTP2IdleTimeout.self)
         self.connection?.streamOpened()
     }
 

@@ -14,7 +14,9 @@ public import NIOCore
 /// It keeps the request's channel, so that the hub writes each subscriber's events straight to
 /// it on its event loop, many events a flush, with no task or thread hop per event. Any other
 /// context works too, more slowly. Serve the router with
-/// ``Hub/http1Server(configuration:requestTimeout:)`` for the smallest idle subscribers.
+/// ``Hub/http1Server(configuration:requestTimeout:)``, or over TLS with
+/// ``Hub/http2Server(tlsConfiguration:configuration:requestTimeout:)``, for the smallest idle
+/// subscribers.
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The channel of the request (of its HTTP/2 stream, over HTTP/2).

@@ -148,10 +148,11 @@ struct Serve: AsyncParsableCommand {
         return components.string ?? url
     }
 
-    /// HTTPS with HTTP/2 (and HTTP/1.1 for clients that do not offer it) when a certificate is
-    /// given, else `nil` for plain HTTP/1.1 (`Hub.http1Server`).
-    func server() throws -> (HTTPServerBuilder?, scheme: String) {
-        guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return (nil, "http") }
+    /// The TLS configuration when a certificate is given (HTTPS with HTTP/2, and HTTP/1.1 for
+    /// clients that do not offer it), else `nil` for plain HTTP/1.1; checked, so that a bad one is
+    /// refused before the history is touched.
+    func tls() throws -> TLSConfiguration? {
+        guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return nil }
         let certificates: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
@@ -167,15 +168,16 @@ struct Serve: AsyncParsableCommand {
         }
         let tls = TLSConfiguration.makeServerConfiguration(certificateChain: certificates.map { .certificate($0) }, privateKey: .privateKey(key))
         do {
-            return (try Hub.http2Server(tlsConfiguration: tls, requestTimeout: self.requestTimeLimit), "https")
+            _ = try NIOSSLContext(configuration: tls)
         } catch {
             throw CommandFailure("the TLS certificate and key cannot be used together: \(error)")
         }
+        return tls
     }
 
     func run() async throws {
         let keys = try self.keys()  // refuse a bad configuration before touching the history
-        let server = try self.server()
+        let tls = try self.tls()
         let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore
         let storeDescription: String
@@ -209,7 +211,7 @@ struct Serve: AsyncParsableCommand {
         }
         defer { pool?.cancel() }
         do {
-            try await self.serve(store: store, keys: keys, server: server, storeDescription: storeDescription)
+            try await self.serve(store: store, keys: keys, tls: tls, storeDescription: storeDescription)
         } catch {
             try? await (store as? SQLiteEventStore)?.close()
             throw error
@@ -221,7 +223,7 @@ struct Serve: AsyncParsableCommand {
     private func serve(
         store: any EventStore,
         keys: (publisher: JWTKey, subscriber: JWTKey)?,
-        server: (builder: HTTPServerBuilder?, scheme: String),
+        tls: TLSConfiguration?,
         storeDescription: String
     ) async throws {
         // Prometheus at /metrics: the hub reports through swift-metrics; this process picks the
@@ -289,10 +291,11 @@ struct Serve: AsyncParsableCommand {
         let startStore = storeDescription
         let startBanner = banner
         let dashboard = http.dashboard != nil
-        let scheme = server.scheme
+        let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: router,
-            server: server.builder ?? hub.http1Server(requestTimeout: self.requestTimeLimit),
+            server: try tls.map { try hub.http2Server(tlsConfiguration: $0, requestTimeout: self.requestTimeLimit) }
+                ?? hub.http1Server(requestTimeout: self.requestTimeLimit),
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"

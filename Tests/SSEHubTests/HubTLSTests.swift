@@ -35,12 +35,13 @@ struct HubTLSTests {
         )
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
+        http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
         http.heartbeat = nil
         let router = Router(context: HubRequestContext.self)
         try await hub.addRoutes(to: router, configuration: http)
         let app = Application(
             router: router,
-            server: try Hub.http2Server(tlsConfiguration: tls, requestTimeout: Self.requestTimeout),
+            server: try hub.http2Server(tlsConfiguration: tls, requestTimeout: Self.requestTimeout),
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             logger: Logger(label: "hub")
         )
@@ -105,6 +106,29 @@ struct HubTLSTests {
                 streaming: (streaming, stream),
                 timeout: Self.requestTimeout
             )
+        }
+    }
+
+    @Test func overHTTP1PublishesOnAKeptAliveConnectionAreAnswered() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+        try await self.serve(hub) { port in
+            let (publisher, answers) = try await self.connect(to: port, alpn: ["http/1.1"])
+            for (id, data) in [("a", "first"), ("b", "second")] {
+                let form = "topic=t&id=\(id)&data=\(data)"
+                try await publisher.writeAndFlush(ByteBuffer(string:
+                    "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Content-Type: application/x-www-form-urlencoded\r\n"
+                        + "Content-Length: \(form.utf8.count)\r\n\r\n\(form)"
+                ))
+            }
+            let answered = { answers.text.components(separatedBy: "HTTP/1.1 200 OK\r\n").count - 1 }
+            for _ in 0..<500 where answered() < 2 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(answered() == 2, "\(answers.text)")
+            #expect(answers.text.hasSuffix("\r\n\r\nb"), "the second answer is the second ID: \(answers.text)")
+            let (replay, _) = try await hub.subscribe([TopicSelector("t")], lastEventID: "earliest")
+            #expect(try events(in: try await take(2, from: replay)).map(\.data) == ["first", "second"])
+            try? await publisher.close()
         }
     }
 
