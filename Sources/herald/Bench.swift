@@ -14,6 +14,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import SSECore
 import SSEHub
 
@@ -48,7 +49,8 @@ struct Bench: AsyncParsableCommand {
     @Option(
         help: """
             The hub: its Mercure URL (http://127.0.0.1:8080/.well-known/mercure), or Nchan's base URL. \
-            Repeat it for the nodes of a cluster: subscribers and publishes go to each in turn.
+            https:// speaks HTTP/1.1 over TLS. Repeat it for the nodes of a cluster: subscribers and \
+            publishes go to each in turn.
             """
     )
     var hub: [String]
@@ -92,6 +94,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds to wait after publishing for the last deliveries.")
     var drain: Double = 10
 
+    @Option(help: "A PEM certificate to trust, besides the system's, for an https:// hub (a self-signed one, say).")
+    var caCert: String?
+
     func validate() throws {
         guard self.subscribers >= 1 else { throw ValidationError("--subscribers must be at least 1.") }
         guard self.topics >= 1 else { throw ValidationError("--topics must be at least 1.") }
@@ -104,12 +109,13 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
         }
         guard !self.hub.isEmpty, self.hub.allSatisfy({ URL(string: $0)?.host != nil }) else {
-            throw ValidationError("--hub must be an http:// URL.")
+            throw ValidationError("--hub must be an http:// or https:// URL.")
         }
     }
 
     func run() async throws {
         let targets = try self.hub.map { try Target(hub: $0, wireProtocol: self.wireProtocol) }
+        let tls = try self.tlsConfiguration()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let stats = group.makeIterator().map { _ in LoopStats() }
         let server = ServerProcesses(pids: self.serverPID)
@@ -122,7 +128,7 @@ struct Bench: AsyncParsableCommand {
         let connectStart = ContinuousClock.now
         let channels: [any Channel]
         do {
-            channels = try await self.connectSubscribers(targets: targets, group: group, stats: stats)
+            channels = try await self.connectSubscribers(targets: targets, tls: tls, group: group, stats: stats)
         } catch {
             ticker.cancel()
             await ticker.value
@@ -146,7 +152,7 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(self.duration))
         } else {
             progress.publishing.withLockedValue { $0 = true }
-            publishing = try await self.publish(targets: targets, progress: progress)
+            publishing = try await self.publish(targets: targets, tls: tls, progress: progress)
         }
         let publishSeconds = (ContinuousClock.now - publishStart).seconds
 
@@ -192,9 +198,29 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    /// For https:// hubs: HTTP/1.1 over TLS, trusting the system's certificates and `--ca-cert`.
+    private func tlsConfiguration() throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.applicationProtocols = ["http/1.1"]
+        if let path = self.caCert {
+            do {
+                tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(path))]
+            } catch {
+                throw CommandFailure("cannot read the certificate '\(path)': \(error)")
+            }
+        }
+        return tls
+    }
+
     // MARK: Subscribers
 
-    private func connectSubscribers(targets: [Target], group: MultiThreadedEventLoopGroup, stats: [LoopStats]) async throws -> [any Channel] {
+    private func connectSubscribers(
+        targets: [Target],
+        tls: TLSConfiguration,
+        group: MultiThreadedEventLoopGroup,
+        stats: [LoopStats]
+    ) async throws -> [any Channel] {
+        let context = try targets.contains(where: \.isSecure) ? NIOSSLContext(configuration: tls) : nil
         let sources = self.sourceAddresses ?? max(1, (self.subscribers + 9_999) / 10_000)
         let loops = Array(group.makeIterator())
         let inFlight = 256  // connections being opened at once
@@ -209,6 +235,7 @@ struct Bench: AsyncParsableCommand {
                 tasks.addTask {
                     try await self.openSubscriber(
                         target: target,
+                        tls: target.isSecure ? context : nil,
                         topic: index % self.topics,
                         loop: loops[loopIndex],
                         stats: stats[loopIndex],
@@ -221,7 +248,14 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    private func openSubscriber(target: Target, topic: Int, loop: any EventLoop, stats: LoopStats, source: String?) async throws -> any Channel {
+    private func openSubscriber(
+        target: Target,
+        tls: NIOSSLContext?,
+        topic: Int,
+        loop: any EventLoop,
+        stats: LoopStats,
+        source: String?
+    ) async throws -> any Channel {
         let opened = loop.makePromise(of: Void.self)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.subscribePath(topic: topic))
         head.headers.add(name: "Host", value: target.hostHeader)
@@ -232,6 +266,10 @@ struct Bench: AsyncParsableCommand {
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let hostname = target.hostIsAnAddress ? nil : target.host
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(SubscriberHandler(request: request, stats: stats, opened: opened))
                 }
@@ -246,6 +284,9 @@ struct Bench: AsyncParsableCommand {
         }
         do {
             try await opened.futureResult.get()
+        } catch let error as NIOSSLError {
+            channel.close(promise: nil)
+            throw CommandFailure("no TLS with \(target.host):\(target.port) (a certificate not trusted? --ca-cert adds one): \(error)")
         } catch {
             channel.close(promise: nil)
             throw CommandFailure("a subscription was refused: \(error)")
@@ -262,7 +303,7 @@ struct Bench: AsyncParsableCommand {
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
     }
 
-    private func publish(targets: [Target], progress: Progress) async throws -> PublishResult {
+    private func publish(targets: [Target], tls: TLSConfiguration, progress: Progress) async throws -> PublishResult {
         var signed = self.token ?? ""
         if let key = self.key {
             // Any topic, as a backend's publisher token usually says: one selector per topic
@@ -272,6 +313,8 @@ struct Bench: AsyncParsableCommand {
         let token = signed
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.publishers
+        configuration.tlsConfiguration = tls
+        configuration.httpVersion = .http1Only  // as the subscribers
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let sequence = NIOLockedValueBox(0)
         let startNanoseconds = monotonicNanoseconds()  // (first: a due time is never after its publish)
@@ -335,16 +378,20 @@ private struct Target: Sendable {
     let wireProtocol: Bench.WireProtocol
 
     init(hub: String, wireProtocol: Bench.WireProtocol) throws {
-        guard let url = URL(string: hub), url.scheme == "http", let host = url.host else {
-            throw CommandFailure("--hub must be an http:// URL (the bench speaks plain HTTP/1.1): \(hub)")
+        guard let url = URL(string: hub), url.scheme == "http" || url.scheme == "https", let host = url.host else {
+            throw CommandFailure("--hub must be an http:// or https:// URL (the bench speaks HTTP/1.1): \(hub)")
         }
         self.url = url
         self.host = host
-        self.port = url.port ?? 80
+        self.port = url.port ?? (url.scheme == "https" ? 443 : 80)
         self.wireProtocol = wireProtocol
     }
 
+    /// Whether the hub is spoken to over TLS.
+    var isSecure: Bool { self.url.scheme == "https" }
     var isLoopback: Bool { self.host == "127.0.0.1" || self.host == "localhost" }
+    /// Whether the host is an IP address, which TLS does not send as the server's name.
+    var hostIsAnAddress: Bool { (try? SocketAddress(ipAddress: self.host, port: 0)) != nil }
     var hostHeader: String { "\(self.host):\(self.port)" }
 
     func topicName(_ topic: Int) -> String { "bench\(topic)" }
@@ -363,7 +410,7 @@ private struct Target: Sendable {
 
     /// Publishes one event; `false` when the hub did not answer 2xx.
     func publish(client: HTTPClient, topic: Int, data: String, token: String) async -> Bool {
-        let origin = "http://\(self.hostHeader)"
+        let origin = "\(self.isSecure ? "https" : "http")://\(self.hostHeader)"
         var request: HTTPClientRequest
         switch self.wireProtocol {
         case .mercure:

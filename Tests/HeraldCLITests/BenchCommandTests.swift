@@ -48,6 +48,24 @@ struct BenchCommandTests {
         #expect(lastLine.contains("errors 0") && lastLine.hasSuffix("   \n"), "\(lastLine)")
     }
 
+    @Test func overTLSTheCertificateGivenIsTrusted() async throws {
+        let (hub, url, token) = try self.serve.startHub(arguments: [
+            "--tls-cert", ServeCommandTests.tlsFixture("cert.pem"),
+            "--tls-key", ServeCommandTests.tlsFixture("key.pem"),
+        ])
+        defer { if hub.isRunning { hub.terminate() } }
+        let arguments = ["bench", "--hub", url, "--token", token, "--subscribers", "10", "--rate", "100", "--duration", "1"]
+        let result = try await runHerald(arguments + ["--ca-cert", ServeCommandTests.tlsFixture("cert.pem")])
+        #expect(result.status == 0, "\(result.standardError)")
+        let report = try self.report(result.standardOutput)
+        let published = try #require(report["published"] as? Int)
+        #expect(published >= 50, "100/s for 1 s: \(published)")
+        #expect(report["delivered"] as? Int == published * 10)
+        let untrusted = try await runHerald(arguments + ["--drain", "0.5"])
+        #expect(untrusted.status == 1)
+        #expect(untrusted.standardError.contains("a certificate not trusted? --ca-cert adds one"), "\(untrusted.standardError)")
+    }
+
     @Test func aHubThatRefusesIsReportedWithAnExitStatus() async throws {
         let (hub, url, _) = try self.serve.startHub()
         defer { if hub.isRunning { hub.terminate() } }
