@@ -10,6 +10,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
+import NIOSSL
 
 /// An event encoded once for every subscriber: its bytes, and the same bytes framed as one
 /// HTTP/1.1 chunk (`<size in hex>\r\n<bytes>\r\n`), for the connections written below the HTTP
@@ -17,6 +18,14 @@ import NIOHTTPTypes
 struct EncodedEvent: Sendable {
     let bytes: ByteBuffer
     let chunk: ByteBuffer
+
+    /// The events as one: their bytes one after another, framed as one chunk.
+    init(joining events: [EncodedEvent]) {
+        var bytes = ByteBuffer()
+        bytes.reserveCapacity(events.reduce(0) { $0 + $1.bytes.readableBytes })
+        for event in events { bytes.writeImmutableBuffer(event.bytes) }
+        self.init(bytes)
+    }
 
     init(_ bytes: ByteBuffer) {
         self.bytes = bytes
@@ -134,6 +143,10 @@ final class ChannelSink: @unchecked Sendable {
     private var unflushedBytes = 0
     /// Over HTTP/1, the context events are written through, already framed as chunks.
     private var raw: ChannelHandlerContext?
+    /// Whether the connection is over TLS, which encrypts each buffer written as a record of its
+    /// own (a header, a tag and a call into BoringSSL each): several events are better written as
+    /// one buffer (see `LoopWriter`). Without TLS the socket's `writev` gathers them, uncopied.
+    let isOverTLS: Bool
 
     /// A sink for `channel`; call on its event loop, after the response's head has been written.
     init(channel: any Channel) {
@@ -142,6 +155,10 @@ final class ChannelSink: @unchecked Sendable {
         self.loop = channel.eventLoop
         self.done = channel.eventLoop.makePromise(of: Void.self)
         let pipeline = channel.pipeline.syncOperations
+        // An HTTP/2 stream's TLS is its connection's, on the same loop.
+        let connection = channel.parent.flatMap { $0.eventLoop.inEventLoop ? $0.pipeline.syncOperations : nil }
+        self.isOverTLS = (try? pipeline.handler(type: NIOSSLServerHandler.self)) != nil
+            || (try? connection?.handler(type: NIOSSLServerHandler.self)) != nil
         if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
             (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true
         {
@@ -316,8 +333,14 @@ final class LoopWriter: Sendable {
             while end < writes.endIndex, Self.same(writes[end].1, targets) { end += 1 }
             let onlyRun = start == writes.startIndex && end == writes.endIndex
             let events = writes[start..<end].map(\.0)
+            var joined: [EncodedEvent]?  // the run as one buffer, made once for the sinks over TLS
             for (queue, sink) in targets {
-                let first = sink.write(events)  // its first writes since the last flush
+                var run = events
+                if sink.isOverTLS, events.count > 1 {
+                    run = joined ?? [EncodedEvent(joining: events)]
+                    joined = run
+                }
+                let first = sink.write(run)  // its first writes since the last flush
                 if first, onlyRun {
                     if !sink.flush(maximumBytes: queue.limits.bytes) { queue.cut(reason: .tooManyBytes) }
                 } else if first {

@@ -268,7 +268,8 @@ struct Bench: AsyncParsableCommand {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         let hostname = target.hostIsAnAddress ? nil : target.host
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                        let handler = try NIOSSLClientHandler(context: tls, serverHostname: hostname)
+                        try channel.pipeline.syncOperations.addHandler(handler)
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(SubscriberHandler(request: request, stats: stats, opened: opened))
@@ -286,7 +287,9 @@ struct Bench: AsyncParsableCommand {
             try await opened.futureResult.get()
         } catch let error as NIOSSLError {
             channel.close(promise: nil)
-            throw CommandFailure("no TLS with \(target.host):\(target.port) (a certificate not trusted? --ca-cert adds one): \(error)")
+            throw CommandFailure(
+                "no TLS with \(target.host):\(target.port) (a certificate not trusted? --ca-cert adds one): \(error)"
+            )
         } catch {
             channel.close(promise: nil)
             throw CommandFailure("a subscription was refused: \(error)")

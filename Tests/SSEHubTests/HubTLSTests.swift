@@ -149,13 +149,21 @@ struct HubTLSTests {
                 try await self.waitForClose(idle)
                 #expect(!idle.isActive, "closed once it had no stream for the timeout")
                 try await Task.sleep(for: Self.requestTimeout)  // two timeouts for the stream
-                try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
+                // Several at once, which a drain may write together.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for n in 0..<20 {
+                        group.addTask { try await hub.publish(Update(id: "e\(n)", topics: ["t"], data: "x")) }
+                    }
+                    try await group.waitForAll()
+                }
                 var text = ""
                 for try await chunk in response.body {
                     text += String(buffer: chunk)
-                    if text.contains("\n\n") && text.contains("id: e") { break }
+                    if text.components(separatedBy: "data: x\n\n").count > 20 { break }
                 }
-                #expect(text == ":\nid: e\ndata: x\n\n", "the stream went on past the timeout")
+                let (replay, _) = try await hub.subscribe([TopicSelector("t")], lastEventID: "earliest")
+                let history = try events(in: try await take(20, from: replay)).map { "id: \($0.id!)\ndata: x\n\n" }
+                #expect(text == ":\n" + history.joined(), "every event in history order, past the timeout")
             } catch {
                 try await client.shutdown()
                 throw error

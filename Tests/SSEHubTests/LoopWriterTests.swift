@@ -9,7 +9,9 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
+import Foundation
 import NIOHTTPTypes
+import NIOSSL
 import Testing
 
 @testable import SSEHub
@@ -100,5 +102,52 @@ struct LoopWriterTests {
         sink.stop()
         otherSink.stop()
         loop.run()
+    }
+
+    @Test func aRunOfEventsGoesToASinkOverTLSAsOneBufferAndToAPlainOneAsItIs() throws {
+        let plain = EmbeddedChannel()
+        let loop = plain.embeddedEventLoop
+        // A TLS handler, which the sink finds, and a recorder in front of it, which takes the
+        // writes before they are encrypted.
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tls").path
+        let context = try NIOSSLContext(
+            configuration: .makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(fixtures + "/cert.pem").map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: fixtures + "/key.pem", format: .pem))
+            )
+        )
+        let recorder = BodyRecorder()
+        let tls = EmbeddedChannel(handlers: [NIOSSLServerHandler(context: context), recorder], loop: loop)
+        let (plainQueue, plainSink) = self.subscriber(on: plain)
+        let (tlsQueue, tlsSink) = self.subscriber(on: tls)
+        #expect(!plainSink.isOverTLS && tlsSink.isOverTLS)
+        let both = [(plainQueue, plainSink), (tlsQueue, tlsSink)]
+        let writer = LoopWriter.forLoop(loop)
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+        // The next drain waits (as long as the last took), and the events that come meanwhile go
+        // in it together.
+        for event in ["two", "three", "four"] { writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both) }
+        loop.advanceTime(by: LoopWriter.maximumDelay)
+        #expect(try self.written(plain) == ["one", "two", "three", "four"], "each event's own buffer")
+        #expect(recorder.bodies.withLockedValue { $0 } == ["one", "twothreefour"], "a record for the run")
+        plainSink.stop()
+        tlsSink.stop()
+        loop.run()
+    }
+}
+
+/// Takes the response parts written to its channel, and records the bodies.
+private final class BodyRecorder: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = HTTPResponsePart
+    let bodies = NIOLockedValueBox<[String]>([])
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .body(let bytes) = Self.unwrapOutboundIn(data) {
+            self.bodies.withLockedValue { $0.append(String(buffer: bytes)) }
+        }
+        promise?.succeed()
     }
 }
