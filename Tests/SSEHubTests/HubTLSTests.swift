@@ -27,12 +27,7 @@ struct HubTLSTests {
 
     /// Serves `hub`'s routes over TLS, with the test certificate; `body` gets the server's port.
     func serve(_ hub: Hub, _ body: @escaping @Sendable (_ port: Int) async throws -> Void) async throws {
-        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/tls").path
-        let tls = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(fixtures + "/cert.pem").map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: fixtures + "/key.pem", format: .pem))
-        )
+        let tls = try Self.serverTLS()
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
@@ -48,6 +43,16 @@ struct HubTLSTests {
         try await app.test(.live) { client in
             try await body(client.port!)
         }
+    }
+
+    /// A server's TLS configuration, with the test certificate (`Tests/Fixtures/tls`).
+    static func serverTLS() throws -> TLSConfiguration {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tls").path
+        return TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(fixtures + "/cert.pem").map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: fixtures + "/key.pem", format: .pem))
+        )
     }
 
     /// A connection to `port`, over TLS when `alpn` is given (offering those protocols), and what

@@ -9,7 +9,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
-import Foundation
 import NIOHTTPTypes
 import NIOSSL
 import Testing
@@ -109,14 +108,7 @@ struct LoopWriterTests {
         let loop = plain.embeddedEventLoop
         // A TLS handler, which the sink finds, and a recorder in front of it, which takes the
         // writes before they are encrypted.
-        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/tls").path
-        let context = try NIOSSLContext(
-            configuration: .makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(fixtures + "/cert.pem").map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: fixtures + "/key.pem", format: .pem))
-            )
-        )
+        let context = try NIOSSLContext(configuration: HubTLSTests.serverTLS())
         let recorder = BodyRecorder()
         let tls = EmbeddedChannel(handlers: [NIOSSLServerHandler(context: context), recorder], loop: loop)
         let (plainQueue, plainSink) = self.subscriber(on: plain)
