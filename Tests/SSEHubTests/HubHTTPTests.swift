@@ -15,6 +15,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import SSEClient
 import Testing
 
@@ -247,7 +248,7 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.tcpNoDelay = tcpNoDelay
         try await self.serve(hub, http) { port in
-            let (channel, received) = try await self.connectRaw(to: port)
+            let (channel, received) = try await connectRaw(to: port)
             try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             // An event that arrives went through the hub's direct writes, set up after the option.
@@ -270,7 +271,7 @@ struct HubHTTPTests {
         var http = Hub.HTTPConfiguration()
         http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
         try await self.serve(hub, http) { port in
-            let (channel, received) = try await self.connectRaw(to: port)
+            let (channel, received) = try await connectRaw(to: port)
             let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
             try await channel.writeAndFlush(ByteBuffer(string:
                 "POST /.well-known/mercure HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
@@ -291,8 +292,8 @@ struct HubHTTPTests {
         let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
         // Long enough for the request's first part to come before it, on a loaded machine too.
         try await self.serve(hub, http, requestTimeout: .seconds(1)) { port in
-            let (idle, _) = try await self.connectRaw(to: port)
-            let (slow, received) = try await self.connectRaw(to: port)
+            let (idle, _) = try await connectRaw(to: port)
+            let (slow, received) = try await connectRaw(to: port)
             try await slow.writeAndFlush(ByteBuffer(string:
                 "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
                     + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 20\r\n\r\ntopic=t"
@@ -316,10 +317,10 @@ struct HubHTTPTests {
         // A timeout long enough for each request to come in time, on a loaded machine too.
         try await self.serve(hub, http, requestTimeout: .seconds(1)) { port in
             // A request that is not the hub's: the door hands the connection on to the routes.
-            let (idle, answer) = try await self.connectRaw(to: port)
+            let (idle, answer) = try await connectRaw(to: port)
             try await idle.writeAndFlush(ByteBuffer(string: "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n"))
             // The same, then a subscription, which the route answers.
-            let (streaming, stream) = try await self.connectRaw(to: port)
+            let (streaming, stream) = try await connectRaw(to: port)
             try await streaming.writeAndFlush(ByteBuffer(string:
                 "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\nGET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
             ))
@@ -338,7 +339,7 @@ struct HubHTTPTests {
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
         try await self.serve(hub, http) { port in
-            let (channel, received) = try await self.connectRaw(to: port)
+            let (channel, received) = try await connectRaw(to: port)
             try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.0\r\nHost: x\r\n\r\n"))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             try await hub.publish(Update(id: "e", topics: ["t"], data: "x"))
@@ -363,7 +364,7 @@ struct HubHTTPTests {
             // drain holds runs of events for different routes.
             var subscribers: [(topics: Set<String>, received: ReceivedText, channel: any Channel)] = []
             for query in ["topic=a", "topic=b", "topic=a&topic=b"] {
-                let (channel, received) = try await self.connectRaw(to: port)
+                let (channel, received) = try await connectRaw(to: port)
                 try await channel.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?\(query) HTTP/1.1\r\nHost: x\r\n\r\n"))
                 subscribers.append((Set(query.split(separator: "&").map { String($0.dropFirst("topic=".count)) }), received, channel))
             }
@@ -392,15 +393,6 @@ struct HubHTTPTests {
                 try await subscriber.channel.close()
             }
         }
-    }
-
-    /// A plain TCP connection to the server on `port`, and what it receives, as text.
-    private func connectRaw(to port: Int) async throws -> (any Channel, ReceivedText) {
-        let received = ReceivedText()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { $0.pipeline.addHandler(received) }
-            .connect(host: "127.0.0.1", port: port).get()
-        return (channel, received)
     }
 
     /// The `TCP_NODELAY` option of this process's socket on `port` connected to `peerPort`.
@@ -559,6 +551,28 @@ func expectIdleClosedButNotTheStream(
     #expect(text.contains("\r\nid: e\ndata: x\n\n\r\n"), "the event, as a chunk: \(text)")
     try? await idle.channel.close()
     try? await streaming.channel.close()
+}
+
+/// A TCP connection to the server on `port`, over TLS when `alpn` is given (offering those
+/// protocols, and trusting any certificate), and what it receives, as text.
+func connectRaw(to port: Int, alpn: [String]? = nil) async throws -> (any Channel, ReceivedText) {
+    let received = ReceivedText()
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.certificateVerification = .none  // the test certificate is self-signed
+    tls.applicationProtocols = alpn ?? []
+    let context = try NIOSSLContext(configuration: tls)
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                if alpn != nil {
+                    let tls = try NIOSSLClientHandler(context: context, serverHostname: nil)
+                    try channel.pipeline.syncOperations.addHandler(tls)
+                }
+                try channel.pipeline.syncOperations.addHandler(received)
+            }
+        }
+        .connect(host: "127.0.0.1", port: port).get()
+    return (channel, received)
 }
 
 /// Collects what a raw client connection receives, as text.

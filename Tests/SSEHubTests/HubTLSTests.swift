@@ -13,7 +13,6 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOPosix
 import NIOSSL
 import Testing
 
@@ -55,28 +54,6 @@ struct HubTLSTests {
         )
     }
 
-    /// A connection to `port`, over TLS when `alpn` is given (offering those protocols), and what
-    /// it receives, as text.
-    func connect(to port: Int, alpn: [String]? = nil) async throws -> (any Channel, ReceivedText) {
-        let received = ReceivedText()
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.certificateVerification = .none  // the fixture is self-signed
-        tls.applicationProtocols = alpn ?? []
-        let context = try NIOSSLContext(configuration: tls)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if alpn != nil {
-                        let tls = try NIOSSLClientHandler(context: context, serverHostname: nil)
-                        try channel.pipeline.syncOperations.addHandler(tls)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(received)
-                }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        return (channel, received)
-    }
-
     /// Waits, for at most 5 s, until `channel` is closed.
     func waitForClose(_ channel: any Channel) async throws {
         for _ in 0..<500 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
@@ -84,8 +61,8 @@ struct HubTLSTests {
 
     @Test func aConnectionThatDoesNotFinishItsHandshakeInTimeIsClosed() async throws {
         try await self.serve(try await Hub(store: InMemoryEventStore())) { port in
-            let (silent, _) = try await self.connect(to: port)
-            let (halfway, _) = try await self.connect(to: port)
+            let (silent, _) = try await connectRaw(to: port)
+            let (halfway, _) = try await connectRaw(to: port)
             try await halfway.writeAndFlush(ByteBuffer(bytes: [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))  // a record begun
             try await self.waitForClose(silent)
             try await self.waitForClose(halfway)
@@ -99,9 +76,9 @@ struct HubTLSTests {
     @Test func overHTTP1AnIdleConnectionIsClosedButNotAStream() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         try await self.serve(hub) { port in
-            let (idle, answer) = try await self.connect(to: port, alpn: ["http/1.1"])
+            let (idle, answer) = try await connectRaw(to: port, alpn: ["http/1.1"])
             try await idle.writeAndFlush(ByteBuffer(string: "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n"))
-            let (streaming, stream) = try await self.connect(to: port, alpn: ["http/1.1"])
+            let (streaming, stream) = try await connectRaw(to: port, alpn: ["http/1.1"])
             try await streaming.writeAndFlush(
                 ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
             )
@@ -118,7 +95,7 @@ struct HubTLSTests {
         let hub = try await Hub(store: InMemoryEventStore())
         let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
         try await self.serve(hub) { port in
-            let (publisher, answers) = try await self.connect(to: port, alpn: ["http/1.1"])
+            let (publisher, answers) = try await connectRaw(to: port, alpn: ["http/1.1"])
             for (id, data) in [("a", "first"), ("b", "second")] {
                 let form = "topic=t&id=\(id)&data=\(data)"
                 try await publisher.writeAndFlush(ByteBuffer(string:
@@ -140,7 +117,7 @@ struct HubTLSTests {
     @Test func overHTTP2AConnectionWithNoStreamIsClosedButNotOneThatStreams() async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         try await self.serve(hub) { port in
-            let (idle, _) = try await self.connect(to: port, alpn: ["h2"])
+            let (idle, _) = try await connectRaw(to: port, alpn: ["h2"])
             var configuration = HTTPClient.Configuration()
             configuration.tlsConfiguration = .makeClientConfiguration()
             configuration.tlsConfiguration?.certificateVerification = .none
