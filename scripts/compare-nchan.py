@@ -34,11 +34,14 @@ NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 # publishes later than asked (the publishers wait for its answers) shows it.
 SCENARIOS = {
     "idle-1k": (["--idle", "--subscribers", "1000", "--duration", "2"],
-                [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True)]),
+                [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True),
+                 ("serverCPUMicrosecondsPerConnection", False)]),
     "idle-5k": (["--idle", "--subscribers", "5000", "--duration", "2"],
-                [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True)]),
+                [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True),
+                 ("serverCPUMicrosecondsPerConnection", False)]),
     "idle-10k": (["--idle", "--subscribers", "10000", "--duration", "2"],
-                 [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True)]),
+                 [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True),
+                  ("serverCPUMicrosecondsPerConnection", False)]),
     "fanout-1k": (["--subscribers", "1000", "--duration", "20", "--publishers", "4"],
                   [("deliveriesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                    ("latency.p50", False), ("latency.p99", False), ("latency.max", False)]),

@@ -543,12 +543,13 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Whether reads wait: while a subscription is checked, and while a publish is stored once the
-    /// next request has begun to come. Reading on until then spares a publisher's connection two
-    /// changes of what the event loop waits for, per publish.
+    /// Whether reads wait: while a subscription is checked or a publish stored, once more than the
+    /// request has come (the next requests of a pipelining client). Reading on until then spares
+    /// each subscriber's connection, and a publisher's per publish, two changes of what the event
+    /// loop waits for.
     private var holdsReads: Bool {
         switch self.state {
-        case .opening: true
+        case .opening(let parts): parts.count > 2  // a subscribe request is a head and an end
         case .publishing(_, let next): !next.isEmpty
         case .waiting, .streaming, .reading, .handedOn, .closed: false
         }

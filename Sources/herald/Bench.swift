@@ -37,8 +37,8 @@ struct Bench: AsyncParsableCommand {
             goes to standard error, a JSON summary to standard output; the exit status is 1 when \
             an event is missing or a request failed. Works with any Mercure hub, and with Nchan \
             (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). \
-            --server-pid (repeatable) adds the server's memory per connection and CPU time, read \
-            from /proc.
+            --server-pid (repeatable) adds the server's memory and CPU time per connection opened, \
+            and its CPU time while publishing, read from /proc.
             """
     )
 
@@ -121,6 +121,7 @@ struct Bench: AsyncParsableCommand {
         let server = ServerProcesses(pids: self.serverPID)
         var report = Report(protocol: self.wireProtocol.rawValue, subscribers: self.subscribers, topics: self.topics)
         report.serverRSSKilobytesBefore = server.rssKilobytes()
+        let cpuBeforeConnecting = server.cpuSeconds()
 
         // 1. Connect every subscriber.
         let progress = Progress(stats: stats, subscribers: self.subscribers)
@@ -142,6 +143,9 @@ struct Bench: AsyncParsableCommand {
         report.serverRSSKilobytesConnected = server.rssKilobytes()
         if let before = report.serverRSSKilobytesBefore, let connected = report.serverRSSKilobytesConnected {
             report.serverKilobytesPerConnection = Double(connected - before) / Double(max(1, channels.count))
+        }
+        if let before = cpuBeforeConnecting, let connected = server.cpuSeconds() {
+            report.serverCPUMicrosecondsPerConnection = (connected - before) * 1e6 / Double(max(1, channels.count))
         }
 
         // 2. Publish (or hold the connections).
@@ -656,6 +660,8 @@ private struct Report: Encodable {
     var serverRSSKilobytesBefore: Int?
     var serverRSSKilobytesConnected: Int?
     var serverKilobytesPerConnection: Double?
+    /// The server's CPU time from before the first connection to a second after the last.
+    var serverCPUMicrosecondsPerConnection: Double?
     var published = 0
     var publishErrors = 0
     var publishesPerSecond = 0.0

@@ -263,30 +263,39 @@ struct HubDoorTests {
         }
     }
 
-    @Test func aPublishersConnectionReadsOnWhileItsPublishIsStoredUntilTheNextRequestComes() async throws {
+    /// A subscription being opened or a publish being stored: the connection reads on until the
+    /// next request begins to come.
+    @Test(arguments: [false, true])
+    func aConnectionReadsOnWhileItsRequestIsCheckedUntilTheNextRequestComes(subscribes: Bool) async throws {
         try await self.withDoor { hub, server in
             let (channel, _) = try await self.openConnection(server, reading: "")
             let reads = ReadCounter()
             try await channel.pipeline.addHandler(reads, position: .first).get()
-            let request = try await self.publishRequest("topic=t&id=one&data=1")
+            let request =
+                subscribes
+                ? "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n" : try await self.publishRequest("topic=t&id=one&data=1")
             let next = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n"
-            // All on the loop at once: the publish's task, which answers through the loop, cannot have answered.
-            // The count with the read held is taken there too: the publish may be answered as soon as the block ends.
-            let (whileStoring, onceNextCame, held) = try await channel.testingEventLoop.executeInContext {
+            // All on the loop at once: the request's task, which answers through the loop, cannot have answered.
+            // The count with the read held is taken there too: the request may be answered as soon as the block ends.
+            let (whileChecking, onceNextCame, held) = try await channel.testingEventLoop.executeInContext {
                 channel.pipeline.fireChannelRead(ByteBuffer(string: request))
                 let before = reads.count.withLockedValue { $0 }
                 channel.pipeline.read()
-                let whileStoring = reads.count.withLockedValue { $0 } - before
+                let whileChecking = reads.count.withLockedValue { $0 } - before
                 channel.pipeline.fireChannelRead(ByteBuffer(string: next))
                 channel.pipeline.read()
                 let held = reads.count.withLockedValue { $0 }
-                return (whileStoring, held - before - whileStoring, held)
+                return (whileChecking, held - before - whileChecking, held)
             }
-            #expect(whileStoring == 1, "a read goes on while the publish is stored")
+            #expect(whileChecking == 1, "a read goes on while the request is checked")
             #expect(onceNextCame == 0, "and waits once the next request came")
-            _ = try await self.written(by: channel, until: "\r\n\r\none")
-            #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once the publish is answered")
-            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+            _ = try await self.written(by: channel, until: subscribes ? "\r\n\r\n2\r\n:\n\r\n" : "\r\n\r\none")
+            #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once the request is answered")
+            if subscribes {
+                #expect(hub.subscriberCount == 1)
+            } else {
+                #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+            }
             try await channel.close()
         }
     }
