@@ -406,6 +406,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.state = .streaming(events)
         self.handedOn.succeed(nil)
+        // The connection waits for no more requests: its timer goes now rather than at the close.
+        self.requestTimer?.cancel()
+        self.requestTimer = nil
         var headers = fields
         headers[.date] = self.currentDate()
         if let origin = head.headerFields[.origin], configuration.corsOrigins.contains(origin) {
