@@ -68,6 +68,12 @@ struct HubHTTP1Channel: ServerChildChannel {
     /// See ``Hub/http1Server(configuration:requestTimeout:)``.
     let requestTimeout: Duration?
 
+    /// The size of a connection's reads. A connection keeps a buffer of its largest read for as
+    /// long as it is open, and an idle subscriber's was its request: NIO's default reads start at
+    /// 2 KB, a subscribe request is a few hundred bytes (1.5 KB less per idle subscriber). A larger
+    /// request takes more reads, each twice the last.
+    static let reads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536)
+
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             // As Hummingbird's HTTP/1 channel sets it up, up to its own handlers, which the door adds
@@ -76,6 +82,7 @@ struct HubHTTP1Channel: ServerChildChannel {
             limits.maxHeaderFieldSize = self.http1.configuration.httpDecoder.maxHeaderFieldSize
             limits.maxHeaderListSize = self.http1.configuration.httpDecoder.maxHeaderListSize
             limits.maxHeaderFieldCount = self.http1.configuration.httpDecoder.maxHeaderFieldCount
+            try channel.syncOptions?.setOption(.recvAllocator, value: Self.reads)
             let pipeline = channel.pipeline.syncOperations
             try pipeline.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,

@@ -264,6 +264,30 @@ struct HubHTTPTests {
         }
     }
 
+    /// The door's first read of a connection is small (see `HubHTTP1Channel.reads`): larger
+    /// requests come in several reads.
+    @Test func requestsLargerThanTheFirstReadAreReadWhole() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        try await self.serve(hub, http) { port in
+            let (channel, received) = try await connectRaw(to: port)
+            let cookie = String(repeating: "c", count: 6_000)
+            try await channel.writeAndFlush(ByteBuffer(string:
+                "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nCookie: a=\(cookie)\r\n\r\n"
+            ))
+            for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let data = String(repeating: "d", count: 5_000)
+            let (status, _) = try await self.publish("http://127.0.0.1:\(port)/.well-known/mercure", "topic=t&id=big&data=\(data)")
+            #expect(status == .ok)
+            for _ in 0..<500 where !received.text.contains("\n\n\r\n") { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(received.text.prefix(100))")
+            #expect(received.text.contains("id: big\ndata: \(data)\n\n\r\n"))
+            try await channel.close()
+        }
+    }
+
     /// (Behind Hummingbird's own `.http1()` the connection stays open: Hummingbird closes on
     /// `Connection: close` alone.)
     @Test func anHTTP10PublishIsAnsweredThenItsConnectionCloses() async throws {
