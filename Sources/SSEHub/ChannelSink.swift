@@ -141,8 +141,11 @@ final class ChannelSink: @unchecked Sendable {
     private var unwritableSince: NIODeadline?
     private var bytesWhileUnwritable = 0
     private var unflushedBytes = 0
-    /// Over HTTP/1, the context events are written through, already framed as chunks.
+    /// Over HTTP/1, the context events are written through, already framed: as chunks unless
+    /// `chunked` is false (HTTP/1.0); and whether the sink added it, and takes it out at the end.
     private var raw: ChannelHandlerContext?
+    private var chunked = true
+    private var addedRaw = false
     /// Whether the connection is over TLS, which encrypts each buffer written as a record of its
     /// own (a header, a tag and a call into BoringSSL each): several events are better written as
     /// one buffer (see `LoopWriter`). Without TLS the socket's `writev` gathers them, uncopied.
@@ -159,7 +162,11 @@ final class ChannelSink: @unchecked Sendable {
         let connection = channel.parent.flatMap { $0.eventLoop.inEventLoop ? $0.pipeline.syncOperations : nil }
         self.isOverTLS = (try? pipeline.handler(type: NIOSSLServerHandler.self)) != nil
             || (try? connection?.handler(type: NIOSSLServerHandler.self)) != nil
-        if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
+        if let stream = try? pipeline.handler(type: EventStreamConnection.self) {
+            // The door's connection, whose HTTP handlers are gone.
+            self.raw = try? pipeline.context(handler: stream)
+            self.chunked = stream.chunked
+        } else if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
             (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true
         {
             // HTTP/1.1 (Hummingbird answers HTTP/1.1, and so does the hub's server but to HTTP/1.0,
@@ -167,6 +174,7 @@ final class ChannelSink: @unchecked Sendable {
             let writer = RawBodyWriter()
             if (try? pipeline.addHandler(writer, position: .before(encoder.handler))) != nil {
                 self.raw = try? pipeline.context(handler: writer)
+                self.addedRaw = true
             }
         }
     }
@@ -179,7 +187,7 @@ final class ChannelSink: @unchecked Sendable {
         // By index: each event's buffers are read in place, not copied (and retained) first.
         for index in events.indices {
             if let raw = self.raw {
-                raw.write(NIOAny(events[index].chunk), promise: nil)
+                raw.write(NIOAny(self.chunked ? events[index].chunk : events[index].bytes), promise: nil)
             } else {
                 self.channel.write(HTTPResponsePart.body(events[index].bytes), promise: nil)
             }
@@ -231,10 +239,10 @@ final class ChannelSink: @unchecked Sendable {
         LoopWriter.forLoop(self.loop).afterWrites {
             guard !self.finished else { return }
             self.finished = true
-            if let raw = self.raw {
-                self.raw = nil
+            if let raw = self.raw, self.addedRaw {
                 raw.pipeline.syncOperations.removeHandler(context: raw, promise: nil)
             }
+            self.raw = nil
             self.done.succeed()
         }
     }

@@ -413,7 +413,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.state = .streaming(events)
         self.handedOn.succeed(nil)
-        // The connection waits for no more requests: its timer goes now rather than at the close.
         self.requestTimer?.cancel()
         self.requestTimer = nil
         var headers = fields
@@ -425,12 +424,31 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(Self.wrapOutboundOut(.body(ByteBuffer(bytes: ServerSentEvent.encodedComment()))), promise: nil)
         for buffer in events.replay { context.write(Self.wrapOutboundOut(.body(buffer)), promise: nil) }
         context.flush()
-        self.hub.writeDirectly(events, to: context.channel, configuration: configuration) {
-            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+        // The connection waits for no more requests: the HTTP handlers and the door leave it.
+        let channel = context.channel
+        let pipeline = context.pipeline.syncOperations
+        let stream = EventStreamConnection(events: events, chunked: (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true)
+        let held = self.readHeld
+        do {
+            try pipeline.addHandler(stream)
+            // The decoder last: what it still decodes goes to the stream, which drops it.
+            for handler in [
+                try pipeline.handler(type: HubHTTP1Codec.self), self, try pipeline.handler(type: HTTPResponseEncoder.self),
+                try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+            ] as [any RemovableChannelHandler] {
+                pipeline.removeHandler(handler, promise: nil)
+            }
+        } catch {
+            channel.close(promise: nil)  // (never: the door set the pipeline up)
+            return
+        }
+        self.hub.writeDirectly(events, to: channel, configuration: configuration) {
+            guard stream.chunked else { return channel.close(promise: nil) }  // HTTP/1.0: the close ends the body
+            channel.writeAndFlush(ByteBuffer(staticString: "0\r\n\r\n")).assumeIsolated().whenComplete { _ in
+                channel.close(promise: nil)
             }
         }
-        self.resumeReading(context)
+        if held { channel.read() }
     }
 
     /// Checks and stores the update of a publish request read whole, `parts`, in a task of its own.
@@ -612,6 +630,45 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.state = .closed
         self.requestTimer?.cancel()
         context.fireChannelInactive()
+    }
+}
+
+/// What is left of a connection once the door has answered a subscription: the stream is the whole
+/// response, so the HTTP handlers and the door leave the pipeline (an idle subscriber then costs
+/// about 2 KB less) and this takes their place. The hub writes the events through its context,
+/// already framed (see ``ChannelSink``). Whatever the client still sends is dropped; when the
+/// server stops, the stream ends (then the connection closes); when the client closes its side,
+/// so does the connection.
+final class EventStreamConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    let events: Subscription
+    /// Whether the body goes in chunks (HTTP/1.1), or as it is until the connection closes
+    /// (HTTP/1.0).
+    let chunked: Bool
+
+    init(events: Subscription, chunked: Bool) {
+        self.events = events
+        self.chunked = chunked
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // An event stream's client has nothing more to say (and what the decoder still had, on
+        // its way out, is not bytes: it is not unwrapped).
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            self.events.finish()  // the stream ends, then the connection closes
+        } else if event as? ChannelEvent == .inputClosed {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
     }
 }
 

@@ -109,6 +109,20 @@ struct HubDoorTests {
             try await hub.publish(Update(id: "live", topics: ["t"], data: "x"))
             let live = try await self.written(by: channel, until: "id: live\ndata: x\n\n")
             #expect(live.hasSuffix("\r\n"), "a whole chunk")
+            // The HTTP handlers and the door have left the connection, which waits for no more requests.
+            let pipeline = channel.pipeline
+            let left = try await channel.testingEventLoop.executeInContext {
+                [
+                    (try? pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) == nil,
+                    (try? pipeline.syncOperations.handler(type: HTTPResponseEncoder.self)) == nil,
+                    (try? pipeline.syncOperations.handler(type: HubDoor.self)) == nil,
+                ]
+            }
+            #expect(left == [true, true, true])
+            // What the client sends now is dropped; the stream goes on.
+            try await channel.writeInbound(ByteBuffer(string: "not HTTP\r\n\r\n"))
+            try await hub.publish(Update(id: "after", topics: ["t"], data: "y"))
+            #expect(try await self.written(by: channel, until: "id: after\ndata: y\n\n").hasSuffix("\r\n"))
 
             // The client goes away: so does the subscription.
             try await channel.close()
