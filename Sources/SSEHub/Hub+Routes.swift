@@ -211,13 +211,14 @@ extension Hub {
             end()
             return
         }
-        let (period, heartbeat, writeTimeout) = Self.timers(configuration)
+        let (period, heartbeat, writeTimeout) = self.timers(configuration)
         events.queue.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeTimeout, on: channel.eventLoop)
+        let writeTimeLimit = configuration.writeTimeout  // (not the whole configuration, kept by every subscriber)
         sink.done.futureResult.assumeIsolated().whenComplete { _ in
             if let reason = events.queue.cutReason {
                 // The client is not reading: close the connection rather than end the response.
                 self.subscribersCut.increment()
-                self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(configuration.writeTimeout)" : "too much waiting for a client that does not read")")
+                self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(writeTimeLimit)" : "too much waiting for a client that does not read")")
                 channel.close(promise: nil)
             } else {
                 end()
@@ -229,9 +230,17 @@ extension Hub {
     }
 
     /// The period of a subscription's timer, its heartbeat (`nil`: none) and its write timeout.
-    private static func timers(_ configuration: HTTPConfiguration) -> (TimeAmount, (EncodedEvent, TimeAmount)?, TimeAmount) {
+    private func timers(_ configuration: HTTPConfiguration) -> (TimeAmount, (EncodedEvent, TimeAmount)?, TimeAmount) {
         let writeTimeout = TimeAmount(configuration.writeTimeout)
-        let heartbeat = configuration.heartbeat.map { (EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment($0.comment))), TimeAmount($0.interval)) }
+        let heartbeat = configuration.heartbeat.map { keepAlive in
+            let event = self.heartbeat.withLockedValue { last in
+                if let last, last.comment == keepAlive.comment { return last.event }
+                let event = EncodedEvent(ByteBuffer(bytes: ServerSentEvent.encodedComment(keepAlive.comment)))
+                last = (keepAlive.comment, event)
+                return event
+            }
+            return (event, TimeAmount(keepAlive.interval))
+        }
         let period = TimeAmount.nanoseconds(min(heartbeat?.1 ?? writeTimeout, writeTimeout).nanoseconds / 2)
         return (period, heartbeat, writeTimeout)
     }
@@ -247,7 +256,7 @@ extension Hub {
         write: ([ByteBuffer]) async throws -> Void
     ) async throws {
         try await write([ByteBuffer(bytes: ServerSentEvent.encodedComment())] + events.replay)
-        let (period, heartbeat, writeTimeout) = Self.timers(configuration)
+        let (period, heartbeat, writeTimeout) = self.timers(configuration)
 
         if let channel, channel.eventLoop.inEventLoop {
             // Running on the channel's loop, `write` has already put its bytes in the channel, so

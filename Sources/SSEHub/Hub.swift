@@ -149,6 +149,8 @@ public final class Hub: Sendable {
     /// server's door (``http1Server(configuration:requestTimeout:)``) opens subscriptions and
     /// takes publishes the same way.
     let mercureRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
+    /// The last heartbeat comment the subscribers were given, encoded once for all of them.
+    let heartbeat = NIOLockedValueBox<(comment: String, event: EncodedEvent)?>(nil)
     private let allocator = ByteBufferAllocator()
     // Through swift-metrics: the application picks the backend (herald serve: Prometheus).
     private let publishes = Counter(label: "herald_publishes_total")
