@@ -218,7 +218,11 @@ extension Hub {
             if let reason = events.queue.cutReason {
                 // The client is not reading: close the connection rather than end the response.
                 self.subscribersCut.increment()
-                self.logger.notice("subscriber cut: \(reason == .writeTimeout ? "the client did not read for \(writeTimeLimit)" : "too much waiting for a client that does not read")")
+                let why =
+                    reason == .writeTimeout
+                    ? "the client did not read for \(writeTimeLimit)"
+                    : "too much waiting for a client that does not read"
+                self.logger.notice("subscriber cut: \(why)")
                 channel.close(promise: nil)
             } else {
                 end()

@@ -205,8 +205,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         case waiting
         /// A subscribe request being checked, and the parts read since its head.
         case opening([HTTPRequestPart])
-        /// The subscription's stream is the response.
-        case streaming(Subscription)
+        /// The subscription's stream is the response (the door leaves the pipeline).
+        case streaming
         /// A publish request being read: its parts so far, and who checks it.
         case reading([HTTPRequestPart], Authorizer)
         /// A publish being checked and stored: its parts, and those read since (the next
@@ -411,7 +411,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             self.handOn(context, parts: parts)
             return
         }
-        self.state = .streaming(events)
+        self.state = .streaming
         self.handedOn.succeed(nil)
         self.requestTimer?.cancel()
         self.requestTimer = nil
@@ -427,13 +427,15 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         // The connection waits for no more requests: the HTTP handlers and the door leave it.
         let channel = context.channel
         let pipeline = context.pipeline.syncOperations
-        let stream = EventStreamConnection(events: events, chunked: (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true)
         let held = self.readHeld
+        let stream: EventStreamConnection
         do {
+            let codec = try pipeline.handler(type: HubHTTP1Codec.self)
+            stream = EventStreamConnection(events: events, chunked: !codec.answersHTTP10)
             try pipeline.addHandler(stream)
             // The decoder last: what it still decodes goes to the stream, which drops it.
             for handler in [
-                try pipeline.handler(type: HubHTTP1Codec.self), self, try pipeline.handler(type: HTTPResponseEncoder.self),
+                codec, self, try pipeline.handler(type: HTTPResponseEncoder.self),
                 try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
             ] as [any RemovableChannelHandler] {
                 pipeline.removeHandler(handler, promise: nil)
@@ -591,9 +593,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, case .streaming(let events) = self.state {
-            events.finish()  // the server is stopping: the stream ends, then the connection closes
-        } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, self.isPublishing {
+        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, self.isPublishing {
             self.closesAfterPublish = true  // answer the publish under way first
         } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
             // Stopping, or the client closed its side: nothing more comes of a connection the
@@ -635,7 +635,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// What is left of a connection once the door has answered a subscription: the stream is the whole
 /// response, so the HTTP handlers and the door leave the pipeline (an idle subscriber then costs
-/// about 2 KB less) and this takes their place. The hub writes the events through its context,
+/// about 3 KB less) and this takes their place. The hub writes the events through its context,
 /// already framed (see ``ChannelSink``). Whatever the client still sends is dropped; when the
 /// server stops, the stream ends (then the connection closes); when the client closes its side,
 /// so does the connection.

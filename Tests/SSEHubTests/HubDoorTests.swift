@@ -285,9 +285,8 @@ struct HubDoorTests {
             let (channel, _) = try await self.openConnection(server, reading: "")
             let reads = ReadCounter()
             try await channel.pipeline.addHandler(reads, position: .first).get()
-            let request =
-                subscribes
-                ? "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n" : try await self.publishRequest("topic=t&id=one&data=1")
+            let subscribe = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
+            let request = subscribes ? subscribe : try await self.publishRequest("topic=t&id=one&data=1")
             let next = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n"
             // All on the loop at once: the request's task, which answers through the loop, cannot have answered.
             // The count with the read held is taken there too: the request may be answered as soon as the block ends.
@@ -304,7 +303,7 @@ struct HubDoorTests {
             #expect(whileChecking == 1, "a read goes on while the request is checked")
             #expect(onceNextCame == 0, "and waits once the next request came")
             _ = try await self.written(by: channel, until: subscribes ? "\r\n\r\n2\r\n:\n\r\n" : "\r\n\r\none")
-            #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once the request is answered")
+            #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once it is answered")
             if subscribes {
                 #expect(hub.subscriberCount == 1)
             } else {

@@ -279,7 +279,8 @@ struct HubHTTPTests {
             ))
             for _ in 0..<500 where hub.subscriberCount == 0 { try await Task.sleep(for: .milliseconds(10)) }
             let data = String(repeating: "d", count: 5_000)
-            let (status, _) = try await self.publish("http://127.0.0.1:\(port)/.well-known/mercure", "topic=t&id=big&data=\(data)")
+            let hubURL = "http://127.0.0.1:\(port)/.well-known/mercure"
+            let (status, _) = try await self.publish(hubURL, "topic=t&id=big&data=\(data)")
             #expect(status == .ok)
             for _ in 0..<500 where !received.text.contains("\n\n\r\n") { try await Task.sleep(for: .milliseconds(10)) }
             #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(received.text.prefix(100))")
