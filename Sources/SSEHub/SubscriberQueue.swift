@@ -15,8 +15,8 @@ import NIOCore
 /// reconnects and catches up from the history, so the hub and the others never wait for it).
 /// The writer takes everything queued at once and writes it with one flush. Once the connection's
 /// channel is attached (``attach(_:)``), events bypass the queue and go straight to the channel
-/// on its event loop. One timer per subscriber, on an event loop, sends a heartbeat when the
-/// stream has been idle and cuts a subscriber whose client has not taken its bytes within the
+/// on its event loop. A timer, shared by the subscribers of an event loop, sends a heartbeat when
+/// the stream has been idle and cuts a subscriber whose client has not taken its bytes within the
 /// write deadline; there is no task per subscriber besides the one serving its response.
 final class SubscriberQueue: Sendable {
     struct Limits: Sendable {
@@ -45,7 +45,8 @@ final class SubscriberQueue: Sendable {
         var lastActivity = NIODeadline.now()
         var writingSince: NIODeadline?
         var writer: Writer?
-        var timer: Scheduled<Void>?
+        /// The timer the queue is on, once started.
+        var timers: SubscriberTimers?
         var onFinish: (@Sendable () -> Void)?
     }
 
@@ -118,8 +119,8 @@ final class SubscriberQueue: Sendable {
         let (waiter, batch, onFinish) = self.state.withLockedValue {
             state -> (CheckedContinuation<[ByteBuffer], Never>?, [ByteBuffer], (@Sendable () -> Void)?) in
             state.finished = true
-            state.timer?.cancel()
-            state.timer = nil
+            state.timers?.remove(self)
+            state.timers = nil
             let onFinish = state.onFinish
             state.onFinish = nil
             if let (sink, _) = state.sink { sink.stop() }
@@ -179,30 +180,33 @@ final class SubscriberQueue: Sendable {
 
     /// Starts the timer: every `period`, a heartbeat if nothing was queued for `heartbeat`
     /// (`nil`: no heartbeats), and the end of a write running for longer than `writeDeadline`.
+    /// The subscribers of a loop share one timer a period (``SubscriberTimers``).
     func startTimer(period: TimeAmount, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
-        let timer = loop.scheduleTask(in: period) { [self] in
-            self.tick(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
-        }
+        let timers = SubscriberTimers.forLoop(loop, period: period)
+        // Under the lock, as `finish` removes it: it cannot stay once the queue has finished.
         self.state.withLockedValue { state in
-            if state.finished { timer.cancel() } else { state.timer = timer }
+            guard !state.finished, state.timers == nil else { return }
+            state.timers = timers
+            timers.add(self, heartbeat: heartbeat, writeDeadline: writeDeadline)
         }
     }
 
-    private func tick(period: TimeAmount, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount, on loop: any EventLoop) {
-        let now = NIODeadline.now()
-        if let (sink, _) = self.state.withLockedValue({ $0.sink }) {
-            // Writing directly: the timer runs on the sink's loop.
-            if sink.isStuck(for: writeDeadline, now: now) {
-                self.cut(reason: .writeTimeout)
-                return
-            }
-            if let heartbeat, sink.isIdle(for: heartbeat.after, now: now) {
-                _ = sink.write([heartbeat.event])
-                _ = sink.flush(maximumBytes: .max)
-            }
-            self.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
+    /// What the timer does at each tick.
+    fileprivate func tick(now: NIODeadline, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount) {
+        guard let (sink, _) = self.state.withLockedValue({ $0.finished ? nil : $0.sink }) else {
+            self.tickQueued(now: now, heartbeat: heartbeat, writeDeadline: writeDeadline)
             return
         }
+        // Writing directly: the timer runs on the sink's loop.
+        if sink.isStuck(for: writeDeadline, now: now) {
+            self.cut(reason: .writeTimeout)
+        } else if let heartbeat, sink.isIdle(for: heartbeat.after, now: now) {
+            _ = sink.write([heartbeat.event])
+            _ = sink.flush(maximumBytes: .max)
+        }
+    }
+
+    private func tickQueued(now: NIODeadline, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount) {
         var cut = false
         let (waiter, batch) = self.state.withLockedValue { state -> (CheckedContinuation<[ByteBuffer], Never>?, [ByteBuffer]) in
             guard !state.finished else { return (nil, []) }
@@ -220,11 +224,7 @@ final class SubscriberQueue: Sendable {
             return (nil, [])
         }
         waiter?.resume(returning: batch)
-        if cut {
-            self.finish()
-        } else {
-            self.startTimer(period: period, heartbeat: heartbeat, writeDeadline: writeDeadline, on: loop)
-        }
+        if cut { self.finish() }
     }
 
     private static func takeWaiter(_ state: inout State) -> (CheckedContinuation<[ByteBuffer], Never>?, [ByteBuffer]) {
@@ -233,4 +233,90 @@ final class SubscriberQueue: Sendable {
         defer { state.buffers = []; state.bytes = 0 }
         return (waiter, state.buffers.map(\.bytes))
     }
+}
+
+/// The timer of the subscribers of one event loop that share a period: one repeated task, which
+/// ticks each of them in turn, rather than a scheduled task per subscriber, which cost each
+/// subscriber its memory and each connection's timer a search through the loop's thousands of them
+/// to cancel it.
+///
+/// A subscriber's first tick comes within a period of its start, not exactly a period after it.
+/// That changes no bound: a heartbeat still comes at most a period after the stream has been idle
+/// for the heartbeat interval, and a stuck write is still cut at most a period after its deadline
+/// (the period is half the shorter of the two: `Hub.timers(_:)`).
+final class SubscriberTimers: Sendable {
+    private struct Subscriber {
+        let queue: SubscriberQueue
+        let heartbeat: (event: EncodedEvent, after: TimeAmount)?
+        let writeDeadline: TimeAmount
+    }
+
+    let loop: any EventLoop
+    let period: TimeAmount
+    private let state = NIOLockedValueBox((subscribers: [ObjectIdentifier: Subscriber](), task: RepeatedTask?.none))
+
+    private init(loop: any EventLoop, period: TimeAmount) {
+        self.loop = loop
+        self.period = period
+    }
+
+    /// Adds `queue`; the task starts with the first subscriber.
+    fileprivate func add(_ queue: SubscriberQueue, heartbeat: (event: EncodedEvent, after: TimeAmount)?, writeDeadline: TimeAmount) {
+        self.state.withLockedValue { state in
+            state.subscribers[ObjectIdentifier(queue)] = Subscriber(queue: queue, heartbeat: heartbeat, writeDeadline: writeDeadline)
+            if state.task == nil {
+                state.task = self.loop.scheduleRepeatedTask(initialDelay: self.period, delay: self.period) { [self] _ in
+                    self.tick()
+                }
+            }
+        }
+    }
+
+    /// Removes `queue`; the task stops with the last subscriber.
+    fileprivate func remove(_ queue: SubscriberQueue) {
+        self.state.withLockedValue { state in
+            state.subscribers[ObjectIdentifier(queue)] = nil
+            if state.subscribers.isEmpty {
+                state.task?.cancel()
+                state.task = nil
+            }
+        }
+    }
+
+    /// The subscribers on the timer.
+    var count: Int {
+        self.state.withLockedValue { $0.subscribers.count }
+    }
+
+    /// Whether the repeated task is scheduled.
+    var isTicking: Bool {
+        self.state.withLockedValue { $0.task != nil }
+    }
+
+    /// Ticks every subscriber, outside the lock: a tick that cuts one removes it.
+    private func tick() {
+        let subscribers = self.state.withLockedValue { Array($0.subscribers.values) }
+        let now = NIODeadline.now()
+        for subscriber in subscribers {
+            subscriber.queue.tick(now: now, heartbeat: subscriber.heartbeat, writeDeadline: subscriber.writeDeadline)
+        }
+    }
+
+    /// The timers of `loop` for `period`, made once.
+    static func forLoop(_ loop: any EventLoop, period: TimeAmount) -> SubscriberTimers {
+        let key = Key(loop: ObjectIdentifier(loop), period: period.nanoseconds)
+        return Self.all.withLockedValue { all in
+            if let timers = all[key] { return timers }
+            let timers = SubscriberTimers(loop: loop, period: period)
+            all[key] = timers
+            return timers
+        }
+    }
+
+    private struct Key: Hashable {
+        let loop: ObjectIdentifier
+        let period: Int64
+    }
+
+    private static let all = NIOLockedValueBox<[Key: SubscriberTimers]>([:])
 }
