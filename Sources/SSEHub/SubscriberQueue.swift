@@ -251,8 +251,8 @@ final class SubscriberTimers: Sendable {
         let writeDeadline: TimeAmount
     }
 
-    let loop: any EventLoop
-    let period: TimeAmount
+    private let loop: any EventLoop
+    private let period: TimeAmount
     private let state = NIOLockedValueBox((subscribers: [ObjectIdentifier: Subscriber](), task: RepeatedTask?.none))
 
     private init(loop: any EventLoop, period: TimeAmount) {
