@@ -264,9 +264,12 @@ struct DirectWrites {
         }
     }
 
-    /// Hands `event` to each loop's writer, once per loop. Call in the order of the events.
-    func enqueue(_ event: EncodedEvent) {
-        for group in self.groups { group.writer.enqueue(event, to: group.targets) }
+    /// Hands `event` to each loop's writer, once per loop. Call in the order of the events. Returns
+    /// the writers that were behind (see ``LoopWriter/enqueue(_:to:)``).
+    func enqueue(_ event: EncodedEvent) -> [LoopWriter] {
+        var behind: [LoopWriter] = []
+        for group in self.groups where group.writer.enqueue(event, to: group.targets) { behind.append(group.writer) }
+        return behind
     }
 }
 
@@ -277,22 +280,30 @@ final class LoopWriter: Sendable {
     let loop: any EventLoop
     private let pending = NIOLockedValueBox(
         (
-            scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])](),
+            scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])](), backlog: 0,
             then: [@Sendable () -> Void](), delay: TimeAmount.zero
         )
     )
     /// The longest a drain waits for more events to write with the first.
     static let maximumDelay = TimeAmount.milliseconds(5)
+    /// The writes (events times subscribers) queued and not begun past which the writer is behind,
+    /// and a publisher waits (see ``Hub/publish(_:)``): a few milliseconds of the loop's work.
+    static let maximumBacklog = 1_000
 
     init(loop: any EventLoop) {
         self.loop = loop
     }
 
-    func enqueue(_ event: EncodedEvent, to targets: [(SubscriberQueue, ChannelSink)]) {
-        let (schedule, delay) = self.pending.withLockedValue { pending in
+    /// Queues `event` for `targets`. Returns whether the writer is behind: at least
+    /// ``maximumBacklog`` writes queued before wait for the loop still (their drain has not begun).
+    @discardableResult
+    func enqueue(_ event: EncodedEvent, to targets: [(SubscriberQueue, ChannelSink)]) -> Bool {
+        let (schedule, delay, behind) = self.pending.withLockedValue { pending in
+            let behind = pending.backlog >= Self.maximumBacklog
             pending.writes.append((event, targets))
+            pending.backlog += targets.count
             defer { pending.scheduled = true }
-            return (!pending.scheduled, pending.delay)
+            return (!pending.scheduled, pending.delay, behind)
         }
         // An event for one subscriber of this loop is written at once: waiting for more would save
         // no write unless they were for the same subscriber (on 1 000 topics, say, they are not).
@@ -301,6 +312,7 @@ final class LoopWriter: Sendable {
         } else if schedule {
             self.loop.scheduleTask(in: delay) { self.drain() }
         }
+        return behind
     }
 
     /// Runs `body` on the loop once what is queued so far is written.
@@ -316,6 +328,7 @@ final class LoopWriter: Sendable {
         let started = NIODeadline.now()
         let (writes, then) = self.pending.withLockedValue { pending in
             pending.scheduled = false
+            pending.backlog = 0
             defer { (pending.writes, pending.then) = ([], []) }
             return (pending.writes, pending.then)
         }

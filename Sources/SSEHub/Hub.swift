@@ -187,15 +187,36 @@ public final class Hub: Sendable {
     /// Stores `update` and delivers it to the matching subscribers. Returns once it is stored
     /// (durably, for a durable store); the subscribers may have it before (see
     /// ``EventStore/append(_:written:)``).
+    ///
+    /// Publishers cannot outrun the hub's own writes: when an event loop that writes to the
+    /// update's subscribers already had a backlog of writes it had not begun (a thousand events
+    /// times subscribers: a few milliseconds of its work), the call also waits until that loop has
+    /// written them and this one. So what waits for a loop stays short, and so does the latency of
+    /// delivery. A slow subscriber does not hold it up: the loop hands events to the connection's
+    /// buffer, and a subscriber that does not read is cut.
     public func publish(_ update: Update) async throws {
         let buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
         let started = ContinuousClock.now
+        let behind = NIOLockedValueBox<[LoopWriter]>([])
         _ = try await self.store.append([update]) { stored in
             guard let stored = stored.first else { return }
-            self.fanOut([(stored.sequence, update, buffer)])
+            let writers = self.fanOut([(stored.sequence, update, buffer)])
+            behind.withLockedValue { $0 = writers }
         }
         self.storeLatency.record(duration: ContinuousClock.now - started)
         self.publishes.increment()
+        // Flow control (above): wait for the loops that were behind.
+        let writers = behind.withLockedValue { $0 }
+        if !writers.isEmpty {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let remaining = NIOLockedValueBox(writers.count)
+                for writer in writers {
+                    writer.afterWrites {
+                        if remaining.withLockedValue({ $0 -= 1; return $0 }) == 0 { continuation.resume() }
+                    }
+                }
+            }
+        }
     }
 
     /// Delivers updates that another node stored in the shared history (see
@@ -217,9 +238,12 @@ public final class Hub: Sendable {
         self.registry.withLockedValue { $0.lastSequence }
     }
 
-    /// Hands stored updates to their subscribers, in the order of the history.
-    private func fanOut(_ updates: [(sequence: UInt64, update: Update, event: EncodedEvent)]) {
+    /// Hands stored updates to their subscribers, in the order of the history. Returns the loops'
+    /// writers that were behind (see ``publish(_:)``).
+    @discardableResult
+    private func fanOut(_ updates: [(sequence: UInt64, update: Update, event: EncodedEvent)]) -> [LoopWriter] {
         var delivered = 0
+        var behind: [LoopWriter] = []
         let cut = self.registry.withLockedValue { registry in
             for (sequence, update, event) in updates where sequence > registry.lastSequence && registry.waiting[sequence] == nil {
                 registry.waiting[sequence] = (update, event)
@@ -246,7 +270,10 @@ public final class Hub: Sendable {
                     }
                     if direct.count != route.direct.count { registry.forgetRoute(next.topics) }
                 }
-                direct.enqueue(bytes)  // under the lock: the loops get the events in order
+                // Under the lock: the loops get the events in order.
+                for writer in direct.enqueue(bytes) where !behind.contains(where: { $0 === writer }) {
+                    behind.append(writer)
+                }
                 for subscriber in slow where registry.remove(subscriber.id) != nil {
                     self.logger.notice("subscriber cut: too slow", metadata: ["subscriber": "\(subscriber.id)"])
                     cut.append(subscriber.queue)
@@ -258,6 +285,7 @@ public final class Hub: Sendable {
         for queue in cut { queue.finish() }
         self.deliveries.increment(by: delivered)
         self.subscribersCut.increment(by: cut.count)
+        return behind
     }
 
     /// Subscribes to the updates matching `selectors`, after `lastEventID` if given (`earliest`

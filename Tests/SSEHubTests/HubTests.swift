@@ -8,6 +8,8 @@
 
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
+import NIOHTTPTypes
 import SSECore
 import Testing
 
@@ -81,6 +83,55 @@ struct HubTests {
             try await publish.value
             #expect(answered.withLockedValue { $0 })
         }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPublisherWaitsWhileTheLoopWritingItsSubscribersIsBehind() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        // As many subscribers as make a loop's writer behind once their event waits for it, on a
+        // loop whose clock the test moves.
+        let loop = NIOAsyncTestingEventLoop()
+        var channels: [NIOAsyncTestingChannel] = []
+        var sinks: [ChannelSink] = []
+        var subscriptions: [Subscription] = []  // kept: a subscription ends with its last copy
+        for _ in 0..<LoopWriter.maximumBacklog {
+            let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
+            let channel = NIOAsyncTestingChannel(loop: loop)
+            let sink = try await loop.executeInContext { ChannelSink(channel: channel) }
+            #expect(subscription.queue.attach(sink))
+            channels.append(channel)
+            sinks.append(sink)
+            subscriptions.append(subscription)
+        }
+
+        // The first drain runs at once; after it, the next waits for more events to share its
+        // writes (see `LoopWriter`), so the loop is behind while it waits.
+        try await hub.publish(self.update(1))
+        await loop.run()
+        try await hub.publish(self.update(2))  // nothing queued before it: no wait
+        let answered = NIOLockedValueBox(false)
+        let third = Task {
+            try await hub.publish(self.update(3))
+            answered.withLockedValue { $0 = true }
+        }
+        for _ in 0..<2_000 where hub.lastSequence < 3 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(hub.lastSequence == 3, "the third is fanned out")
+        #expect(!answered.withLockedValue { $0 }, "the second's writes wait for the loop: the third's publisher waits")
+
+        await loop.advanceTime(by: LoopWriter.maximumDelay)
+        try await third.value
+        var received: [[String?]] = []
+        for channel in channels {
+            var bodies: [ByteBuffer] = []
+            while let part = try await channel.readOutbound(as: HTTPResponsePart.self) {
+                if case .body(let bytes) = part { bodies.append(bytes) }
+            }
+            received.append(try events(in: bodies).map(\.id))
+        }
+        #expect(received.allSatisfy { $0 == ["u1", "u2", "u3"] }, "every subscriber has every event")
+        for sink in sinks { sink.stop() }
+        for subscription in subscriptions { subscription.finish() }
+        await loop.run()
     }
 
     @Test func privateUpdatesGoToNoOneWithoutAuthorization() async throws {

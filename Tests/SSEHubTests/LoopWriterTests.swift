@@ -103,6 +103,29 @@ struct LoopWriterTests {
         loop.run()
     }
 
+    @Test func aWriterIsBehindWhileTheMaximumBacklogOfWritesWaitsForTheLoop() throws {
+        let loop = EmbeddedEventLoop()
+        let channels = (0..<LoopWriter.maximumBacklog).map { _ in EmbeddedChannel(loop: loop) }
+        let targets = channels.map(self.subscriber(on:))
+        let writer = LoopWriter.forLoop(loop)
+
+        #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: Array(targets.dropFirst())))
+        #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [targets[0]]), "one write short of the backlog")
+        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: [targets[0]]), "the backlog waits for the loop")
+        let written = NIOLockedValueBox(false)
+        writer.afterWrites { written.withLockedValue { $0 = true } }
+        #expect(!written.withLockedValue { $0 })
+        loop.run()
+        #expect(try self.written(channels[0]) == ["two", "three"])
+        #expect(try self.written(channels[1]) == ["one"])
+        #expect(written.withLockedValue { $0 }, "once all are written")
+        #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: targets), "caught up")
+        loop.advanceTime(by: LoopWriter.maximumDelay)
+        #expect(try self.written(channels[0]) == ["four"])
+        for (_, sink) in targets { sink.stop() }
+        loop.run()
+    }
+
     @Test func aRunOfEventsGoesToASinkOverTLSAsOneBufferAndToAPlainOneAsItIs() throws {
         let plain = EmbeddedChannel()
         let loop = plain.embeddedEventLoop
