@@ -287,8 +287,8 @@ final class LoopWriter: Sendable {
     /// The longest a drain waits for more events to write with the first.
     static let maximumDelay = TimeAmount.milliseconds(5)
     /// The writes (events times subscribers) queued and not begun past which the writer is behind,
-    /// and a publisher waits (see ``Hub/publish(_:)``): a few milliseconds of the loop's work.
-    static let maximumBacklog = 1_000
+    /// and a publisher waits (see ``Hub/publish(_:)``): about ten milliseconds of the loop's work.
+    static let maximumBacklog = 2_000
 
     init(loop: any EventLoop) {
         self.loop = loop
