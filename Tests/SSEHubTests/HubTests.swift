@@ -105,7 +105,7 @@ struct HubTests {
         }
 
         // The first drain runs at once; after it, the next waits for more events to share its
-        // writes (see `LoopWriter`), so the loop is behind while it waits.
+        // writes (see `LoopWriter`): the second's writes wait in it, and the loop is behind.
         try await hub.publish(self.update(1))
         await loop.run()
         try await hub.publish(self.update(2))  // nothing queued before it: no wait
