@@ -287,7 +287,8 @@ final class LoopWriter: Sendable {
     /// The longest a drain waits for more events to write with the first.
     static let maximumDelay = TimeAmount.milliseconds(5)
     /// The writes (events times subscribers) queued and not begun past which the writer is behind,
-    /// and a publisher waits (see ``Hub/publish(_:)``): about ten milliseconds of the loop's work.
+    /// and a publisher waits (see ``Hub/publish(_:)``): 3 to 20 ms of the loop's work, at 1.5 to
+    /// 9.5 µs of server CPU per delivery (1k subscribers flat out, and 10k at 10 publishes/s).
     static let maximumBacklog = 2_000
 
     init(loop: any EventLoop) {
