@@ -14,9 +14,6 @@ struct PendingAppend {
     let continuation: CheckedContinuation<[StoredUpdate], any Error>
 }
 
-/// An append a commit wrote, waiting for its answer: its caller, and its stored updates.
-typealias WrittenAppend = (continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])
-
 /// A durable store's group commit: appends that arrive while a transaction commits wait, and
 /// share the next transaction, so a busy hub pays one disk sync per batch, not per publish.
 protocol GroupCommitting: Actor {
@@ -27,10 +24,6 @@ protocol GroupCommitting: Actor {
     /// history already holds or that comes twice in the batch: returns each append's stored updates
     /// (empty for a refused one) and the indices of the refused.
     func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>)
-
-    /// Answers the callers of appends that a commit wrote, once their updates are durable. A store
-    /// whose commit is durable answers them at once (the default).
-    func answerOnceDurable(_ written: [WrittenAppend])
 }
 
 extension GroupCommitting {
@@ -46,10 +39,6 @@ extension GroupCommitting {
         }
     }
 
-    func answerOnceDurable(_ written: [WrittenAppend]) {
-        for append in written { append.continuation.resume(returning: append.stored) }
-    }
-
     /// Commits what is pending, batch after batch, until nothing is.
     private func commitPending() async {
         while !self.pending.isEmpty {
@@ -57,17 +46,14 @@ extension GroupCommitting {
             self.pending = []
             do {
                 let (stored, refused) = try await self.commit(batch.map(\.updates))
-                var written: [WrittenAppend] = []
-                written.reserveCapacity(batch.count)
                 for (index, append) in batch.enumerated() {
                     if refused.contains(index) {
                         append.continuation.resume(throwing: EventStoreError.duplicateID)
                     } else {
                         append.written(stored[index])  // in the order of the history
-                        written.append((append.continuation, stored[index]))
+                        append.continuation.resume(returning: stored[index])  // the commit is durable
                     }
                 }
-                self.answerOnceDurable(written)
             } catch {
                 for append in batch { append.continuation.resume(throwing: error) }
             }

@@ -7,9 +7,14 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SQLiteNIO
+// SQLite's C interface as sqlite-nio builds it (its functions named `sqlite_nio_sqlite3_…`), for
+// the store's writer (see `HistoryWriter`). It is a target of sqlite-nio, not a product: SQLiteNIO
+// brings it into the build.
+import VaporCSQLite
 
 /// A durable history in one SQLite file: the hub's default.
 ///
@@ -23,30 +28,20 @@ import SQLiteNIO
 /// transaction is written while the store syncs the log. Only a crash of the machine between the
 /// two could lose an update that subscribers saw; its publisher was not answered.
 ///
+/// The store writes from a thread of its own, with a connection and statements compiled once, and
+/// syncs from a second one: an append wakes the writer and, once durable, its caller, and crosses
+/// no other thread.
+///
 /// Resuming looks an ID up through its unique index and reads a range of the primary key: no
 /// scan. Reads use a second connection, which WAL lets run beside the writer.
-public actor SQLiteEventStore: EventStore, GroupCommitting {
+public final class SQLiteEventStore: EventStore {
     /// What is kept; older updates are deleted.
     public let retention: Retention
     /// The file.
     public let path: String
     private let now: @Sendable () -> Date
-    private let writer: SQLiteConnection
+    private let writer: HistoryWriter
     private let reader: SQLiteConnection
-    private let log: WriteAheadLog
-    private var last: UInt64
-    /// The last sequence when what the retention drops was last deleted (see `pruneIfDue`).
-    private var prunedAt: UInt64 = 0
-    var pending: [PendingAppend] = []
-    var flushing = false
-    /// Appends written and not yet synced, and whether a sync is under way.
-    private var unsynced: [WrittenAppend] = []
-    private var syncing = false
-    /// Why a sync failed: the store takes no more appends after, since what the disk holds is
-    /// then unknown.
-    private var syncFailure: EventStoreError?
-    /// Runs in place of each sync, given the sync: tests delay or fail it.
-    private var interposedSync: (@Sendable (_ sync: @Sendable () async throws -> Void) async throws -> Void)?
 
     /// Opens (or creates) the history in the file at `path`, keeping what `retention` says.
     public static func open(path: String, retention: Retention = Retention()) async throws -> SQLiteEventStore {
@@ -55,63 +50,28 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
     /// Opens a history whose notion of the current time is `now`: tests pass their own.
     static func open(path: String, retention: Retention, now: @escaping @Sendable () -> Date) async throws -> SQLiteEventStore {
-        let writer = try await SQLiteConnection.open(storage: .file(path: path))
+        let writer = try await NIOThreadPool.singleton.runIfActive {
+            try HistoryWriter(path: path, retention: retention, now: now)
+        }
         do {
-            // Some file systems (network ones) cannot hold a write-ahead log.
-            let mode = try await writer.query("PRAGMA journal_mode=WAL").first?.column("journal_mode")?.string
-            guard mode == "wal" else {
-                throw EventStoreError(description: "SQLite cannot keep a write-ahead log for \(path) (journal mode \(mode ?? "unknown"))")
-            }
-            for statement in [
-                // A commit writes the log; the store syncs it after (see `syncWritten`).
-                "PRAGMA synchronous=NORMAL",
-                // The store numbers the updates itself (see `insert`). Files made before have
-                // AUTOINCREMENT, which works the same and costs a page more per commit.
-                """
-                CREATE TABLE IF NOT EXISTS updates (
-                    sequence INTEGER PRIMARY KEY,
-                    id TEXT NOT NULL UNIQUE,
-                    topics TEXT NOT NULL,
-                    data TEXT NOT NULL,
-                    private INTEGER NOT NULL,
-                    type TEXT,
-                    retry INTEGER,
-                    published_at REAL NOT NULL
-                )
-                """,
-                // Files made before have an index of the publication times, which every insert
-                // wrote to; retention by age needs none (see `pruneIfDue`).
-                "DROP INDEX IF EXISTS updates_published_at",
-            ] {
-                _ = try await writer.query(statement)
-            }
-            let rows = try await writer.query("SELECT COALESCE(MAX(sequence), 0) AS last FROM updates")
-            let last = UInt64(rows.first?.column("last")?.integer ?? 0)
-            let log = try WriteAheadLog(database: path)
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
-            return SQLiteEventStore(path: path, writer: writer, reader: reader, log: log, last: last, retention: retention, now: now)
+            return SQLiteEventStore(path: path, writer: writer, reader: reader, retention: retention, now: now)
         } catch {
-            try? await writer.close()  // a connection must be closed, even on the way out
+            await writer.close()
             throw error
         }
     }
 
-    private init(
-        path: String,
-        writer: SQLiteConnection,
-        reader: SQLiteConnection,
-        log: WriteAheadLog,
-        last: UInt64,
-        retention: Retention,
-        now: @escaping @Sendable () -> Date
-    ) {
+    private init(path: String, writer: HistoryWriter, reader: SQLiteConnection, retention: Retention, now: @escaping @Sendable () -> Date) {
         self.path = path
         self.writer = writer
         self.reader = reader
-        self.log = log
-        self.last = last
         self.retention = retention
         self.now = now
+    }
+
+    deinit {
+        self.writer.stop()  // its threads end once what was appended is written and synced
     }
 
     /// Updates published before this are past the age limit (the distant past when there is none).
@@ -121,39 +81,17 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
 
     /// Updates at or below this sequence are past the count limit.
     private var forgotten: Int {
-        max(0, Int(clamping: self.last) - self.retention.count)
+        max(0, Int(clamping: self.writer.last) - self.retention.count)
     }
 
-    /// Deletes what the retention drops once a tenth of the count (at most 1 000 updates) has been
-    /// inserted since the last time. Reads leave out what is dropped and not deleted yet, so what
-    /// the history holds stays exact; a statement per commit, or a trigger compiled into each insert,
-    /// cost more. A failure leaves the rows to the next time (the commit is done by then).
-    ///
-    /// What is too old is deleted up to the first update that is not, found from the oldest on: no
-    /// index of the publication times, which every insert would write to, and no scan beyond what
-    /// is deleted. An update older than one before it (the clock went back) is left to the count.
-    private func pruneIfDue() async {
-        guard self.last >= self.prunedAt + UInt64(max(1, min(self.retention.count / 10, 1_000))) else { return }
-        let pruned = try? await self.writer.query(
-            """
-            DELETE FROM updates WHERE sequence <= max(?, coalesce(
-                (SELECT sequence FROM updates WHERE published_at >= ? ORDER BY sequence LIMIT 1) - 1, ?
-            ))
-            """,
-            [.integer(self.forgotten), .float(self.cutoff), .integer(Int(clamping: self.last))]
-        )
-        if pruned != nil { self.prunedAt = self.last }
-    }
-
-    /// Closes both connections.
+    /// Closes the history, once what was appended before is written and synced.
     public func close() async throws {
-        try await self.writer.close()
+        await self.writer.close()
         try await self.reader.close()
-        self.log.unlock()  // another store may open the file now
     }
 
     public func lastSequence() async throws -> UInt64 {
-        self.last
+        self.writer.last
     }
 
     public func lastEventID() async throws -> String? {
@@ -167,7 +105,7 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     /// The updates kept are counted from the first one's sequence to the last: the store numbers
     /// them with no gap and deletes the oldest first, and a count of the rows would read them all.
     public func size() async throws -> EventStoreSize {
-        let last = Int(clamping: self.last)
+        let last = Int(clamping: self.writer.last)
         let first = try await self.reader.query(
             "SELECT sequence FROM updates WHERE sequence > ? AND sequence <= ? AND published_at >= ? ORDER BY sequence LIMIT 1",
             [.integer(self.forgotten), .integer(last), .float(self.cutoff)]
@@ -184,131 +122,13 @@ public actor SQLiteEventStore: EventStore, GroupCommitting {
     }
 
     public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
-        if let syncFailure { throw syncFailure }
-        return try await self.appendInNextCommit(updates, written: written)
+        try await self.writer.append(updates, written: written)
     }
 
-    func answerOnceDurable(_ written: [WrittenAppend]) {
-        self.unsynced += written
-        if !self.syncing {
-            self.syncing = true
-            Task { await self.syncWritten() }
-        }
-    }
-
-    /// Syncs the log and answers the appends written before the sync began, until none waits: one
-    /// sync covers every commit written while the one before ran.
-    private func syncWritten() async {
-        while !self.unsynced.isEmpty {
-            let synced = self.unsynced
-            self.unsynced = []
-            do {
-                if let syncFailure { throw syncFailure }
-                let log = self.log
-                let sync: @Sendable () async throws -> Void = { try await NIOThreadPool.singleton.runIfActive { try log.sync() } }
-                if let interposedSync { try await interposedSync(sync) } else { try await sync() }
-                for append in synced { append.continuation.resume(returning: append.stored) }
-            } catch {
-                let failure = self.syncFailure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
-                self.syncFailure = failure
-                for append in synced { append.continuation.resume(throwing: failure) }
-            }
-        }
-        self.syncing = false
-    }
-
-    /// Runs `interpose` in place of each sync of the log, given the sync: for tests.
-    func interposeSync(_ interpose: @escaping @Sendable (_ sync: @Sendable () async throws -> Void) async throws -> Void) {
-        self.interposedSync = interpose
-    }
-
-    func commit(_ appends: [[Update]]) async throws -> (stored: [[StoredUpdate]], refused: Set<Int>) {
-        // Refused for an ID that comes twice in the batch; for one the history holds, below.
-        var refused = refusedAppends(appends, known: [])
-        var updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
-        var rows: [StoredUpdate]?
-        if !updates.isEmpty, updates.count <= Self.rowsPerStatement {
-            // Most batches: one statement, a transaction of its own. A known ID fails it whole.
-            do {
-                rows = try await self.insert(updates[...], after: self.last)
-            } catch let error as SQLiteError where [.constraint, .constraintUniqueFailed].contains(error.reason) {}
-        }
-        if rows == nil {
-            // All of an append or nothing of it: one look-up for the whole batch, then one
-            // transaction for the appends whose IDs are all new.
-            let known = Set(try await self.existingIDs(updates.map(\.id)))
-            refused = refusedAppends(appends, known: known)
-            updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
-            rows = try await self.insertInTransaction(updates)
-        }
-        let inserted = rows ?? []
-        self.last = inserted.last?.sequence ?? self.last
-        var stored = Array(repeating: [StoredUpdate](), count: appends.count)
-        var offset = 0
-        for index in appends.indices where !refused.contains(index) {
-            stored[index] = Array(inserted[offset..<offset + appends[index].count])
-            offset += appends[index].count
-        }
-        await self.pruneIfDue()
-        return (stored, refused)
-    }
-
-    /// Rows per statement: SQLite allows 32 766 bound values, and a batch can be larger.
-    private static let rowsPerStatement = 500
-
-    private func existingIDs(_ ids: [String]) async throws -> [String] {
-        var known: [String] = []
-        for start in stride(from: 0, to: ids.count, by: Self.rowsPerStatement) {
-            let chunk = ids[start..<min(ids.count, start + Self.rowsPerStatement)]
-            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-            let rows = try await self.writer.query("SELECT id FROM updates WHERE id IN (\(placeholders))", chunk.map { .text($0) })
-            known += rows.compactMap { $0.column("id")?.string }
-        }
-        return known
-    }
-
-    /// Inserts `updates` in one transaction, as many statements as they need.
-    private func insertInTransaction(_ updates: [Update]) async throws -> [StoredUpdate] {
-        guard !updates.isEmpty else { return [] }
-        _ = try await self.writer.query("BEGIN IMMEDIATE")
-        do {
-            var rows: [StoredUpdate] = []
-            for start in stride(from: 0, to: updates.count, by: Self.rowsPerStatement) {
-                let chunk = updates[start..<min(updates.count, start + Self.rowsPerStatement)]
-                rows += try await self.insert(chunk, after: self.last + UInt64(start))
-            }
-            _ = try await self.writer.query("COMMIT")
-            return rows
-        } catch {
-            _ = try? await self.writer.query("ROLLBACK")
-            throw error
-        }
-    }
-
-    /// Inserts at most ``rowsPerStatement`` updates with one statement, in their order, with the
-    /// sequences that follow `last`: the store is the history's only writer, so it numbers the
-    /// updates itself, and no gap can open. Returns the rows inserted.
-    private func insert(_ updates: ArraySlice<Update>, after last: UInt64) async throws -> [StoredUpdate] {
-        let now = self.now().timeIntervalSince1970
-        var values: [SQLiteData] = []
-        values.reserveCapacity(updates.count * 8)
-        var stored: [StoredUpdate] = []
-        stored.reserveCapacity(updates.count)
-        for update in updates {
-            let sequence = last + UInt64(stored.count) + 1
-            stored.append(StoredUpdate(sequence: sequence, update: update))
-            values += [
-                .integer(Int(sequence)), .text(update.id), .text(jsonArray(update.topics)), .text(update.data),
-                .integer(update.isPrivate ? 1 : 0), update.type.map { .text($0) } ?? .null,
-                update.retry.map { .integer(Int(($0 / .milliseconds(1)).rounded(.down))) } ?? .null, .float(now),
-            ]
-        }
-        let rows = Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?)", count: updates.count).joined(separator: ", ")
-        _ = try await self.writer.query(
-            "INSERT INTO updates (sequence, id, topics, data, private, type, retry, published_at) VALUES \(rows)",
-            values
-        )
-        return stored
+    /// Runs `interpose` in place of each sync of the log, given the sync, on the thread that syncs:
+    /// for tests.
+    func interposeSync(_ interpose: @escaping @Sendable (_ sync: () throws -> Void) throws -> Void) {
+        self.writer.interposeSync(interpose)
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
@@ -407,4 +227,441 @@ private final class WriteAheadLog: Sendable {
     deinit {
         close(self.descriptor)
     }
+}
+
+/// The history's writer: a thread with a connection of its own and its statements compiled once,
+/// which writes each batch of appends in one transaction and hands their updates on, and a second
+/// thread, which syncs the log and answers the appends. Appends that arrive while a batch is
+/// written make the next batch (group commit), and batches written while the log syncs share the
+/// next sync.
+///
+/// The syncer also checkpoints the log into the database file, with a connection of its own,
+/// once the writer has written `checkpointFrames` pages to it: SQLite would do it in the commit
+/// that reaches them, which then waits for the copy and a sync of the file before its updates go
+/// out.
+///
+/// `@unchecked Sendable`: each connection and its statements are used by one thread only (and by
+/// `init`, before the threads start); `writes` guards what appends and the writer share, `syncs`
+/// what the writer and the syncer share.
+private final class HistoryWriter: @unchecked Sendable {
+    private let database: OpaquePointer
+    private let begin: OpaquePointer
+    private let commit: OpaquePointer
+    private let rollback: OpaquePointer
+    private let insert: OpaquePointer
+    private let find: OpaquePointer
+    private let prune: OpaquePointer
+    /// The syncer's connection, for checkpoints.
+    private let checkpointer: OpaquePointer
+    private let log: WriteAheadLog
+    private let retention: Retention
+    private let now: @Sendable () -> Date
+    /// The last sequence when what the retention drops was last deleted (see `pruneIfDue`).
+    /// The writer's thread only.
+    private var prunedAt: UInt64 = 0
+    /// The pages in the log, as its last commit left it (SQLite's WAL hook tells). The writer's
+    /// thread only.
+    private var framesInLog: CInt = 0
+    /// The pages in the log past which the syncer checkpoints it: SQLite's own default.
+    static let checkpointFrames: CInt = 1_000
+
+    private let writes = NSCondition()
+    private var pending: [PendingAppend] = []
+    private var lastWritten: UInt64
+    private var stopping = false
+    /// Why a sync failed: the store takes no more appends after, since what the disk holds is
+    /// then unknown.
+    private var syncFailure: EventStoreError?
+
+    private let syncs = NSCondition()
+    private var unsynced: [WrittenAppend] = []
+    private var checkpointDue = false
+    private var writerEnded = false
+    private var syncerEnded = false
+    private var waitingForTheEnd: [CheckedContinuation<Void, Never>] = []
+    private var interposedSync: (@Sendable (_ sync: () throws -> Void) throws -> Void)?
+
+    /// Opens the file at `path` (creating the table if it is new), compiles the statements, locks
+    /// the log, and starts both threads. Blocks.
+    init(path: String, retention: Retention, now: @escaping @Sendable () -> Date) throws {
+        let database = try Self.open(path)
+        var checkpointer: OpaquePointer?
+        var statements: [OpaquePointer] = []
+        do {
+            // Some file systems (network ones) cannot hold a write-ahead log.
+            let mode = try Self.text(of: "PRAGMA journal_mode=WAL", in: database)
+            guard mode == "wal" else {
+                throw EventStoreError(description: "SQLite cannot keep a write-ahead log for \(path) (journal mode \(mode ?? "unknown"))")
+            }
+            try Self.execute(
+                // A commit writes the log; the syncer syncs it after, and checkpoints it.
+                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;"
+                    // The store numbers the updates itself (see `insertRows`). Files made before have
+                    // AUTOINCREMENT, which works the same and costs a page more per commit.
+                    + """
+                    CREATE TABLE IF NOT EXISTS updates (
+                        sequence INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
+                        topics TEXT NOT NULL,
+                        data TEXT NOT NULL,
+                        private INTEGER NOT NULL,
+                        type TEXT,
+                        retry INTEGER,
+                        published_at REAL NOT NULL
+                    );
+                    """
+                    // Files made before have an index of the publication times, which every insert
+                    // wrote to; retention by age needs none (see `pruneIfDue`).
+                    + "DROP INDEX IF EXISTS updates_published_at;",
+                in: database
+            )
+            self.lastWritten = UInt64(try Self.text(of: "SELECT COALESCE(MAX(sequence), 0) FROM updates", in: database).flatMap { Int($0) } ?? 0)
+            for sql in [
+                "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK",
+                "INSERT INTO updates (sequence, id, topics, data, private, type, retry, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "SELECT 1 FROM updates WHERE id = ?",
+                """
+                DELETE FROM updates WHERE sequence <= max(?1, coalesce(
+                    (SELECT sequence FROM updates WHERE published_at >= ?2 ORDER BY sequence LIMIT 1) - 1, ?3
+                ))
+                """,
+            ] {
+                statements.append(try Self.prepare(sql, in: database))
+            }
+            self.log = try WriteAheadLog(database: path)
+            let opened = try Self.open(path)
+            checkpointer = opened
+            try Self.execute("PRAGMA synchronous=NORMAL", in: opened)
+        } catch {
+            for statement in statements { sqlite_nio_sqlite3_finalize(statement) }
+            sqlite_nio_sqlite3_close_v2(database)
+            sqlite_nio_sqlite3_close_v2(checkpointer)
+            throw error as? EventStoreError ?? EventStoreError(description: "cannot open the SQLite history \(path): \(error)")
+        }
+        guard let checkpointer else { preconditionFailure("opened above") }
+        self.database = database
+        self.checkpointer = checkpointer
+        (self.begin, self.commit, self.rollback) = (statements[0], statements[1], statements[2])
+        (self.insert, self.find, self.prune) = (statements[3], statements[4], statements[5])
+        self.retention = retention
+        self.now = now
+        Thread {
+            Thread.current.name = "herald-sqlite"
+            self.runWriter()
+        }.start()
+        Thread {
+            Thread.current.name = "herald-sync"
+            self.runSyncer()
+        }.start()
+    }
+
+    /// The sequence of the last update written.
+    var last: UInt64 {
+        self.writes.withLock { self.lastWritten }
+    }
+
+    func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
+        try await withCheckedThrowingContinuation { continuation in
+            let refusal: EventStoreError? = self.writes.withLock {
+                if let syncFailure = self.syncFailure { return syncFailure }
+                if self.stopping { return EventStoreError(description: "the SQLite history is closed") }
+                self.pending.append(PendingAppend(updates: updates, written: written, continuation: continuation))
+                self.writes.signal()
+                return nil
+            }
+            if let refusal { continuation.resume(throwing: refusal) }
+        }
+    }
+
+    func interposeSync(_ interpose: @escaping @Sendable (_ sync: () throws -> Void) throws -> Void) {
+        self.syncs.withLock { self.interposedSync = interpose }
+    }
+
+    /// Takes no more appends; the threads end once those taken are written and synced.
+    func stop() {
+        self.writes.withLock {
+            self.stopping = true
+            self.writes.signal()
+        }
+    }
+
+    /// Stops, and returns once both threads have ended, their connections are closed and the log
+    /// unlocked (another store may open the file then).
+    func close() async {
+        self.stop()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ended = self.syncs.withLock {
+                if !self.syncerEnded { self.waitingForTheEnd.append(continuation) }
+                return self.syncerEnded
+            }
+            if ended { continuation.resume() }
+        }
+    }
+
+    // MARK: The writer's thread
+
+    private func runWriter() {
+        sqlite_nio_sqlite3_wal_hook(
+            self.database,
+            { writer, _, _, frames in
+                Unmanaged<HistoryWriter>.fromOpaque(writer!).takeUnretainedValue().framesInLog = frames
+                return SQLITE_OK
+            },
+            Unmanaged.passUnretained(self).toOpaque()
+        )
+        while true {
+            let (batch, failure): ([PendingAppend], EventStoreError?) = self.writes.withLock {
+                while self.pending.isEmpty && !self.stopping { self.writes.wait() }
+                defer { self.pending = [] }
+                return (self.pending, self.syncFailure)
+            }
+            if batch.isEmpty { break }  // stopping, and nothing is left
+            if let failure {
+                for append in batch { append.continuation.resume(throwing: failure) }
+            } else {
+                self.write(batch)
+            }
+        }
+        for statement in [self.begin, self.commit, self.rollback, self.insert, self.find, self.prune] {
+            sqlite_nio_sqlite3_finalize(statement)
+        }
+        sqlite_nio_sqlite3_close_v2(self.database)
+        self.syncs.withLock {
+            self.writerEnded = true
+            self.syncs.signal()
+        }
+    }
+
+    /// Writes a batch in one transaction, except the appends refused, hands what it wrote on in
+    /// the order of the history, and passes the appends to the syncer.
+    private func write(_ batch: [PendingAppend]) {
+        let appends = batch.map(\.updates)
+        var refused = refusedAppends(appends, known: [])
+        let rows: [StoredUpdate]
+        do {
+            do {
+                rows = try self.insertRows(appends, except: refused)
+            } catch let failure as SQLiteFailure where failure.isUniqueConstraint {
+                // An ID the history holds: all of an append or nothing of it, so look the IDs up
+                // and write the appends whose IDs are all new.
+                refused = refusedAppends(appends, known: try self.knownIDs(in: appends, except: refused))
+                rows = try self.insertRows(appends, except: refused)
+            }
+        } catch {
+            let failure = EventStoreError(description: "the SQLite history could not be written (\(error))")
+            for append in batch { append.continuation.resume(throwing: failure) }
+            return
+        }
+        if let last = rows.last?.sequence { self.writes.withLock { self.lastWritten = last } }
+        var written: [WrittenAppend] = []
+        written.reserveCapacity(batch.count)
+        var offset = 0
+        for (index, append) in batch.enumerated() {
+            if refused.contains(index) {
+                append.continuation.resume(throwing: EventStoreError.duplicateID)
+            } else {
+                let stored = Array(rows[offset..<offset + append.updates.count])
+                offset += append.updates.count
+                append.written(stored)
+                written.append((append.continuation, stored))
+            }
+        }
+        self.syncs.withLock {
+            self.unsynced += written
+            self.checkpointDue = self.framesInLog >= Self.checkpointFrames
+            self.syncs.signal()
+        }
+        self.pruneIfDue()
+    }
+
+    /// Inserts the updates of `appends` but those `refused`, in one transaction, numbered after
+    /// the last: the store is the history's only writer, so no gap can open. Returns the rows.
+    private func insertRows(_ appends: [[Update]], except refused: Set<Int>) throws -> [StoredUpdate] {
+        let updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
+        guard !updates.isEmpty else { return [] }
+        let now = self.now().timeIntervalSince1970
+        var rows: [StoredUpdate] = []
+        try self.run(self.begin)
+        do {
+            for update in updates {
+                let sequence = self.lastWritten + UInt64(rows.count) + 1
+                let statement = self.insert
+                defer { sqlite_nio_sqlite3_reset(statement) }
+                sqlite_nio_sqlite3_bind_int64(statement, 1, Int64(sequence))
+                Self.bind(update.id, at: 2, to: statement)
+                Self.bind(jsonArray(update.topics), at: 3, to: statement)
+                Self.bind(update.data, at: 4, to: statement)
+                sqlite_nio_sqlite3_bind_int64(statement, 5, update.isPrivate ? 1 : 0)
+                if let type = update.type { Self.bind(type, at: 6, to: statement) } else { sqlite_nio_sqlite3_bind_null(statement, 6) }
+                if let retry = update.retry {
+                    sqlite_nio_sqlite3_bind_int64(statement, 7, Int64((retry / .milliseconds(1)).rounded(.down)))
+                } else {
+                    sqlite_nio_sqlite3_bind_null(statement, 7)
+                }
+                sqlite_nio_sqlite3_bind_double(statement, 8, now)
+                try self.check(sqlite_nio_sqlite3_step(statement), expecting: SQLITE_DONE)
+                rows.append(StoredUpdate(sequence: sequence, update: update))
+            }
+            try self.run(self.commit)
+            return rows
+        } catch {
+            try? self.run(self.rollback)
+            throw error
+        }
+    }
+
+    /// The IDs of `appends` (but those `refused`) that the history holds.
+    private func knownIDs(in appends: [[Update]], except refused: Set<Int>) throws -> Set<String> {
+        var known = Set<String>()
+        for index in appends.indices where !refused.contains(index) {
+            for update in appends[index] {
+                defer { sqlite_nio_sqlite3_reset(self.find) }
+                Self.bind(update.id, at: 1, to: self.find)
+                let step = sqlite_nio_sqlite3_step(self.find)
+                if step == SQLITE_ROW { known.insert(update.id) } else { try self.check(step, expecting: SQLITE_DONE) }
+            }
+        }
+        return known
+    }
+
+    /// Deletes what the retention drops once a tenth of the count (at most 1 000 updates) has been
+    /// written since the last time. Reads leave out what is dropped and not deleted yet, so what
+    /// the history holds stays exact; a statement per commit, or a trigger compiled into each insert,
+    /// cost more. A failure leaves the rows to the next time (the commit is done by then).
+    ///
+    /// What is too old is deleted up to the first update that is not, found from the oldest on: no
+    /// index of the publication times, which every insert would write to, and no scan beyond what
+    /// is deleted. An update older than one before it (the clock went back) is left to the count.
+    private func pruneIfDue() {
+        let last = self.lastWritten
+        guard last >= self.prunedAt + UInt64(max(1, min(self.retention.count / 10, 1_000))) else { return }
+        let cutoff = self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
+        defer { sqlite_nio_sqlite3_reset(self.prune) }
+        sqlite_nio_sqlite3_bind_int64(self.prune, 1, Int64(max(0, Int(clamping: last) - self.retention.count)))
+        sqlite_nio_sqlite3_bind_double(self.prune, 2, cutoff)
+        sqlite_nio_sqlite3_bind_int64(self.prune, 3, Int64(clamping: last))
+        if sqlite_nio_sqlite3_step(self.prune) == SQLITE_DONE { self.prunedAt = last }
+    }
+
+    // MARK: The syncer's thread
+
+    /// Syncs the log and answers the appends written before the sync began, until the writer has
+    /// ended and none waits: one sync covers every commit written while the one before ran.
+    private func runSyncer() {
+        while true {
+            let (synced, checkpoint, interpose) = self.syncs.withLock {
+                while self.unsynced.isEmpty && !self.writerEnded { self.syncs.wait() }
+                defer { (self.unsynced, self.checkpointDue) = ([], false) }
+                return (self.unsynced, self.checkpointDue, self.interposedSync)
+            }
+            if synced.isEmpty { break }  // the writer has ended
+            do {
+                if let failure = self.writes.withLock({ self.syncFailure }) { throw failure }
+                if let interpose { try interpose(self.log.sync) } else { try self.log.sync() }
+                for append in synced { append.continuation.resume(returning: append.stored) }
+                if checkpoint {
+                    // Passive: it copies what no reader still needs, beside the writer, and a
+                    // failure leaves the pages to the next one.
+                    sqlite_nio_sqlite3_wal_checkpoint_v2(self.checkpointer, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+                }
+            } catch {
+                let failure = self.writes.withLock {
+                    let failure = self.syncFailure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
+                    self.syncFailure = failure
+                    return failure
+                }
+                for append in synced { append.continuation.resume(throwing: failure) }
+            }
+        }
+        sqlite_nio_sqlite3_close_v2(self.checkpointer)
+        self.log.unlock()
+        let waiting = self.syncs.withLock {
+            self.syncerEnded = true
+            defer { self.waitingForTheEnd = [] }
+            return self.waitingForTheEnd
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    // MARK: SQLite's C interface
+
+    /// A connection to the file at `path`, for one thread at a time, with extended error codes.
+    private static func open(_ path: String) throws -> OpaquePointer {
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let opened = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
+        guard opened == SQLITE_OK, let handle else {
+            let reason = handle.map { String(cString: sqlite_nio_sqlite3_errmsg($0)) } ?? "code \(opened)"
+            sqlite_nio_sqlite3_close_v2(handle)
+            throw EventStoreError(description: "cannot open the SQLite history \(path): \(reason)")
+        }
+        return handle
+    }
+
+    /// Runs a statement that returns no row.
+    private func run(_ statement: OpaquePointer) throws {
+        defer { sqlite_nio_sqlite3_reset(statement) }
+        try self.check(sqlite_nio_sqlite3_step(statement), expecting: SQLITE_DONE)
+    }
+
+    /// Throws what SQLite says went wrong unless `code` is `expected`.
+    private func check(_ code: CInt, expecting expected: CInt) throws {
+        guard code != expected else { return }
+        throw SQLiteFailure(code: code, message: String(cString: sqlite_nio_sqlite3_errmsg(self.database)))
+    }
+
+    /// Binds a copy of `text` to parameter `index`.
+    private static func bind(_ text: String, at index: CInt, to statement: OpaquePointer) {
+        var text = text
+        text.withUTF8 { bytes in
+            _ = bytes.withMemoryRebound(to: CChar.self) {
+                sqlite_nio_sqlite3_bind_text64(statement, index, $0.baseAddress, UInt64($0.count), transient, UInt8(SQLITE_UTF8))
+            }
+        }
+    }
+
+    private static func prepare(_ sql: String, in database: OpaquePointer) throws -> OpaquePointer {
+        var statement: OpaquePointer?
+        let code = sqlite_nio_sqlite3_prepare_v2(database, sql, -1, &statement, nil)
+        guard code == SQLITE_OK, let statement else {
+            throw SQLiteFailure(code: code, message: String(cString: sqlite_nio_sqlite3_errmsg(database)))
+        }
+        return statement
+    }
+
+    /// Runs `sql`, one statement or several, and ignores what they return.
+    private static func execute(_ sql: String, in database: OpaquePointer) throws {
+        let code = sqlite_nio_sqlite3_exec(database, sql, nil, nil, nil)
+        guard code == SQLITE_OK else { throw SQLiteFailure(code: code, message: String(cString: sqlite_nio_sqlite3_errmsg(database))) }
+    }
+
+    /// The first column of the first row of `sql`, as text.
+    private static func text(of sql: String, in database: OpaquePointer) throws -> String? {
+        let statement = try self.prepare(sql, in: database)
+        defer { sqlite_nio_sqlite3_finalize(statement) }
+        let code = sqlite_nio_sqlite3_step(statement)
+        guard code == SQLITE_ROW || code == SQLITE_DONE else {
+            throw SQLiteFailure(code: code, message: String(cString: sqlite_nio_sqlite3_errmsg(database)))
+        }
+        guard code == SQLITE_ROW, let text = sqlite_nio_sqlite3_column_text(statement, 0) else { return nil }
+        return String(cString: text)
+    }
+}
+
+/// An append the writer wrote, waiting for the sync: its caller, and its stored updates.
+private typealias WrittenAppend = (continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])
+
+/// SQLite's "copy the bound value" destructor (`SQLITE_TRANSIENT`, a macro Swift cannot import).
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// What SQLite said went wrong.
+private struct SQLiteFailure: Error, CustomStringConvertible {
+    let code: CInt
+    let message: String
+
+    /// An ID the history holds already: `SQLITE_CONSTRAINT_UNIQUE` or `SQLITE_CONSTRAINT_PRIMARYKEY`,
+    /// extended codes (the writer's connection has them) that are macros Swift cannot import.
+    var isUniqueConstraint: Bool { self.code == SQLITE_CONSTRAINT | (8 << 8) || self.code == SQLITE_CONSTRAINT | (6 << 8) }
+
+    var description: String { "\(self.message) (SQLite code \(self.code))" }
 }

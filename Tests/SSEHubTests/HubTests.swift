@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
@@ -66,9 +67,9 @@ struct HubTests {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
             let released = NIOLockedValueBox(false)
-            await store.interposeSync { sync in
-                for _ in 0..<1_000 where !released.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
-                try await sync()
+            store.interposeSync { sync in
+                for _ in 0..<1_000 where !released.withLockedValue({ $0 }) { usleep(5_000) }
+                try sync()
             }
             let hub = try await Hub(store: store)
             let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)

@@ -335,10 +335,10 @@ struct EventStoreTests {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
             let syncs = NIOLockedValueBox((started: 0, released: false))
-            await store.interposeSync { sync in
+            store.interposeSync { sync in
                 syncs.withLockedValue { $0.started += 1 }
-                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { try await Task.sleep(for: .milliseconds(5)) }
-                try await sync()
+                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { usleep(5_000) }
+                try sync()
             }
             let written = NIOLockedValueBox<[String]>([])
             let answered = NIOLockedValueBox<[String]>([])
@@ -368,7 +368,7 @@ struct EventStoreTests {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
             _ = try await store.append(self.updates(1...1))
-            await store.interposeSync { _ in throw EventStoreError(description: "disk gone") }
+            store.interposeSync { _ in throw EventStoreError(description: "disk gone") }
             let written = NIOLockedValueBox<[String]>([])
             let failure = await #expect(throws: EventStoreError.self) {
                 try await store.append(self.updates(2...2)) { stored in written.withLockedValue { $0 += stored.map(\.update.id) } }
@@ -413,6 +413,55 @@ struct EventStoreTests {
         let again = try await SQLiteEventStore.open(path: path)
         #expect(try await again.updates(through: 2).map(\.update.id) == ["e1", "e2"], "once it is closed, the file opens")
         try await again.close()
+    }
+
+    @Test func aFileThatIsNotAnSQLiteHistoryIsRefusedWithAReason() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        try Data(repeating: 0x2A, count: 4_096).write(to: URL(fileURLWithPath: path))
+        let failure = await #expect(throws: EventStoreError.self) { _ = try await SQLiteEventStore.open(path: path) }
+        #expect(failure?.description.hasPrefix("cannot open the SQLite history \(path): file is not a database") == true, "\(String(describing: failure))")
+    }
+
+    @Test func closingTheSQLiteStoreFinishesWhatWasAppended() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        let store = try await SQLiteEventStore.open(path: path)
+        // Appends in flight when the store closes are written, synced and answered; later ones are refused.
+        let appends = (1...50).map { n in Task { try await store.append(self.updates(n...n)).map(\.update.id) } }
+        try await store.close()
+        var answered = 0
+        for append in appends {
+            do {
+                _ = try await append.value
+                answered += 1
+            } catch let error as EventStoreError {
+                #expect(error.description == "the SQLite history is closed")
+            }
+        }
+        await #expect(throws: EventStoreError(description: "the SQLite history is closed")) { try await store.append(self.updates(51...51)) }
+        let reopened = try await SQLiteEventStore.open(path: path)
+        #expect(try await reopened.lastSequence() == UInt64(answered), "every append answered is in the history, and no other")
+        try await reopened.close()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func theSQLiteLogIsCheckpointedIntoTheFileWhileTheStoreIsOpen() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        let store = try await SQLiteEventStore.open(path: path)
+        func bytes(_ file: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0 }
+        let empty = bytes(path)
+        // 1 200 pages of 4 KB updates in four commits: past the pages at which the log is checkpointed.
+        let data = String(repeating: "x", count: 4_000)
+        for batch in 0..<4 {
+            _ = try await store.append((1...300).map { Update(id: "b\(batch)-\($0)", topics: ["t"], data: data) })
+        }
+        // The checkpoint follows the sync, after the answer.
+        for _ in 0..<500 where bytes(path) < empty + 4_000_000 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(bytes(path) >= empty + 4_000_000, "the updates were copied from the log into the file")
+        #expect(try await store.updates(through: 1_200).count == 1_200)
+        try await store.close()
     }
 
     @Test func aSQLiteHistoryWhoseSequencesAutoincrementGoesOn() async throws {
