@@ -7,7 +7,6 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SQLiteNIO
@@ -39,7 +38,6 @@ public final class SQLiteEventStore: EventStore {
     public let retention: Retention
     /// The file.
     public let path: String
-    private let now: @Sendable () -> Date
     private let writer: HistoryWriter
     private let reader: SQLiteConnection
 
@@ -55,33 +53,30 @@ public final class SQLiteEventStore: EventStore {
         }
         do {
             let reader = try await SQLiteConnection.open(storage: .file(path: path))
-            return SQLiteEventStore(path: path, writer: writer, reader: reader, retention: retention, now: now)
+            return SQLiteEventStore(path: path, writer: writer, reader: reader, retention: retention)
         } catch {
             await writer.close()
             throw error
         }
     }
 
-    private init(path: String, writer: HistoryWriter, reader: SQLiteConnection, retention: Retention, now: @escaping @Sendable () -> Date) {
+    private init(path: String, writer: HistoryWriter, reader: SQLiteConnection, retention: Retention) {
         self.path = path
         self.writer = writer
         self.reader = reader
         self.retention = retention
-        self.now = now
     }
 
     deinit {
         self.writer.stop()  // its threads end once what was appended is written and synced
     }
 
-    /// Updates published before this are past the age limit (the distant past when there is none).
     private var cutoff: Double {
-        self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
+        self.writer.cutoff
     }
 
-    /// Updates at or below this sequence are past the count limit.
     private var forgotten: Int {
-        max(0, Int(clamping: self.writer.last) - self.retention.count)
+        self.writer.forgotten(last: self.writer.last)
     }
 
     /// Closes the history, once what was appended before is written and synced.
@@ -360,6 +355,16 @@ private final class HistoryWriter: @unchecked Sendable {
         self.writes.withLock { self.lastWritten }
     }
 
+    /// Updates published before this are past the age limit (the distant past when there is none).
+    var cutoff: Double {
+        self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
+    }
+
+    /// Updates at or below this sequence are past the count limit, `last` being the last written.
+    func forgotten(last: UInt64) -> Int {
+        max(0, Int(clamping: last) - self.retention.count)
+    }
+
     func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
             let refusal: EventStoreError? = self.writes.withLock {
@@ -535,10 +540,9 @@ private final class HistoryWriter: @unchecked Sendable {
     private func pruneIfDue() {
         let last = self.lastWritten
         guard last >= self.prunedAt + UInt64(max(1, min(self.retention.count / 10, 1_000))) else { return }
-        let cutoff = self.retention.cutoff(now: self.now())?.timeIntervalSince1970 ?? -Double.greatestFiniteMagnitude
         defer { sqlite_nio_sqlite3_reset(self.prune) }
-        sqlite_nio_sqlite3_bind_int64(self.prune, 1, Int64(max(0, Int(clamping: last) - self.retention.count)))
-        sqlite_nio_sqlite3_bind_double(self.prune, 2, cutoff)
+        sqlite_nio_sqlite3_bind_int64(self.prune, 1, Int64(self.forgotten(last: last)))
+        sqlite_nio_sqlite3_bind_double(self.prune, 2, self.cutoff)
         sqlite_nio_sqlite3_bind_int64(self.prune, 3, Int64(clamping: last))
         if sqlite_nio_sqlite3_step(self.prune) == SQLITE_DONE { self.prunedAt = last }
     }
