@@ -154,10 +154,7 @@ final class TokenVerifier: Sendable {
 
     /// The claims of `token`, if its signature verifies and it has not expired.
     func verify(_ token: String, role: String) async throws(AuthorizationFailure) -> MercureClaims {
-        if let claims = self.accepted.withLockedValue({ $0[token] }) {
-            if let expiresAt = claims.expiresAt, expiresAt < Date() { throw .unauthorized("the \(role) token has expired") }
-            return claims
-        }
+        if let claims = try self.acceptedClaims(of: token, role: role) { return claims }
         let payload: MercureToken
         do {
             payload = try await self.keys.verify(token, as: MercureToken.self)
@@ -178,6 +175,14 @@ final class TokenVerifier: Sendable {
             if accepted.count >= Self.acceptedLimit { accepted.removeAll(keepingCapacity: true) }
             accepted[token] = claims
         }
+        return claims
+    }
+
+    /// The claims of `token` if it was accepted before and has not expired since; `nil` when it
+    /// must be verified.
+    func acceptedClaims(of token: String, role: String) throws(AuthorizationFailure) -> MercureClaims? {
+        guard let claims = self.accepted.withLockedValue({ $0[token] }) else { return nil }
+        if let expiresAt = claims.expiresAt, expiresAt < Date() { throw .unauthorized("the \(role) token has expired") }
         return claims
     }
 

@@ -90,6 +90,22 @@ public protocol EventStore: Sendable {
     func size() async throws -> EventStoreSize
 }
 
+/// A store that answers an append through a callback, on whichever thread finishes it: the hub
+/// then publishes with no task and no thread of Swift's pool between a publish request's
+/// connection and its answer (see `docs/PERFORMANCE.md`).
+protocol AnswersAppends: EventStore {
+    /// Stores `updates` as ``EventStore/append(_:written:)`` does, and calls `answer` with what that
+    /// would return or throw.
+    func append(
+        _ updates: [Update],
+        written: @escaping @Sendable ([StoredUpdate]) -> Void,
+        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+    )
+}
+
+extension InMemoryEventStore: AnswersAppends {}
+extension SQLiteEventStore: AnswersAppends {}
+
 extension EventStore {
     public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         let stored = try await self.append(updates)
@@ -164,6 +180,20 @@ public final class InMemoryEventStore: EventStore {
     }
 
     public func append(_ updates: [Update]) async throws -> [StoredUpdate] {
+        try self.appendNow(updates)
+    }
+
+    func append(
+        _ updates: [Update],
+        written: @escaping @Sendable ([StoredUpdate]) -> Void,
+        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+    ) {
+        let result = Result { try self.appendNow(updates) }
+        if case .success(let stored) = result { written(stored) }
+        answer(result)
+    }
+
+    private func appendNow(_ updates: [Update]) throws -> [StoredUpdate] {
         try self.state.withLockedValue { state in
             for update in updates where state.sequenceByID[update.id] != nil {
                 throw EventStoreError.duplicateID

@@ -7,11 +7,11 @@
 //===----------------------------------------------------------------------===//
 
 /// An append waiting for the next commit: its updates, what to call once they are written, and
-/// its caller.
+/// what to call with its outcome once they are durable.
 struct PendingAppend {
     let updates: [Update]
     let written: @Sendable ([StoredUpdate]) -> Void
-    let continuation: CheckedContinuation<[StoredUpdate], any Error>
+    let answer: @Sendable (Result<[StoredUpdate], any Error>) -> Void
 }
 
 /// A durable store's group commit: appends that arrive while a transaction commits wait, and
@@ -31,7 +31,7 @@ extension GroupCommitting {
     /// them, and returns them once they are durable.
     func appendInNextCommit(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
-            self.pending.append(PendingAppend(updates: updates, written: written, continuation: continuation))
+            self.pending.append(PendingAppend(updates: updates, written: written, answer: { continuation.resume(with: $0) }))
             if !self.flushing {
                 self.flushing = true
                 Task { await self.commitPending() }
@@ -48,14 +48,14 @@ extension GroupCommitting {
                 let (stored, refused) = try await self.commit(batch.map(\.updates))
                 for (index, append) in batch.enumerated() {
                     if refused.contains(index) {
-                        append.continuation.resume(throwing: EventStoreError.duplicateID)
+                        append.answer(.failure(EventStoreError.duplicateID))
                     } else {
                         append.written(stored[index])  // in the order of the history
-                        append.continuation.resume(returning: stored[index])  // the commit is durable
+                        append.answer(.success(stored[index]))  // the commit is durable
                     }
                 }
             } catch {
-                for append in batch { append.continuation.resume(throwing: error) }
+                for append in batch { append.answer(.failure(error)) }
             }
         }
         self.flushing = false

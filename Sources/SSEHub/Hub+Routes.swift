@@ -323,6 +323,20 @@ extension Hub {
     /// read). Throws the `HTTPError` to answer instead.
     func publisherClaims(_ request: Request, authorizer: Authorizer) async throws -> MercureClaims {
         let claims = try await authorizer.publisher(request)
+        try Self.checkFormContentType(request)
+        return claims
+    }
+
+    /// The claims of a publish request's token, checked as ``publisherClaims(_:authorizer:)``
+    /// checks them, if the token was accepted before; `nil` when it must be verified.
+    func knownPublisherClaims(_ request: Request, authorizer: Authorizer) throws -> MercureClaims? {
+        guard let claims = try authorizer.knownPublisher(request) else { return nil }
+        try Self.checkFormContentType(request)
+        return claims
+    }
+
+    /// Throws the `HTTPError` to answer unless `request` has a form's `Content-Type`.
+    private static func checkFormContentType(_ request: Request) throws {
         let contentType = request.headers.value(of: .contentType) ?? ""
         let form = "application/x-www-form-urlencoded".utf8
         let lowercased = { (byte: UInt8) in (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }  // ASCII letters
@@ -333,12 +347,25 @@ extension Hub {
                 message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType)'"
             )
         }
-        return claims
     }
 
     /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
     /// the update's ID. Throws the `HTTPError` to answer instead.
     func publish(form: ByteBuffer, claims: MercureClaims) async throws -> String {
+        let update = try self.update(form: form, claims: claims)
+        do {
+            try await self.publish(update)
+        } catch let error as EventStoreError where error == .duplicateID {
+            throw HTTPError(.conflict, message: "an update with id '\(update.id)' was already published")
+        } catch {
+            throw self.historyUnavailable(error, doing: "store the update")
+        }
+        return update.id
+    }
+
+    /// The update of a publish request's body, `form`, if `claims` allow its topics. Throws the
+    /// `HTTPError` to answer instead.
+    func update(form: ByteBuffer, claims: MercureClaims) throws -> Update {
         let update: Update
         do {
             update = try Update(form: Array(form.readableBytesView), makeID: Self.makeID)
@@ -353,14 +380,7 @@ extension Hub {
         if let topic = update.topics.first(where: { topic in !allowed.contains { $0.matches(topic) } }) {
             throw HTTPError(.forbidden, message: "the token's mercure.publish claim does not allow topic '\(topic)'")
         }
-        do {
-            try await self.publish(update)
-        } catch let error as EventStoreError where error == .duplicateID {
-            throw HTTPError(.conflict, message: "an update with id '\(update.id)' was already published")
-        } catch {
-            throw self.historyUnavailable(error, doing: "store the update")
-        }
-        return update.id
+        return update
     }
 
     /// The answer when the history fails (a database that went away, or did not answer in time):
@@ -435,6 +455,23 @@ struct Authorizer: Sendable {
     /// The publisher's claims; throws 401 without a valid token, 403 for a cookie from a
     /// foreign origin.
     func publisher(_ request: Request) async throws -> MercureClaims {
+        let (token, verifier) = try self.publisherToken(request)
+        return try await Self.check(token, with: verifier, role: "publisher")
+    }
+
+    /// The publisher's claims if its token was accepted before, checked as ``publisher(_:)``
+    /// checks them; `nil` when the token must be verified.
+    func knownPublisher(_ request: Request) throws -> MercureClaims? {
+        let (token, verifier) = try self.publisherToken(request)
+        do {
+            return try verifier.acceptedClaims(of: token, role: "publisher")
+        } catch {
+            throw HTTPError(.unauthorized, message: error.description)
+        }
+    }
+
+    /// A publish request's token, and the verifier to check it with.
+    private func publisherToken(_ request: Request) throws -> (String, TokenVerifier) {
         guard let publisher = self.publisher else {
             throw HTTPError(.unauthorized, message: "publishing is disabled: the hub has no publisher key")
         }
@@ -453,7 +490,7 @@ struct Authorizer: Sendable {
                 )
             }
         }
-        return try await Self.check(token, with: publisher, role: "publisher")
+        return (token, publisher)
     }
 
     /// The subscriber's claims, or `nil` for an anonymous subscriber.

@@ -139,6 +139,8 @@ public final class Hub: Sendable {
 
     /// The history.
     public let store: any EventStore
+    /// `store`, if it answers appends through a callback (cast once, not at each publish).
+    private let answeringStore: (any AnswersAppends)?
     /// The configuration.
     public let configuration: Configuration
     private let registry: NIOLockedValueBox<Registry>
@@ -164,6 +166,7 @@ public final class Hub: Sendable {
     /// A hub on `store`, continuing its history.
     public init(store: any EventStore, configuration: Configuration = .init(), logger: Logger = Logger(label: "herald.hub")) async throws {
         self.store = store
+        self.answeringStore = store as? any AnswersAppends
         self.configuration = configuration
         self.logger = logger
         self.registry = NIOLockedValueBox(
@@ -196,25 +199,48 @@ public final class Hub: Sendable {
     /// does not hold it up: the loop hands events to the connection's buffer, and a subscriber that
     /// does not read is cut.
     public func publish(_ update: Update) async throws {
-        let buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
+        try await withCheckedThrowingContinuation { continuation in self.publish(update) { continuation.resume(with: $0) } }
+    }
+
+    /// Publishes `update` as ``publish(_:)`` does, and calls `answer` with its outcome, on
+    /// whichever thread finishes it. With a store that answers appends through a callback (the
+    /// hub's own stores), no task runs between the call and the answer.
+    func publish(_ update: Update, then answer: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let buffer: EncodedEvent
+        do {
+            buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
+        } catch {
+            return answer(.failure(error))
+        }
         let started = ContinuousClock.now
         let behind = NIOLockedValueBox<[LoopWriter]>([])
-        _ = try await self.store.append([update]) { stored in
+        let written: @Sendable ([StoredUpdate]) -> Void = { stored in
             guard let stored = stored.first else { return }
             let writers = self.fanOut([(stored.sequence, update, buffer)])
             behind.withLockedValue { $0 = writers }
         }
-        self.storeLatency.record(duration: ContinuousClock.now - started)
-        self.publishes.increment()
-        // Flow control (above): wait for the loops that were behind.
-        let writers = behind.withLockedValue { $0 }
-        if !writers.isEmpty {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let remaining = NIOLockedValueBox(writers.count)
-                for writer in writers {
-                    writer.afterWrites {
-                        if remaining.withLockedValue({ $0 -= 1; return $0 }) == 0 { continuation.resume() }
-                    }
+        let stored: @Sendable (Result<[StoredUpdate], any Error>) -> Void = { result in
+            if case .failure(let error) = result { return answer(.failure(error)) }
+            self.storeLatency.record(duration: ContinuousClock.now - started)
+            self.publishes.increment()
+            // Flow control (above): wait for the loops that were behind.
+            let writers = behind.withLockedValue { $0 }
+            guard !writers.isEmpty else { return answer(.success(())) }
+            let remaining = NIOLockedValueBox(writers.count)
+            for writer in writers {
+                writer.afterWrites {
+                    if remaining.withLockedValue({ $0 -= 1; return $0 }) == 0 { answer(.success(())) }
+                }
+            }
+        }
+        if let store = self.answeringStore {
+            store.append([update], written: written, then: stored)
+        } else {
+            Task {
+                do {
+                    stored(.success(try await self.store.append([update], written: written)))
+                } catch {
+                    stored(.failure(error))
                 }
             }
         }

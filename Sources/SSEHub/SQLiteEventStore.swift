@@ -117,7 +117,17 @@ public final class SQLiteEventStore: EventStore {
     }
 
     public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
-        try await self.writer.append(updates, written: written)
+        try await withCheckedThrowingContinuation { continuation in
+            self.writer.append(updates, written: written, then: { continuation.resume(with: $0) })
+        }
+    }
+
+    func append(
+        _ updates: [Update],
+        written: @escaping @Sendable ([StoredUpdate]) -> Void,
+        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+    ) {
+        self.writer.append(updates, written: written, then: answer)
     }
 
     /// Runs `interpose` in place of each sync of the log, given the sync, on the thread that syncs:
@@ -365,17 +375,19 @@ private final class HistoryWriter: @unchecked Sendable {
         max(0, Int(clamping: last) - self.retention.count)
     }
 
-    func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
-        try await withCheckedThrowingContinuation { continuation in
-            let refusal: EventStoreError? = self.writes.withLock {
-                if let syncFailure = self.syncFailure { return syncFailure }
-                if self.stopping { return EventStoreError(description: "the SQLite history is closed") }
-                self.pending.append(PendingAppend(updates: updates, written: written, continuation: continuation))
-                self.writes.signal()
-                return nil
-            }
-            if let refusal { continuation.resume(throwing: refusal) }
+    func append(
+        _ updates: [Update],
+        written: @escaping @Sendable ([StoredUpdate]) -> Void,
+        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+    ) {
+        let refusal: EventStoreError? = self.writes.withLock {
+            if let syncFailure = self.syncFailure { return syncFailure }
+            if self.stopping { return EventStoreError(description: "the SQLite history is closed") }
+            self.pending.append(PendingAppend(updates: updates, written: written, answer: answer))
+            self.writes.signal()
+            return nil
         }
+        if let refusal { answer(.failure(refusal)) }
     }
 
     func interposeSync(_ interpose: @escaping @Sendable (_ sync: () throws -> Void) throws -> Void) {
@@ -422,7 +434,7 @@ private final class HistoryWriter: @unchecked Sendable {
             }
             if batch.isEmpty { break }  // stopping, and nothing is left
             if let failure {
-                for append in batch { append.continuation.resume(throwing: failure) }
+                for append in batch { append.answer(.failure(failure)) }
             } else {
                 self.write(batch)
             }
@@ -454,7 +466,7 @@ private final class HistoryWriter: @unchecked Sendable {
             }
         } catch {
             let failure = EventStoreError(description: "the SQLite history could not be written (\(error))")
-            for append in batch { append.continuation.resume(throwing: failure) }
+            for append in batch { append.answer(.failure(failure)) }
             return
         }
         if let last = rows.last?.sequence { self.writes.withLock { self.lastWritten = last } }
@@ -463,12 +475,12 @@ private final class HistoryWriter: @unchecked Sendable {
         var offset = 0
         for (index, append) in batch.enumerated() {
             if refused.contains(index) {
-                append.continuation.resume(throwing: EventStoreError.duplicateID)
+                append.answer(.failure(EventStoreError.duplicateID))
             } else {
                 let stored = Array(rows[offset..<offset + append.updates.count])
                 offset += append.updates.count
                 append.written(stored)
-                written.append((append.continuation, stored))
+                written.append((append.answer, stored))
             }
         }
         self.syncs.withLock {
@@ -562,7 +574,7 @@ private final class HistoryWriter: @unchecked Sendable {
             do {
                 if let failure = self.writes.withLock({ self.syncFailure }) { throw failure }
                 if let interpose { try interpose(self.log.sync) } else { try self.log.sync() }
-                for append in synced { append.continuation.resume(returning: append.stored) }
+                for append in synced { append.answer(.success(append.stored)) }
                 if checkpoint {
                     // Passive: it copies what no reader still needs, beside the writer, and a
                     // failure leaves the pages to the next one.
@@ -574,7 +586,7 @@ private final class HistoryWriter: @unchecked Sendable {
                     self.syncFailure = failure
                     return failure
                 }
-                for append in synced { append.continuation.resume(throwing: failure) }
+                for append in synced { append.answer(.failure(failure)) }
             }
         }
         sqlite_nio_sqlite3_close_v2(self.checkpointer)
@@ -652,8 +664,9 @@ private final class HistoryWriter: @unchecked Sendable {
     }
 }
 
-/// An append the writer wrote, waiting for the sync: its caller, and its stored updates.
-private typealias WrittenAppend = (continuation: CheckedContinuation<[StoredUpdate], any Error>, stored: [StoredUpdate])
+/// An append the writer wrote, waiting for the sync: what to call with its outcome, and its stored
+/// updates.
+private typealias WrittenAppend = (answer: @Sendable (Result<[StoredUpdate], any Error>) -> Void, stored: [StoredUpdate])
 
 /// SQLite's "copy the bound value" destructor (`SQLITE_TRANSIENT`, a macro Swift cannot import).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)

@@ -254,6 +254,39 @@ struct HubDoorTests {
         }
     }
 
+    @Test func aPublishWithAnAcceptedTokenThatTheStoreRefusesGoesOnToTheRoute() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: try await self.publishRequest("topic=t&id=one&data=1"))
+            _ = try await self.written(by: channel, until: "\r\n\r\none")
+            // The same token, accepted now (the door stores the update from its loop), and an ID
+            // the history holds: the route answers (409), with the request whole.
+            try await channel.writeInbound(ByteBuffer(string: try await self.publishRequest("topic=t&id=one&data=2")))
+            let handed = NIOLockedValueBox(false)
+            handedOn.whenComplete { _ in handed.withLockedValue { $0 = true } }
+            var answered = ""
+            for _ in 0..<1_000 where !handed.withLockedValue({ $0 }) && answered.isEmpty {
+                await channel.testingEventLoop.run()
+                if let bytes = try await channel.readOutbound(as: ByteBuffer.self) {
+                    answered += String(buffer: bytes)
+                } else {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            #expect(answered == "", "the door answered nothing")
+            try #require(handed.withLockedValue { $0 })
+            let connection = try #require(try await handedOn.get())
+            var body = ""
+            try await channel.close()
+            try? await connection.executeThenClose { inbound, _ in
+                for try await part in inbound {
+                    if case .body(let buffer) = part { body += String(buffer: buffer) }
+                }
+            }
+            #expect(body == "topic=t&id=one&data=2")
+            #expect(try await hub.store.updates(through: .max).map(\.update.data) == ["1"])
+        }
+    }
+
     @Test func aRequestPipelinedAfterAPublishGoesOnWhole() async throws {
         try await self.withDoor { hub, server in
             let (channel, handedOn) = try await self.openConnection(
