@@ -90,6 +90,9 @@ public protocol EventStore: Sendable {
     func size() async throws -> EventStoreSize
 }
 
+/// What an append calls with its outcome: the stored updates, or why they were refused.
+typealias AppendAnswer = @Sendable (Result<[StoredUpdate], any Error>) -> Void
+
 /// A store that answers an append through a callback, on whichever thread finishes it: the hub
 /// then publishes with no task and no thread of Swift's pool between a publish request's
 /// connection and its answer (see `docs/PERFORMANCE.md`).
@@ -99,7 +102,7 @@ protocol AnswersAppends: EventStore {
     func append(
         _ updates: [Update],
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
-        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+        then answer: @escaping AppendAnswer
     )
 }
 
@@ -186,7 +189,7 @@ public final class InMemoryEventStore: EventStore {
     func append(
         _ updates: [Update],
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
-        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+        then answer: @escaping AppendAnswer
     ) {
         let result = Result { try self.appendNow(updates) }
         if case .success(let stored) = result { written(stored) }

@@ -11,7 +11,7 @@
 struct PendingAppend {
     let updates: [Update]
     let written: @Sendable ([StoredUpdate]) -> Void
-    let answer: @Sendable (Result<[StoredUpdate], any Error>) -> Void
+    let answer: AppendAnswer
 }
 
 /// A durable store's group commit: appends that arrive while a transaction commits wait, and

@@ -219,7 +219,7 @@ public final class Hub: Sendable {
             let writers = self.fanOut([(stored.sequence, update, buffer)])
             behind.withLockedValue { $0 = writers }
         }
-        let stored: @Sendable (Result<[StoredUpdate], any Error>) -> Void = { result in
+        let stored: AppendAnswer = { result in
             if case .failure(let error) = result { return answer(.failure(error)) }
             self.storeLatency.record(duration: ContinuousClock.now - started)
             self.publishes.increment()

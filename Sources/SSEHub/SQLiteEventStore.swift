@@ -118,14 +118,14 @@ public final class SQLiteEventStore: EventStore {
 
     public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
-            self.writer.append(updates, written: written, then: { continuation.resume(with: $0) })
+            self.append(updates, written: written) { continuation.resume(with: $0) }
         }
     }
 
     func append(
         _ updates: [Update],
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
-        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+        then answer: @escaping AppendAnswer
     ) {
         self.writer.append(updates, written: written, then: answer)
     }
@@ -378,7 +378,7 @@ private final class HistoryWriter: @unchecked Sendable {
     func append(
         _ updates: [Update],
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
-        then answer: @escaping @Sendable (Result<[StoredUpdate], any Error>) -> Void
+        then answer: @escaping AppendAnswer
     ) {
         let refusal: EventStoreError? = self.writes.withLock {
             if let syncFailure = self.syncFailure { return syncFailure }
@@ -666,7 +666,7 @@ private final class HistoryWriter: @unchecked Sendable {
 
 /// An append the writer wrote, waiting for the sync: what to call with its outcome, and its stored
 /// updates.
-private typealias WrittenAppend = (answer: @Sendable (Result<[StoredUpdate], any Error>) -> Void, stored: [StoredUpdate])
+private typealias WrittenAppend = (answer: AppendAnswer, stored: [StoredUpdate])
 
 /// SQLite's "copy the bound value" destructor (`SQLITE_TRANSIENT`, a macro Swift cannot import).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
