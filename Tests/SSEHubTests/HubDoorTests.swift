@@ -214,6 +214,7 @@ struct HubDoorTests {
             }
             let answer = try await self.written(by: channel, until: "\r\n\r\none")
             #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(answer.contains("\r\nConnection: close\r\n"), "the answer says the connection closes")
             let ended = NIOLockedValueBox(false)
             handedOn.whenComplete { _ in ended.withLockedValue { $0 = true } }
             for _ in 0..<500 where channel.isActive || !ended.withLockedValue({ $0 }) {
