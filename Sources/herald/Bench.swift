@@ -38,7 +38,8 @@ struct Bench: AsyncParsableCommand {
             an event is missing or a request failed. Works with any Mercure hub, and with Nchan \
             (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). \
             --server-pid (repeatable) adds the server's memory and CPU time per connection opened, \
-            and its CPU time while publishing, read from /proc.
+            and its CPU time while publishing, read from /proc; the bench's own CPU time while \
+            publishing is generatorCPUSeconds.
             """
     )
 
@@ -119,6 +120,7 @@ struct Bench: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let stats = group.makeIterator().map { _ in LoopStats() }
         let server = ServerProcesses(pids: self.serverPID)
+        let generator = ServerProcesses(pids: [getpid()])
         var report = Report(protocol: self.wireProtocol.rawValue, subscribers: self.subscribers, topics: self.topics)
         report.serverRSSKilobytesBefore = server.rssKilobytes()
         let cpuBeforeConnecting = server.cpuSeconds()
@@ -150,6 +152,7 @@ struct Bench: AsyncParsableCommand {
 
         // 2. Publish (or hold the connections).
         let cpuBefore = server.cpuSeconds()
+        let generatorCPUBefore = generator.cpuSeconds()
         let publishStart = ContinuousClock.now
         var publishing = PublishResult()
         if self.idle {
@@ -169,6 +172,7 @@ struct Bench: AsyncParsableCommand {
         }
         let deliverySeconds = (ContinuousClock.now - publishStart).seconds
         let cpuAfter = server.cpuSeconds()
+        let generatorCPUAfter = generator.cpuSeconds()
         let totals = LoopStats.total(stats)  // before closing: what closing does is not counted
         ticker.cancel()
         await ticker.value  // the progress line ends
@@ -191,6 +195,7 @@ struct Bench: AsyncParsableCommand {
             report.serverCPUSeconds = cpuAfter - cpuBefore
             report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(cpuAfter - cpuBefore, 1e-9)
         }
+        if let generatorCPUBefore, let generatorCPUAfter { report.generatorCPUSeconds = generatorCPUAfter - generatorCPUBefore }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try writeAll(Array(try encoder.encode(report)) + [UInt8(ascii: "\n")])
@@ -598,7 +603,8 @@ private final class Progress: Sendable {
     }
 }
 
-/// The server's processes, read from /proc (Linux): resident memory and CPU time.
+/// The server's processes (or the generator's own), read from /proc (Linux): resident memory and
+/// CPU time.
 private struct ServerProcesses {
     let pids: [Int32]
 
@@ -677,6 +683,9 @@ private struct Report: Encodable {
     var streamsEnded = 0
     var serverCPUSeconds: Double?
     var deliveriesPerServerCPUSecond: Double?
+    /// This process's CPU time over the same span as `serverCPUSeconds`: when the two together
+    /// near the machine's cores, the latencies measure the wait for a core as much as the server.
+    var generatorCPUSeconds: Double?
 }
 
 private func monotonicNanoseconds() -> UInt64 {

@@ -41,6 +41,7 @@ struct BenchCommandTests {
         let fromSchedule = try #require(report["latencyFromSchedule"] as? [String: Double])
         #expect(fromSchedule["p50"]! >= latency["p50"]! && fromSchedule["max"]! >= latency["max"]!)
         #expect((report["serverCPUSeconds"] as? Double ?? 0) > 0, "read from /proc")
+        #expect((report["generatorCPUSeconds"] as? Double ?? 0) > 0, "its own, read from /proc")
         // (/proc counts in hundredths of a second: 30 connections may take none.)
         #expect(report["serverCPUMicrosecondsPerConnection"] as? Double != nil)
         #expect(result.standardError.contains("subscribers 30/30"), "the progress line")
