@@ -7,7 +7,6 @@
 //===----------------------------------------------------------------------===//
 
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
@@ -159,7 +158,7 @@ struct Bench: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(self.duration))
         } else {
             progress.publishing.withLockedValue { $0 = true }
-            publishing = try await self.publish(targets: targets, tls: tls, progress: progress)
+            publishing = try await self.publish(targets: targets, tls: tls, group: group, progress: progress)
         }
         let publishSeconds = (ContinuousClock.now - publishStart).seconds
 
@@ -270,20 +269,7 @@ struct Bench: AsyncParsableCommand {
         head.headers.add(name: "Host", value: target.hostHeader)
         head.headers.add(name: "Accept", value: "text/event-stream")
         let request = head
-        var bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(10))
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        let hostname = target.hostIsAnAddress ? nil : target.host
-                        let handler = try NIOSSLClientHandler(context: tls, serverHostname: hostname)
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(SubscriberHandler(request: request, stats: stats, opened: opened))
-                }
-            }
+        var bootstrap = target.bootstrap(on: loop, tls: tls) { SubscriberHandler(request: request, stats: stats, opened: opened) }
         if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
         let channel: any Channel
         do {
@@ -315,7 +301,12 @@ struct Bench: AsyncParsableCommand {
         var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
     }
 
-    private func publish(targets: [Target], tls: TLSConfiguration, progress: Progress) async throws -> PublishResult {
+    private func publish(
+        targets: [Target],
+        tls: TLSConfiguration,
+        group: MultiThreadedEventLoopGroup,
+        progress: Progress
+    ) async throws -> PublishResult {
         var signed = self.token ?? ""
         if let key = self.key {
             // Any topic, as a backend's publisher token usually says: one selector per topic
@@ -323,11 +314,8 @@ struct Bench: AsyncParsableCommand {
             signed = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: key)
         }
         let token = signed
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.publishers
-        configuration.tlsConfiguration = tls
-        configuration.httpVersion = .http1Only  // as the subscribers
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let context = try targets.contains(where: \.isSecure) ? NIOSSLContext(configuration: tls) : nil
+        let loops = Array(group.makeIterator())
         let sequence = NIOLockedValueBox(0)
         let startNanoseconds = monotonicNanoseconds()  // (first: a due time is never after its publish)
         let start = ContinuousClock.now
@@ -335,9 +323,14 @@ struct Bench: AsyncParsableCommand {
         let padding = String(repeating: "x", count: self.padding)
         let topics = self.topics
         let rate = self.rate
-        let result = await withTaskGroup(of: PublishResult.self) { group in
-            for _ in 0..<self.publishers {
-                group.addTask {
+        return await withTaskGroup(of: PublishResult.self) { tasks in
+            for index in 0..<self.publishers {
+                tasks.addTask {
+                    // A connection to each hub, kept alive, on the subscribers' loops.
+                    let connections = targets.map {
+                        PublisherConnection(target: $0, tls: $0.isSecure ? context : nil, loop: loops[index % loops.count])
+                    }
+                    defer { for connection in connections { connection.close() } }
                     var result = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
                     while true {
                         let number = sequence.withLockedValue { value -> Int in
@@ -355,7 +348,9 @@ struct Bench: AsyncParsableCommand {
                         let sent = monotonicNanoseconds()
                         let due = rate > 0 ? " \(startNanoseconds + UInt64(Double(number) / rate * 1e9))" : ""
                         let data = "\(number) \(sent)\(due)" + (padding.isEmpty ? "" : " " + padding)
-                        let ok = await targets[number % targets.count].publish(client: client, topic: topic, data: data, token: token)
+                        let target = number % targets.count
+                        let (head, body) = targets[target].publishRequest(topic: topic, data: data, token: token)
+                        let ok = await connections[target].send(head, body)
                         _ = result.latency.record(monotonicNanoseconds() - sent)
                         if ok {
                             result.published += 1
@@ -369,7 +364,7 @@ struct Bench: AsyncParsableCommand {
                 }
             }
             var total = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
-            for await part in group {
+            for await part in tasks {
                 total.published += part.published
                 total.errors += part.errors
                 for topic in 0..<topics { total.publishedPerTopic[topic] += part.publishedPerTopic[topic] }
@@ -377,8 +372,6 @@ struct Bench: AsyncParsableCommand {
             }
             return total
         }
-        try await client.shutdown()
-        return result
     }
 }
 
@@ -420,28 +413,159 @@ private struct Target: Sendable {
         }
     }
 
-    /// Publishes one event; `false` when the hub did not answer 2xx.
-    func publish(client: HTTPClient, topic: Int, data: String, token: String) async -> Bool {
-        let origin = "\(self.isSecure ? "https" : "http")://\(self.hostHeader)"
-        var request: HTTPClientRequest
+    /// The request that publishes `data` to `topic`.
+    func publishRequest(topic: Int, data: String, token: String) -> (HTTPRequestHead, ByteBuffer) {
+        var head: HTTPRequestHead
+        let body: ByteBuffer
         switch self.wireProtocol {
         case .mercure:
-            request = HTTPClientRequest(url: origin + self.basePath)
-            request.headers.add(name: "Authorization", value: "Bearer \(token)")
-            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-            request.body = .bytes(ByteBuffer(string: "topic=\(self.topicName(topic))&data=\(Publish.encode(data))"))
+            head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.basePath.isEmpty ? "/" : self.basePath)
+            head.headers.add(name: "Authorization", value: "Bearer \(token)")
+            head.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            body = ByteBuffer(string: "topic=\(self.topicName(topic))&data=\(Publish.encode(data))")
         case .nchan:
-            request = HTTPClientRequest(url: origin + self.basePath + "/pub/" + self.topicName(topic))
-            request.body = .bytes(ByteBuffer(string: data))
+            head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.basePath + "/pub/" + self.topicName(topic))
+            body = ByteBuffer(string: data)
         }
-        request.method = .POST
+        head.headers.add(name: "Host", value: self.hostHeader)
+        head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        return (head, body)
+    }
+
+    /// Connects to the hub on `loop`, over TLS with `tls`, speaking HTTP/1.1 through the handler
+    /// `last` makes.
+    func bootstrap(on loop: any EventLoop, tls: NIOSSLContext?, last: @escaping @Sendable () -> some ChannelHandler) -> ClientBootstrap {
+        ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(10))
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let hostname = self.hostIsAnAddress ? nil : self.host
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(last())
+                }
+            }
+    }
+}
+
+/// One publisher's connection to a hub, kept alive: a request at a time, connected again after the
+/// hub closes it. Lighter than an HTTP client with a pool (AsyncHTTPClient was two thirds of the
+/// generator's CPU on 1 000 topics, and the generator shares the machine with the hub it measures).
+/// Used by one task at a time.
+private final class PublisherConnection {
+    private let target: Target
+    private let tls: NIOSSLContext?
+    private let loop: any EventLoop
+    private var channel: (any Channel)?
+
+    init(target: Target, tls: NIOSSLContext?, loop: any EventLoop) {
+        self.target = target
+        self.tls = tls
+        self.loop = loop
+    }
+
+    /// Sends a request; whether the hub answered it with a 2xx (`false` for any failure).
+    func send(_ head: HTTPRequestHead, _ body: ByteBuffer) async -> Bool {
         do {
-            let response = try await client.execute(request, timeout: .seconds(30))
-            _ = try await response.body.collect(upTo: 1 << 20)
-            return (200..<300).contains(response.status.code)
+            // Once more on a new connection if the hub closed this one before the request went
+            // (as nginx does after `keepalive_requests`).
+            for _ in 0..<2 {
+                let channel: any Channel
+                if let open = self.channel, open.isActive {
+                    channel = open
+                } else {
+                    self.channel?.close(promise: nil)
+                    channel = try await self.target.bootstrap(on: self.loop, tls: self.tls) { PublishHandler() }
+                        .connect(host: self.target.host, port: self.target.port).get()
+                    self.channel = channel
+                }
+                // On the loop, where the handler knows whether the connection is still open.
+                let answer = try await channel.eventLoop.flatSubmit {
+                    let handler = try? channel.pipeline.syncOperations.handler(type: PublishHandler.self)
+                    return handler?.send(head, body) ?? channel.eventLoop.makeSucceededFuture(nil)
+                }.get()
+                if let answer { return answer }
+                self.channel = nil
+            }
+            return false
         } catch {
+            self.channel?.close(promise: nil)
+            self.channel = nil
             return false
         }
+    }
+
+    func close() {
+        self.channel?.close(promise: nil)
+    }
+}
+
+/// Writes a publish request and says, when the answer has come whole, whether its status was 2xx;
+/// `false` if the connection closes first, or after 30 seconds with no answer; `nil` if it was
+/// closed before the request went.
+private final class PublishHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var context: ChannelHandlerContext?
+    private var waiting: (answered: EventLoopPromise<Bool?>, timeout: Scheduled<Void>)?
+    private var status: HTTPResponseStatus?
+    private var keepAlive = true
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.answer(false)
+    }
+
+    /// Sends a request, one at a time; call on the loop. `nil` when the handler has left the
+    /// closed connection.
+    func send(_ head: HTTPRequestHead, _ body: ByteBuffer) -> EventLoopFuture<Bool?>? {
+        guard let context = self.context else { return nil }
+        guard context.channel.isActive, self.waiting == nil else { return context.eventLoop.makeSucceededFuture(nil) }
+        let answered = context.eventLoop.makePromise(of: Bool?.self)
+        let timeout = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(30)) { context.close(promise: nil) }
+        self.waiting = (answered, timeout)
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        return answered.futureResult
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.status = head.status
+            self.keepAlive = head.isKeepAlive
+        case .body:
+            break
+        case .end:
+            self.answer(self.status.map { (200..<300).contains($0.code) } ?? false)
+            self.status = nil
+            if !self.keepAlive { context.close(promise: nil) }  // (after the answer: the close fails what waits)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.answer(false)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func answer(_ ok: Bool) {
+        guard let (answered, timeout) = self.waiting else { return }
+        self.waiting = nil
+        timeout.cancel()
+        answered.succeed(ok)
     }
 }
 

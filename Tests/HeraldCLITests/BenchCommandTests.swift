@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import Foundation
+import HeraldTestSupport
 import Testing
 
 /// A short run of `herald bench` against `herald serve`: a smoke test of the load generator (the
@@ -49,6 +50,26 @@ struct BenchCommandTests {
         #expect(result.standardError.hasSuffix("\n"), "\(result.standardError)")
         let lastLine = result.standardError.split(separator: "\r").last ?? ""
         #expect(lastLine.contains("errors 0") && lastLine.hasSuffix("   \n"), "\(lastLine)")
+    }
+
+    @Test(.enabled(if: Nginx.binary != nil, "nginx is not installed (scripts/install-test-tools.sh installs it)"))
+    func publishersConnectAgainWhenTheHubClosesTheirConnections() async throws {
+        let (hub, url, token) = try self.serve.startHub()
+        defer { if hub.isRunning { hub.terminate() } }
+        // nginx closes each client connection after its third request; flat out, the next request
+        // of a publisher often finds its connection closing.
+        let nginx = try await Nginx.start(balancing: [try #require(URL(string: url)?.port)], keepaliveRequests: 3)
+        defer { nginx.stop() }
+        let result = try await runHerald([
+            "bench", "--hub", "http://127.0.0.1:\(nginx.port)/.well-known/mercure", "--token", token,
+            "--subscribers", "4", "--publishers", "2", "--duration", "1",
+        ])
+        #expect(result.status == 0, "\(result.standardError)")
+        let report = try self.report(result.standardOutput)
+        let published = try #require(report["published"] as? Int)
+        #expect(published >= 30, "\(published)")
+        #expect(report["publishErrors"] as? Int == 0)
+        #expect(report["delivered"] as? Int == published * 4)
     }
 
     @Test func overTLSTheCertificateGivenIsTrusted() async throws {

@@ -22,8 +22,9 @@ package struct Nginx {
     package let port: Int
     private let folder: URL
 
-    /// Starts nginx on a free port of 127.0.0.1, balancing across the nodes on `ports`.
-    package static func start(balancing ports: [Int]) async throws -> Nginx {
+    /// Starts nginx on a free port of 127.0.0.1, balancing across the nodes on `ports`; it closes
+    /// a client's connection after `keepaliveRequests` requests (nginx's default: 1 000).
+    package static func start(balancing ports: [Int], keepaliveRequests: Int = 1_000) async throws -> Nginx {
         guard let binary else { throw NginxFailure(description: "nginx is not installed") }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("herald-nginx-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder.appendingPathComponent("temp"), withIntermediateDirectories: true)
@@ -47,6 +48,7 @@ package struct Nginx {
                 }
                 server {
                     listen 127.0.0.1:\(port);
+                    keepalive_requests \(keepaliveRequests);
                     location / {
                         proxy_pass http://herald;
                         proxy_http_version 1.1;
