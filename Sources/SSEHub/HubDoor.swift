@@ -505,8 +505,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .waiting
-        // The answer goes out encoded here, as one buffer, past the codec and NIO's encoder: through
-        // them it was a tenth of the server's CPU on 1 000 topics (docs/PERFORMANCE.md).
+        // The answer goes out encoded here, as one buffer, past the codec and NIO's encoder: the work
+        // through them was about 9 % of the server's CPU on 1 000 topics (docs/PERFORMANCE.md).
         let past: (codec: HubHTTP1Codec, encoder: ChannelHandlerContext)
         if let known = self.pastCodecs {
             past = known

@@ -449,9 +449,9 @@ private struct Target: Sendable {
 }
 
 /// One publisher's connection to a hub, kept alive: a request at a time, connected again after the
-/// hub closes it. Lighter than an HTTP client with a pool (AsyncHTTPClient was two thirds of the
-/// generator's CPU on 1 000 topics, and the generator shares the machine with the hub it measures).
-/// Used by one task at a time.
+/// hub closes it. Lighter than an HTTP client with a pool: through AsyncHTTPClient a publish took
+/// about twice the generator's CPU on 1 000 topics, and the generator shares the machine with the
+/// hub it measures (docs/PERFORMANCE.md). Used by one task at a time.
 private final class PublisherConnection {
     private let target: Target
     private let tls: NIOSSLContext?
