@@ -80,13 +80,15 @@ extension Update {
         guard !topics.isEmpty else { throw PublishError("missing 'topic': an update needs at least one topic") }
         if topics.contains(where: \.isEmpty) { throw PublishError("'topic' must not be empty") }
 
-        var id = makeID()
+        let id: String
         if let given = givenID, !given.isEmpty {
             guard !given.hasPrefix("#") else { throw PublishError("'id' must not start with '#'") }
             guard !given.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D || $0 == 0 }) else {
                 throw PublishError("'id' must not contain CR, LF or NUL")
             }
             id = given
+        } else {
+            id = makeID()
         }
         var type: String?
         if let given = givenType, !given.isEmpty {

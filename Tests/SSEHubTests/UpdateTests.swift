@@ -30,6 +30,7 @@ struct UpdateTests {
         #expect(update.id == "urn:1")
         #expect(update.type == "book")
         #expect(update.retry == .milliseconds(2500))
+        _ = try Update(form: Array("topic=t&id=given".utf8), makeID: { Issue.record("made an ID for an update that has one"); return "" })
     }
 
     @Test func madeIDsAreVersion7UUIDsInTimeOrder() async throws {
@@ -49,6 +50,18 @@ struct UpdateTests {
         }
         #expect(first < second, "later IDs sort after")
         #expect(Set((0..<1_000).map { _ in Hub.makeID() }).count == 1_000)
+    }
+
+    @Test func randomWordsAreNotHandedOutTwice() async {
+        // 64 tasks take 64 pairs each: 256 refills of the pool, raced.
+        let words = await withTaskGroup(of: [UInt64].self) { group in
+            for _ in 0..<64 {
+                group.addTask { (0..<64).flatMap { _ in let two = RandomWords.shared.two(); return [two.0, two.1] } }
+            }
+            return await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(words.count == 8_192)
+        #expect(Set(words).count == words.count)
     }
 
     @Test func defaults() throws {
