@@ -12,7 +12,8 @@
 //   herald         (command line)
 //   Examples/      (the classic SSE examples, each an executable with its page)
 //
-// Benchmarks live in `Benchmarks/`, a package of their own that library users never resolve.
+// Benchmarks that compare Herald with its peers live in `Benchmarks/`, a package of their own that
+// library users never resolve; `HistoryBenchmark` (the hub's history alone) is here, built with the hub.
 
 import PackageDescription
 
@@ -38,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -110,6 +112,7 @@ let package = Package(
                 "SSECore",
                 "SSENIO",
                 "HummingbirdSSE",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -155,6 +158,11 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "HistoryBenchmark",
+            dependencies: ["SSEHub"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

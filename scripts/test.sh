@@ -39,6 +39,8 @@ if ! swift build --package-path Benchmarks >"$log" 2>&1; then
 fi
 Benchmarks/.build/debug/SSEParsingBenchmark --quick >/dev/null
 echo "the benchmark runs, and every parser counts every event of every case"
+.build/debug/HistoryBenchmark --quick >/dev/null
+echo "the history benchmark runs, and the history keeps what its retention says"
 
 echo "== fuzz (${HERALD_FUZZ_SECONDS:-45} s)"
 scripts/fuzz.sh "${HERALD_FUZZ_SECONDS:-45}"

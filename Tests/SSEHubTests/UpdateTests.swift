@@ -208,6 +208,18 @@ struct EventStoreTests {
     }
 
     @Test(arguments: StoreKind.available)
+    func aBatchLargerThanTheRetentionKeepsItsNewest(_ kind: StoreKind) async throws {
+        try await kind.with(capacity: 3) { store in
+            _ = try await store.append(self.updates(1...2))
+            #expect(try await store.append(self.updates(3...7)).map(\.sequence) == [3, 4, 5, 6, 7])
+            #expect(try await store.updates(through: 7).map(\.update.id) == ["e5", "e6", "e7"])
+            #expect(try await store.updates(through: 4).isEmpty, "a bound below the oldest kept")
+            #expect(try await store.updates(after: "e5", through: 6)?.map(\.update.id) == ["e6"])
+            #expect(try await store.size().updates == 3)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
     func whatTheRetentionDropsIsGoneAtOnceThoughDeletedLater(_ kind: StoreKind) async throws {
         // 30 kept: the SQLite store deletes every 3 updates, and its reads leave out the rest.
         try await kind.with(capacity: 30) { store in
