@@ -294,7 +294,7 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: Publishers
 
-    private struct PublishResult {
+    fileprivate struct PublishResult {
         var published = 0
         var errors = 0
         var publishedPerTopic: [Int] = []
@@ -311,64 +311,127 @@ struct Bench: AsyncParsableCommand {
         let token = signed
         let context = try targets.contains(where: \.isSecure) ? NIOSSLContext(configuration: tls) : nil
         let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
-        let sequence = NIOLockedValueBox(0)
-        let startNanoseconds = monotonicNanoseconds()  // (first: a due time is never after its publish)
-        let start = ContinuousClock.now
-        let end = start + .seconds(self.duration)
-        let padding = String(repeating: "x", count: self.padding)
-        let topics = self.topics
-        let rate = self.rate
+        let plan = PublishPlan(
+            targets: targets,
+            token: token,
+            topics: self.topics,
+            rate: self.rate,
+            padding: self.padding > 0 ? " " + String(repeating: "x", count: self.padding) : "",
+            duration: .nanoseconds(Int64(self.duration * 1e9)),
+            progress: progress
+        )
         return await withTaskGroup(of: PublishResult.self) { tasks in
             for index in 0..<self.publishers {
+                // A connection to each hub, kept alive, on loops of their own: on the subscribers'
+                // loops, a publish waits while they read (at 10 000 subscribers, for as long as
+                // 5 000 events take), and goes late. A publisher runs on its loop from start to end:
+                // from a task, each publish went to another thread and back.
+                let loop = loops[index % loops.count]
                 tasks.addTask {
-                    // A connection to each hub, kept alive, on loops of their own: on the subscribers'
-                    // loops, a publish waits while they read (at 10 000 subscribers, for as long as
-                    // 5 000 events take), and goes late.
-                    let connections = targets.map {
-                        PublisherConnection(target: $0, tls: $0.isSecure ? context : nil, loop: loops[index % loops.count])
+                    let publisher = loop.flatSubmit {
+                        let connections = targets.map { PublisherConnection(target: $0, tls: $0.isSecure ? context : nil, loop: loop) }
+                        return Publisher(plan: plan, connections: connections, loop: loop).run()
                     }
-                    defer { for connection in connections { connection.close() } }
-                    var result = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
-                    while true {
-                        let number = sequence.withLockedValue { value -> Int in
-                            defer { value += 1 }
-                            return value
-                        }
-                        if rate > 0 {
-                            let due = start + .seconds(Double(number) / rate)
-                            guard due < end else { break }
-                            try? await Task.sleep(until: due)
-                        } else if ContinuousClock.now >= end {
-                            break
-                        }
-                        let topic = number % topics
-                        let sent = monotonicNanoseconds()
-                        let due = rate > 0 ? " \(startNanoseconds + UInt64(Double(number) / rate * 1e9))" : ""
-                        let data = "\(number) \(sent)\(due)" + (padding.isEmpty ? "" : " " + padding)
-                        let target = number % targets.count
-                        let (head, body) = targets[target].publishRequest(topic: topic, data: data, token: token)
-                        let ok = await connections[target].send(head, body)
-                        _ = result.latency.record(monotonicNanoseconds() - sent)
-                        if ok {
-                            result.published += 1
-                            result.publishedPerTopic[topic] += 1
-                            progress.published.withLockedValue { $0 += 1 }
-                        } else {
-                            result.errors += 1
-                        }
-                    }
-                    return result
+                    return (try? await publisher.get()) ?? PublishResult(publishedPerTopic: Array(repeating: 0, count: plan.topics))
                 }
             }
-            var total = PublishResult(publishedPerTopic: Array(repeating: 0, count: topics))
+            var total = PublishResult(publishedPerTopic: Array(repeating: 0, count: self.topics))
             for await part in tasks {
                 total.published += part.published
                 total.errors += part.errors
-                for topic in 0..<topics { total.publishedPerTopic[topic] += part.publishedPerTopic[topic] }
+                for topic in 0..<self.topics { total.publishedPerTopic[topic] += part.publishedPerTopic[topic] }
                 total.latency.add(part.latency)
             }
             return total
         }
+    }
+}
+
+/// What every publisher of a bench publishes, and when.
+private struct PublishPlan: Sendable {
+    let targets: [Target]
+    let token: String
+    let topics: Int
+    /// Publishes a second, for all publishers together; 0 for as fast as they can.
+    let rate: Double
+    /// Appended to each event's data.
+    let padding: String
+    let duration: TimeAmount
+    let progress: Progress
+    /// The number of the next publish, shared by the publishers.
+    let sequence = NIOLockedValueBox(0)
+    /// The start, as NIO's clock and as `monotonicNanoseconds()` read it (in that order: a due time
+    /// in an event's data is never after its publish).
+    let start = NIODeadline.now()
+    let startNanoseconds = monotonicNanoseconds()
+}
+
+/// One publisher: one request at a time over its connections, all on its event loop (an answer
+/// sends the next publish, or schedules it at its due time), until the plan's end.
+private final class Publisher {
+    private let plan: PublishPlan
+    private let connections: [PublisherConnection]
+    private let loop: any EventLoop
+    private var result: Bench.PublishResult
+    private let done: EventLoopPromise<Bench.PublishResult>
+
+    init(plan: PublishPlan, connections: [PublisherConnection], loop: any EventLoop) {
+        self.plan = plan
+        self.connections = connections
+        self.loop = loop
+        self.result = Bench.PublishResult(publishedPerTopic: Array(repeating: 0, count: plan.topics))
+        self.done = loop.makePromise()
+    }
+
+    /// Publishes until the end; call on the loop.
+    func run() -> EventLoopFuture<Bench.PublishResult> {
+        self.next()
+        return self.done.futureResult
+    }
+
+    private func next() {
+        let number = self.plan.sequence.withLockedValue { value -> Int in
+            defer { value += 1 }
+            return value
+        }
+        let end = self.plan.start + self.plan.duration
+        if self.plan.rate > 0 {
+            let due = self.plan.start + .nanoseconds(Int64(Double(number) / self.plan.rate * 1e9))
+            guard due < end else { return self.finish() }
+            if due > .now() {
+                self.loop.assumeIsolated().scheduleTask(deadline: due) { self.publish(number) }
+                return
+            }
+        } else if NIODeadline.now() >= end {
+            return self.finish()
+        }
+        self.publish(number)
+    }
+
+    private func publish(_ number: Int) {
+        let topic = number % self.plan.topics
+        let sent = monotonicNanoseconds()
+        let due = self.plan.rate > 0 ? " \(self.plan.startNanoseconds + UInt64(Double(number) / self.plan.rate * 1e9))" : ""
+        let target = number % self.plan.targets.count
+        let data = "\(number) \(sent)\(due)\(self.plan.padding)"
+        let (head, body) = self.plan.targets[target].publishRequest(topic: topic, data: data, token: self.plan.token)
+        self.connections[target].send(head, body).assumeIsolated().whenSuccess { ok in
+            _ = self.result.latency.record(monotonicNanoseconds() - sent)
+            if ok {
+                self.result.published += 1
+                self.result.publishedPerTopic[topic] += 1
+                self.plan.progress.published.withLockedValue { $0 += 1 }
+            } else {
+                self.result.errors += 1
+            }
+            // Through the loop's queue: an answer that came at once would recurse.
+            self.loop.assumeIsolated().execute { self.next() }
+        }
+    }
+
+    private func finish() {
+        for connection in self.connections { connection.close() }
+        self.done.succeed(self.result)
     }
 }
 
@@ -464,35 +527,40 @@ private final class PublisherConnection {
         self.loop = loop
     }
 
-    /// Sends a request; whether the hub answered it with a 2xx (`false` for any failure).
-    func send(_ head: HTTPRequestHead, _ body: ByteBuffer) async -> Bool {
-        do {
-            // Once more on a new connection if the hub closed this one before the request went
-            // (as nginx does after `keepalive_requests`).
-            for _ in 0..<2 {
-                let channel: any Channel
-                if let open = self.channel, open.isActive {
-                    channel = open
-                } else {
-                    self.channel?.close(promise: nil)
-                    channel = try await self.target.bootstrap(on: self.loop, tls: self.tls) { PublishHandler() }
-                        .connect(host: self.target.host, port: self.target.port).get()
-                    self.channel = channel
-                }
-                // On the loop, where the handler knows whether the connection is still open.
-                let answer = try await channel.eventLoop.flatSubmit {
-                    let handler = try? channel.pipeline.syncOperations.handler(type: PublishHandler.self)
-                    return handler?.send(head, body) ?? channel.eventLoop.makeSucceededFuture(nil)
-                }.get()
-                if let answer { return answer }
-                self.channel = nil
-            }
-            return false
-        } catch {
+    /// Sends a request; whether the hub answered it with a 2xx (`false` for any failure: the
+    /// future never fails). Call on the connection's loop.
+    func send(_ head: HTTPRequestHead, _ body: ByteBuffer) -> EventLoopFuture<Bool> {
+        // Once more on a new connection if the hub closed this one before the request went (as
+        // nginx does after `keepalive_requests`).
+        self.send(head, body, attempts: 2).assumeIsolated().recover { _ in
             self.channel?.close(promise: nil)
             self.channel = nil
             return false
+        }.nonisolated()
+    }
+
+    private func send(_ head: HTTPRequestHead, _ body: ByteBuffer, attempts: Int) -> EventLoopFuture<Bool> {
+        guard attempts > 0 else { return self.loop.makeSucceededFuture(false) }
+        let channel: EventLoopFuture<any Channel>
+        if let open = self.channel, open.isActive {
+            channel = self.loop.makeSucceededFuture(open)
+        } else {
+            self.channel?.close(promise: nil)
+            self.channel = nil
+            channel = self.target.bootstrap(on: self.loop, tls: self.tls) { PublishHandler() }
+                .connect(host: self.target.host, port: self.target.port)
         }
+        return channel.assumeIsolated().flatMap { channel in
+            self.channel = channel
+            // The handler knows whether the connection is still open.
+            let handler = try? channel.pipeline.syncOperations.handler(type: PublishHandler.self)
+            let answer = handler?.send(head, body) ?? self.loop.makeSucceededFuture(nil)
+            return answer.assumeIsolated().flatMap { answer in
+                if let answer { return self.loop.makeSucceededFuture(answer) }
+                self.channel = nil
+                return self.send(head, body, attempts: attempts - 1)
+            }.nonisolated()
+        }.nonisolated()
     }
 
     func close() {
