@@ -311,6 +311,35 @@ struct HubDoorTests {
         }
     }
 
+    /// NIO's encoder pairs each response with its request's method, to send no body to a `HEAD`:
+    /// the answers to publishes must take their turns there too.
+    @Test func aHeadRequestAfterPublishesIsAnsweredWithNoBody() async throws {
+        try await self.withDoor { hub, server in
+            let publishes = [
+                try await self.publishRequest("topic=t&id=one&data=1"), try await self.publishRequest("topic=t&id=two&data=2"),
+            ]
+            let (channel, handedOn) = try await self.openConnection(
+                server,
+                reading: publishes.joined() + "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            _ = try await self.written(by: channel, until: "\r\n\r\ntwo")
+            let connection = try #require(try await handedOn.get())
+            try await connection.executeThenClose { inbound, outbound in
+                for try await part in inbound {
+                    if case .end = part { break }
+                }
+                try await outbound.write(.head(HTTPResponse(status: .ok, headerFields: [.contentLength: "5"])))
+                try await outbound.write(.body(ByteBuffer(string: "hello")))
+                try await outbound.write(.end(nil))
+            }
+            var answer = ""
+            while let bytes = try await channel.readOutbound(as: ByteBuffer.self) { answer += String(buffer: bytes) }
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(answer)")
+            #expect(answer.contains("Content-Length: 5\r\n"), "\(answer)")
+            #expect(!answer.contains("hello"), "a response to HEAD has no body: \(answer)")
+        }
+    }
+
     /// A subscription being opened or a publish being stored: the connection reads on until the
     /// next request begins to come.
     @Test(arguments: [false, true])
