@@ -506,10 +506,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .waiting
-        // The answer goes out in NIO's types, past the codec (HTTP types cost 8.6 % of the server's
-        // CPU on 1 000 topics, with the encoder: docs/PERFORMANCE.md), but through NIO's encoder,
-        // which pairs each response with its request's method: past it, its list of methods grew
-        // by one a publish, and a later `HEAD` request got the body of its response.
+        // The answer goes out in NIO's types, past the codec (through it, the encoder and a new
+        // `HTTPFields`, it was 8.6 % of the server's CPU on 1 000 topics: docs/PERFORMANCE.md), but
+        // through NIO's encoder, which pairs each response with its request's method: past it, its
+        // list of methods grew by one a publish, and a later `HEAD` request got its response's body.
         let codec: (handler: HubHTTP1Codec, context: ChannelHandlerContext)
         if let known = self.codec {
             codec = known
