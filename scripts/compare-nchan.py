@@ -55,7 +55,7 @@ SCENARIOS = {
                          [("publishesPerSecond", True), ("deliveriesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                           ("latency.p50", False), ("latency.p99", False),
                           ("latencyFromSchedule.p50", False), ("latencyFromSchedule.p99", False), ("serverCPUSeconds", False),
-                         ("generatorCPUSeconds", False)]),
+                          ("generatorCPUSeconds", False)]),
     "topics-1k": (["--subscribers", "1000", "--topics", "1000", "--duration", "10", "--publishers", "8"],
                   [("publishesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                    ("latency.p50", False), ("latency.p99", False), ("generatorCPUSeconds", False)]),

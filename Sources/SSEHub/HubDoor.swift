@@ -155,9 +155,10 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let response):
             var head = HTTPResponseHead(response)
             // The answer to the oldest request (a `100 Continue` comes before it).
-            if response.status.kind != .informational || response.status == .switchingProtocols, !self.versions.isEmpty {
-                self.answersHTTP10 = self.versions.removeFirst() == .http1_0
-                if self.answersHTTP10 { head.version = .http1_0 }
+            if response.status.kind != .informational || response.status == .switchingProtocols, !self.versions.isEmpty,
+                self.answerOldest()
+            {
+                head.version = .http1_0
             }
             context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
         case .body(let body):
@@ -167,9 +168,9 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Takes the oldest request off the list for an answer that goes past this codec in NIO's
-    /// types (the door's to a publish); whether that request was an HTTP/1.0 one.
-    func answeredPastCodec() -> Bool {
+    /// Takes the oldest request off the list, for its answer: whether it was an HTTP/1.0 one. The
+    /// door calls it for the answers it writes past this codec, in NIO's types.
+    func answerOldest() -> Bool {
         if !self.versions.isEmpty { self.answersHTTP10 = self.versions.removeFirst() == .http1_0 }
         return self.answersHTTP10
     }
@@ -523,7 +524,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             }
             self.codec = codec
         }
-        let http10 = codec.handler.answeredPastCodec()
+        let http10 = codec.handler.answerOldest()
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(id.utf8.count))

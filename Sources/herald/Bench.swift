@@ -360,10 +360,10 @@ private struct PublishPlan: Sendable {
     let progress: Progress
     /// The number of the next publish, shared by the publishers.
     let sequence = NIOLockedValueBox(0)
-    /// The start, as NIO's clock and as `monotonicNanoseconds()` read it (in that order: a due time
+    /// The start, as `monotonicNanoseconds()` and NIO's clock read it (in that order: a due time
     /// in an event's data is never after its publish).
-    let start = NIODeadline.now()
     let startNanoseconds = monotonicNanoseconds()
+    let start = NIODeadline.now()
 }
 
 /// One publisher: one request at a time over its connections, all on its event loop (an answer
@@ -514,7 +514,7 @@ private struct Target: Sendable {
 /// One publisher's connection to a hub, kept alive: a request at a time, connected again after the
 /// hub closes it. Lighter than an HTTP client with a pool: through AsyncHTTPClient a publish took
 /// about twice the generator's CPU on 1 000 topics, and the generator shares the machine with the
-/// hub it measures (docs/PERFORMANCE.md). Used by one task at a time.
+/// hub it measures (docs/PERFORMANCE.md). Used on its loop, by one publisher.
 private final class PublisherConnection {
     private let target: Target
     private let tls: NIOSSLContext?
