@@ -66,8 +66,9 @@ struct BenchCommandTests {
         ])
         #expect(result.status == 0, "\(result.standardError)")
         let report = try self.report(result.standardOutput)
+        // More than the six requests two connections of three take: the publishers connected again.
         let published = try #require(report["published"] as? Int)
-        #expect(published >= 30, "\(published)")
+        #expect(published > 6, "\(published)")
         #expect(report["publishErrors"] as? Int == 0)
         #expect(report["delivered"] as? Int == published * 4)
     }
