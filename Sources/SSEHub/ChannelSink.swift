@@ -163,9 +163,9 @@ final class ChannelSink: @unchecked Sendable {
         self.isOverTLS = (try? pipeline.handler(type: NIOSSLServerHandler.self)) != nil
             || (try? connection?.handler(type: NIOSSLServerHandler.self)) != nil
         if let stream = try? pipeline.handler(type: EventStreamConnection.self) {
-            // The door's connection, whose HTTP handlers are gone.
+            // The door's connection, whose HTTP handlers are gone (chunked: the door opens no
+            // HTTP/1.0 stream).
             self.raw = try? pipeline.context(handler: stream)
-            self.chunked = stream.chunked
         } else if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
             (try? pipeline.handler(type: HubHTTP1Codec.self))?.answersHTTP10 != true
         {

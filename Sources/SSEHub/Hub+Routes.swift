@@ -327,26 +327,23 @@ extension Hub {
         return claims
     }
 
-    /// The claims of a publish request's token, checked as ``publisherClaims(_:authorizer:)``
-    /// checks them, if the token was accepted before; `nil` when it must be verified.
-    func knownPublisherClaims(_ request: Request, authorizer: Authorizer) throws -> MercureClaims? {
-        guard let claims = try authorizer.knownPublisher(request) else { return nil }
-        try Self.checkFormContentType(request)
-        return claims
-    }
-
     /// Throws the `HTTPError` to answer unless `request` has a form's `Content-Type`.
     private static func checkFormContentType(_ request: Request) throws {
-        let contentType = request.headers.value(of: .contentType) ?? ""
-        let form = "application/x-www-form-urlencoded".utf8
-        let lowercased = { (byte: UInt8) in (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }  // ASCII letters
-        guard contentType.utf8.count >= form.count, zip(contentType.utf8, form).allSatisfy({ lowercased($0) == $1 })
-        else {
+        let contentType = request.headers.value(of: .contentType)
+        guard Self.isForm(contentType) else {
             throw HTTPError(
                 .unsupportedMediaType,
-                message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType)'"
+                message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType ?? "")'"
             )
         }
+    }
+
+    /// Whether `contentType` is a form's.
+    static func isForm(_ contentType: String?) -> Bool {
+        let contentType = contentType ?? ""
+        let form = "application/x-www-form-urlencoded".utf8
+        let lowercased = { (byte: UInt8) in (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }  // ASCII letters
+        return contentType.utf8.count >= form.count && zip(contentType.utf8, form).allSatisfy { lowercased($0) == $1 }
     }
 
     /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
@@ -494,15 +491,15 @@ struct Authorizer: Sendable {
         return try await Self.check(token, with: verifier, role: "publisher")
     }
 
-    /// The publisher's claims if its token was accepted before, checked as ``publisher(_:)``
-    /// checks them; `nil` when the token must be verified.
-    func knownPublisher(_ request: Request) throws -> MercureClaims? {
-        let (token, verifier) = try self.publisherToken(request)
-        do {
-            return try verifier.acceptedClaims(of: token, role: "publisher")
-        } catch {
-            throw HTTPError(.unauthorized, message: error.description)
-        }
+    /// The claims of a publish request whose one `Authorization` header is `authorization`, if
+    /// its token was accepted before and has not expired, and `contentType` is a form's: what
+    /// ``publisher(_:)`` and the route's checks would find. `nil` when the request must be checked
+    /// in full (an unknown token, or a reason to answer).
+    func knownPublisher(authorization: String, contentType: String?) -> MercureClaims? {
+        guard let publisher = self.publisher, authorization.hasPrefix("Bearer "), authorization.utf8.count > 7,
+            Hub.isForm(contentType)
+        else { return nil }
+        return try? publisher.acceptedClaims(of: String(authorization.dropFirst(7)), role: "publisher")
     }
 
     /// A publish request's token, and the verifier to check it with.

@@ -91,8 +91,8 @@ struct HubHTTP1Channel: ServerChildChannel {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: limits
             )
-            try pipeline.addHandler(HubHTTP1Codec())
             let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
+            // The door reads NIO's parts: the codec converts only what it hands on.
             try pipeline.addHandler(
                 HubDoor(
                     hub: self.hub,
@@ -102,6 +102,7 @@ struct HubHTTP1Channel: ServerChildChannel {
                     logger: logger
                 )
             )
+            try pipeline.addHandler(HubHTTP1Codec())
             return Value(channel: channel, handedOn: handedOn.futureResult)
         }
     }
@@ -155,10 +156,9 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let response):
             var head = HTTPResponseHead(response)
             // The answer to the oldest request (a `100 Continue` comes before it).
-            if response.status.kind != .informational || response.status == .switchingProtocols, !self.versions.isEmpty,
-                self.answerOldest()
-            {
-                head.version = .http1_0
+            if response.status.kind != .informational || response.status == .switchingProtocols, !self.versions.isEmpty {
+                self.answersHTTP10 = self.versions.removeFirst() == .http1_0
+                if self.answersHTTP10 { head.version = .http1_0 }
             }
             context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
         case .body(let body):
@@ -166,13 +166,6 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         case .end(let trailers):
             context.write(Self.wrapOutboundOut(.end(trailers.map(HTTPHeaders.init))), promise: promise)
         }
-    }
-
-    /// Takes the oldest request off the list, for its answer: whether it was an HTTP/1.0 one. The
-    /// door calls it for the answers it writes past this codec, in NIO's types.
-    func answerOldest() -> Bool {
-        if !self.versions.isEmpty { self.answersHTTP10 = self.versions.removeFirst() == .http1_0 }
-        return self.answersHTTP10
     }
 
     /// `head` as an HTTP request, for a connection without TLS.
@@ -200,26 +193,30 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 /// Hummingbird's handlers, which the door adds behind it before it leaves the pipeline; so does a
 /// publish or a subscription that fails its checks, and the route answers it with its reason.
 ///
+/// The door reads and writes NIO's HTTP/1 parts, ahead of the codec that converts them to HTTP
+/// types for Hummingbird: what the door answers itself is not converted (the conversion was 4.6 %
+/// of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md).
+///
 /// The connection closes when the stream ends (the hub stopping, or the subscriber cut), and when
 /// a request it waits for does not come whole in time.
 final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
         /// No request yet, or the last one answered.
         case waiting
         /// A subscribe request being checked, and the parts read since its head.
-        case opening([HTTPRequestPart])
+        case opening([HTTPServerRequestPart])
         /// The subscription's stream is the response (the door leaves the pipeline).
         case streaming
         /// A publish request being read: its parts so far, and who checks it.
-        case reading([HTTPRequestPart], Authorizer)
+        case reading([HTTPServerRequestPart], Authorizer)
         /// A publish being checked and stored: its parts, and those read since (the next
         /// requests of a pipelining client).
-        case publishing([HTTPRequestPart], next: [HTTPRequestPart])
+        case publishing([HTTPServerRequestPart], next: [HTTPServerRequestPart])
         /// Hummingbird has the connection.
         case handedOn
         case closed
@@ -231,10 +228,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the connection closes once the publish being read or stored is answered.
     private var closesAfterPublish = false
     /// Parts read while a publish was being stored, not yet taken in hand.
-    private var unread: ArraySlice<HTTPRequestPart> = []
-    /// The codec and its place in the pipeline, past which the answer to a publish goes (found at
-    /// the first).
-    private var codec: (handler: HubHTTP1Codec, context: ChannelHandlerContext)?
+    private var unread: ArraySlice<HTTPServerRequestPart> = []
     /// The `Date` header of the last response, and its second.
     private var date = (second: -1, text: "")
     /// When the request the door waits for must have come whole.
@@ -307,15 +301,15 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.state = .closed
         self.handedOn.succeed(nil)
         let reason = "the request did not come whole within \(self.requestTimeout ?? .zero)\n"
-        let headers: HTTPFields = [
-            .contentType: "text/plain; charset=utf-8",
-            .contentLength: String(reason.utf8.count),
-            .connection: "close",
-            .date: self.currentDate(),
+        let headers: HTTPHeaders = [
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Length": String(reason.utf8.count),
+            "Connection": "close",
+            "Date": self.currentDate(),
         ]
-        let head = HTTPResponse(status: .requestTimeout, headerFields: headers)
+        let head = HTTPResponseHead(version: .http1_1, status: .requestTimeout, headers: headers)
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(context.channel.allocator.buffer(string: reason))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: reason)))), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
@@ -325,7 +319,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.receive(Self.unwrapInboundIn(data), context: context)
     }
 
-    private func receive(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+    private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch self.state {
         case .waiting:
             guard case .head(let head) = part, let route = self.hub.mercureRoute.withLockedValue({ $0 }) else {
@@ -361,40 +355,47 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether the door opens the subscription of request `head`: a `GET` of the hub's URL,
-    /// with no body and not closing the connection.
-    private static func opens(_ head: HTTPRequest) -> Bool {
-        guard head.method == .get, Self.isHubURL(head) else { return false }
-        let fields = head.headerFields
-        if let length = fields.value(of: .contentLength), length != "0" { return false }
-        return !fields.contains(.transferEncoding) && !Hub.closesAfterResponse(fields)
+    /// with no body, keeping the connection open.
+    private static func opens(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .GET, Self.isHubURL(head), Self.keepsConnection(head) else { return false }
+        let headers = head.headers
+        if let length = headers.first(name: "Content-Length"), length != "0" { return false }
+        return !headers.contains(name: "Transfer-Encoding")
     }
 
-    /// Whether the door takes publish request `head`: a `POST` to the hub's URL with a
+    /// Whether the door takes publish request `head`: a `POST` to the hub's URL with one
     /// `Content-Length` the configuration allows, from no browser (no `Origin`: CORS and the
     /// cookie are the route's), expecting no `100 Continue`, keeping the connection open.
-    private static func takes(_ head: HTTPRequest, configuration: Hub.HTTPConfiguration) -> Bool {
-        guard head.method == .post, Self.isHubURL(head) else { return false }
-        let fields = head.headerFields
-        guard let length = fields.value(of: .contentLength).flatMap({ Int($0) }),
-            length <= configuration.maximumPublishSize
-        else { return false }
-        return !fields.contains(.transferEncoding) && !fields.contains(.origin) && !fields.contains(.expect)
-            && !Hub.closesAfterResponse(fields)
+    private static func takes(_ head: HTTPRequestHead, configuration: Hub.HTTPConfiguration) -> Bool {
+        guard head.method == .POST, Self.isHubURL(head), Self.keepsConnection(head) else { return false }
+        let headers = head.headers
+        let lengths = headers["Content-Length"]
+        guard lengths.count == 1, let length = Int(lengths[0]), length <= configuration.maximumPublishSize else { return false }
+        return !headers.contains(name: "Transfer-Encoding") && !headers.contains(name: "Origin") && !headers.contains(name: "Expect")
     }
 
-    private static func isHubURL(_ head: HTTPRequest) -> Bool {
-        guard let path = head.path else { return false }
-        return path.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false).first?
+    /// Whether the connection stays open after the response to `head`: HTTP/1.1 without
+    /// `Connection: close` (the codec closes it after an HTTP/1.0 request's).
+    private static func keepsConnection(_ head: HTTPRequestHead) -> Bool {
+        head.version != .http1_0 && head.isKeepAlive
+    }
+
+    /// Whether `head`'s target, in origin form, is the hub's URL.
+    private static func isHubURL(_ head: HTTPRequestHead) -> Bool {
+        head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false).first?
             .elementsEqual("/.well-known/mercure".utf8) == true
     }
 
     private func open(
-        _ head: HTTPRequest,
+        _ head: HTTPRequestHead,
         route: (authorizer: Authorizer, configuration: Hub.HTTPConfiguration),
         context: ChannelHandlerContext
     ) {
+        guard let request = try? Request(head: HubHTTP1Codec.request(head), body: RequestBody(buffer: ByteBuffer())) else {
+            self.handOn(context, parts: [.head(head)])  // Hummingbird answers a request HTTP types cannot take
+            return
+        }
         self.state = .opening([.head(head)])
-        let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
         let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let hub = self.hub
         // A task of its own for the check and the replay: it ends when they are done.
@@ -409,7 +410,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func opened(
         _ opened: (Subscription, HTTPFields)?,
-        for head: HTTPRequest,
+        for head: HTTPRequestHead,
         configuration: Hub.HTTPConfiguration,
         context: ChannelHandlerContext
     ) {
@@ -428,25 +429,22 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.requestTimer = nil
         var headers = fields
         headers[.date] = self.currentDate()
-        if let origin = head.headerFields[.origin], configuration.corsOrigins.contains(origin) {
+        if let origin = head.headers.first(name: "Origin"), configuration.corsOrigins.contains(origin) {
             headers.allowCORS(from: origin)
         }
-        context.write(Self.wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: headers))), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(ByteBuffer(bytes: ServerSentEvent.encodedComment()))), promise: nil)
-        for buffer in events.replay { context.write(Self.wrapOutboundOut(.body(buffer)), promise: nil) }
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(HTTPResponse(status: .ok, headerFields: headers)))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: ServerSentEvent.encodedComment())))), promise: nil)
+        for buffer in events.replay { context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil) }
         context.flush()
         // The connection waits for no more requests: the HTTP handlers and the door leave it.
         let channel = context.channel
         let pipeline = context.pipeline.syncOperations
         let held = self.readHeld
-        let stream: EventStreamConnection
         do {
-            let codec = try pipeline.handler(type: HubHTTP1Codec.self)
-            stream = EventStreamConnection(events: events, chunked: !codec.answersHTTP10)
-            try pipeline.addHandler(stream)
+            try pipeline.addHandler(EventStreamConnection(events: events))
             // The decoder last: what it still decodes goes to the stream, which drops it.
             for handler in [
-                codec, self, try pipeline.handler(type: HTTPResponseEncoder.self),
+                try pipeline.handler(type: HubHTTP1Codec.self), self, try pipeline.handler(type: HTTPResponseEncoder.self),
                 try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
             ] as [any RemovableChannelHandler] {
                 pipeline.removeHandler(handler, promise: nil)
@@ -456,7 +454,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.hub.writeDirectly(events, to: channel, configuration: configuration) {
-            guard stream.chunked else { return channel.close(promise: nil) }  // HTTP/1.0: the close ends the body
             channel.writeAndFlush(ByteBuffer(staticString: "0\r\n\r\n")).assumeIsolated().whenComplete { _ in
                 channel.close(promise: nil)
             }
@@ -465,7 +462,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Checks and stores the update of a publish request read whole, `parts`, in a task of its own.
-    private func publish(_ parts: [HTTPRequestPart], authorizer: Authorizer, context: ChannelHandlerContext) {
+    private func publish(_ parts: [HTTPServerRequestPart], authorizer: Authorizer, context: ChannelHandlerContext) {
         guard case .head(let head) = parts.first else {
             self.handOn(context, parts: parts)  // (never: the decoder gives the head first)
             return
@@ -475,7 +472,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         for case .body(var buffer) in parts {
             if form.readableBytes == 0 { form = buffer } else { form.writeBuffer(&buffer) }
         }
-        let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
         let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let answer: @Sendable (String?) -> Void = { id in
             door.eventLoop.execute {
@@ -487,11 +483,17 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         // A token the hub has accepted before (a publisher sends the same one with each update):
         // the update goes to the store from here, and the store's answer straight back to this
         // loop, with no task between (see docs/PERFORMANCE.md).
-        if let claims = try? hub.knownPublisherClaims(request, authorizer: authorizer),
+        let authorizations = head.headers["Authorization"]
+        if authorizations.count == 1,
+            let claims = authorizer.knownPublisher(authorization: authorizations[0], contentType: head.headers.first(name: "Content-Type")),
             let update = try? hub.update(form: form, claims: claims)
         {
             hub.publish(update) { answer((try? $0.get()).map { update.id }) }
             return
+        }
+        // Else the whole check, as the route makes it.
+        guard let request = try? Request(head: HubHTTP1Codec.request(head), body: RequestBody(buffer: ByteBuffer())) else {
+            return answer(nil)
         }
         Task { [form] in
             answer(try? await hub.publish(form: form, claims: try await hub.publisherClaims(request, authorizer: authorizer)))
@@ -507,42 +509,24 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .waiting
-        // The answer goes out in NIO's types, past the codec (through it, the encoder and a new
-        // `HTTPFields`, it was 8.6 % of the server's CPU on 1 000 topics: docs/PERFORMANCE.md), but
-        // through NIO's encoder, which pairs each response with its request's method: past it, its
-        // list of methods grew by one a publish, and a later `HEAD` request got its response's body.
-        let codec: (handler: HubHTTP1Codec, context: ChannelHandlerContext)
-        if let known = self.codec {
-            codec = known
-        } else {
-            do {
-                let pipeline = context.pipeline.syncOperations
-                codec = (try pipeline.handler(type: HubHTTP1Codec.self), try pipeline.context(handlerType: HubHTTP1Codec.self))
-            } catch {
-                context.close(promise: nil)  // (never: the door set the pipeline up)
-                return
-            }
-            self.codec = codec
-        }
-        let http10 = codec.handler.answerOldest()
+        // Through NIO's encoder, which pairs each response with its request's method (past it, its
+        // list of methods grew by one a publish, and a later `HEAD` request got its response's body).
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(id.utf8.count))
         headers.add(name: "Date", value: self.currentDate())
         if self.closesAfterPublish { headers.add(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: http10 ? .http1_0 : .http1_1, status: .ok, headers: headers)
-        codec.context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
-        codec.context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(context.channel.allocator.buffer(string: id)))), promise: nil)
-        let end = NIOAny(HTTPServerResponsePart.end(nil))
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: id)))), promise: nil)
         if self.closesAfterPublish {
             self.state = .closed
             self.handedOn.succeed(nil)  // the server's task for the connection ends
-            codec.context.writeAndFlush(end).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
             return
         }
-        codec.context.writeAndFlush(end, promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
         self.waitForRequest(context)
         // The next requests, as if read now (a request handed on takes the rest with it).
         self.unread = next[...]
@@ -579,7 +563,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Adds Hummingbird's handlers behind the door, passes them what was read, and leaves.
-    private func handOn(_ context: ChannelHandlerContext, parts: [HTTPRequestPart], error: (any Error)? = nil) {
+    private func handOn(_ context: ChannelHandlerContext, parts: [HTTPServerRequestPart], error: (any Error)? = nil) {
         let parts = parts + self.unread
         self.unread = []
         let pipeline = context.pipeline.syncOperations
@@ -685,13 +669,9 @@ final class EventStreamConnection: ChannelInboundHandler, RemovableChannelHandle
     typealias InboundIn = ByteBuffer
 
     let events: Subscription
-    /// Whether the body goes in chunks (HTTP/1.1), or as it is until the connection closes
-    /// (HTTP/1.0).
-    let chunked: Bool
 
-    init(events: Subscription, chunked: Bool) {
+    init(events: Subscription) {
         self.events = events
-        self.chunked = chunked
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
