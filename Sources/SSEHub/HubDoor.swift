@@ -53,6 +53,38 @@ extension Hub {
     }
 }
 
+extension Hub {
+    /// Checks and stores the update of a publish request read at a connection's door, `form`, and
+    /// calls `answer` with its ID, or with `nil` when the route must answer the request (with the
+    /// reason). `authorization` is the request's one `Authorization` field, if it has one.
+    ///
+    /// A token the hub has accepted before (a publisher sends the same one with each update): the
+    /// update goes to the store from here, and the store's answer straight back to `answer`, with
+    /// no task between (see docs/PERFORMANCE.md). Else the whole check, as the route makes it, of
+    /// the request as `request()` makes it, in a task of its own.
+    func publish(
+        form: ByteBuffer,
+        authorization: String?,
+        contentType: String?,
+        authorizer: Authorizer,
+        request: () throws -> HTTPRequest,
+        answer: @escaping @Sendable (String?) -> Void
+    ) {
+        if let authorization, let claims = authorizer.knownPublisher(authorization: authorization, contentType: contentType),
+            let update = try? self.update(form: form, claims: claims)
+        {
+            self.publish(update) { answer((try? $0.get()).map { update.id }) }
+            return
+        }
+        guard let request = try? Request(head: request(), body: RequestBody(buffer: ByteBuffer())) else {
+            return answer(nil)
+        }
+        Task {
+            answer(try? await self.publish(form: form, claims: try await self.publisherClaims(request, authorizer: authorizer)))
+        }
+    }
+}
+
 /// Hummingbird's HTTP/1 channel with the hub's door in front: the door reads a connection's
 /// requests and answers subscriptions and publishes itself, until it hands the connection on to
 /// Hummingbird.
@@ -84,6 +116,18 @@ struct HubHTTP1Channel: ServerChildChannel {
             limits.maxHeaderFieldCount = self.http1.configuration.httpDecoder.maxHeaderFieldCount
             try channel.syncOptions?.setOption(.recvAllocator, value: Self.reads)
             let pipeline = channel.pipeline.syncOperations
+            let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
+            let door = HubDoor(
+                hub: self.hub,
+                http1: self.http1.configuration,
+                requestTimeout: self.requestTimeout,
+                handedOn: handedOn,
+                logger: logger
+            )
+            // Ahead of NIO's decoder: publish requests of one plain shape, read as bytes.
+            let reader = PublishReader(door: door, maximumHead: limits.maxHeaderListSize)
+            door.publishReader = reader
+            try pipeline.addHandler(reader)
             try pipeline.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,
                 withErrorHandling: false,
@@ -91,17 +135,8 @@ struct HubHTTP1Channel: ServerChildChannel {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: limits
             )
-            let handedOn = channel.eventLoop.makePromise(of: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?.self)
             // The door reads NIO's parts: the codec converts only what it hands on.
-            try pipeline.addHandler(
-                HubDoor(
-                    hub: self.hub,
-                    http1: self.http1.configuration,
-                    requestTimeout: self.requestTimeout,
-                    handedOn: handedOn,
-                    logger: logger
-                )
-            )
+            try pipeline.addHandler(door)
             try pipeline.addHandler(HubHTTP1Codec())
             return Value(channel: channel, handedOn: handedOn.futureResult)
         }
@@ -195,7 +230,9 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 ///
 /// The door reads and writes NIO's HTTP/1 parts, ahead of the codec that converts them to HTTP
 /// types for Hummingbird: what the door answers itself is not converted (the conversion was 4.6 %
-/// of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md).
+/// of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most publish requests do not
+/// reach it: the ``PublishReader`` ahead of the decoder reads and answers them, and leaves the
+/// connection to the decoder and the door at the first request it does not take.
 ///
 /// The connection closes when the stream ends (the hub stopping, or the subscriber cut), and when
 /// a request it waits for does not come whole in time.
@@ -235,7 +272,11 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private var requestDue = NIODeadline.distantFuture
     /// Checks `requestDue`; it runs late rather than again for every request on a busy connection.
     private var requestTimer: Scheduled<Void>?
-    private let hub: Hub
+    let hub: Hub
+    /// The reader of publish requests ahead of the decoder, while it is in the pipeline.
+    weak var publishReader: PublishReader?
+    /// Whether the next request goes on to Hummingbird: the publish reader's that failed its checks.
+    var handsOnNextRequest = false
     private let http1: HTTP1Channel.Configuration
     private let requestTimeout: Duration?
     /// Completed when the door answers a subscription, hands the connection on, or sees it close.
@@ -272,6 +313,12 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         if self.requestTimer == nil { self.checkRequestDue(context) }
     }
 
+    /// Gives the client `requestTimeout` from `now`, when the publish reader answered a request.
+    func requestAnswered(_ now: NIODeadline) {
+        guard let timeout = self.requestTimeout else { return }
+        self.requestDue = now + TimeAmount(timeout)
+    }
+
     /// Checks the connection when `requestDue` comes.
     private func checkRequestDue(_ context: ChannelHandlerContext) {
         self.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: self.requestDue) {
@@ -284,9 +331,16 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// once if none has begun (as far as the door knows: a head still coming is in the decoder),
     /// else with a `408`.
     private func closeIfTheRequestIsLate(_ context: ChannelHandlerContext) {
+        let begun: Bool
         switch self.state {
-        case .waiting, .reading:
-            break
+        case .waiting where self.publishReader?.isPublishing == true:
+            // A request came whole to the publish reader: look again after its answer.
+            self.requestDue = max(self.requestDue, context.eventLoop.now + TimeAmount(self.requestTimeout ?? .zero))
+            begun = false
+        case .waiting:
+            begun = self.publishReader?.holdsPartialRequest == true
+        case .reading:
+            begun = true
         case .opening, .publishing, .streaming, .handedOn, .closed:
             return  // a request came whole: the answer to a publish checks again
         }
@@ -294,7 +348,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             self.checkRequestDue(context)  // an answer since gave the client more time
             return
         }
-        guard case .reading = self.state else {
+        guard begun else {
             context.close(promise: nil)
             return
         }
@@ -322,7 +376,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch self.state {
         case .waiting:
-            guard case .head(let head) = part, let route = self.hub.mercureRoute.withLockedValue({ $0 }) else {
+            guard case .head(let head) = part, !self.handsOnNextRequest, let route = self.hub.mercureRoute.withLockedValue({ $0 }) else {
+                self.handsOnNextRequest = false
                 self.handOn(context, parts: [part])
                 return
             }
@@ -479,25 +534,15 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
                 door.published(id, context: context)
             }
         }
-        let hub = self.hub
-        // A token the hub has accepted before (a publisher sends the same one with each update):
-        // the update goes to the store from here, and the store's answer straight back to this
-        // loop, with no task between (see docs/PERFORMANCE.md).
         let authorizations = head.headers["Authorization"]
-        if authorizations.count == 1,
-            let claims = authorizer.knownPublisher(authorization: authorizations[0], contentType: head.headers.first(name: "Content-Type")),
-            let update = try? hub.update(form: form, claims: claims)
-        {
-            hub.publish(update) { answer((try? $0.get()).map { update.id }) }
-            return
-        }
-        // Else the whole check, as the route makes it.
-        guard let request = try? Request(head: HubHTTP1Codec.request(head), body: RequestBody(buffer: ByteBuffer())) else {
-            return answer(nil)
-        }
-        Task { [form] in
-            answer(try? await hub.publish(form: form, claims: try await hub.publisherClaims(request, authorizer: authorizer)))
-        }
+        self.hub.publish(
+            form: form,
+            authorization: authorizations.count == 1 ? authorizations[0] : nil,
+            contentType: head.headers.first(name: "Content-Type"),
+            authorizer: authorizer,
+            request: { try HubHTTP1Codec.request(head) },
+            answer: answer
+        )
     }
 
     /// Answers a publish with its update's ID, or hands it on, when it failed, to the route, which
@@ -535,7 +580,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The `Date` header for a response now.
-    private func currentDate() -> String {
+    func currentDate() -> String {
         let second = Int(Date().timeIntervalSince1970)
         if second != self.date.second { self.date = (second, Self.httpDate(second)) }
         return self.date.text

@@ -340,6 +340,117 @@ struct HubDoorTests {
         }
     }
 
+    /// Whether the publish reader is still ahead of the decoder on `channel`.
+    func hasPublishReader(_ channel: NIOAsyncTestingChannel) async throws -> Bool {
+        try await channel.testingEventLoop.executeInContext {
+            (try? channel.pipeline.syncOperations.handler(type: PublishReader.self)) != nil
+        }
+    }
+
+    @Test func aPublishCutIntoReadsOfAByteIsReadAheadOfTheDecoder() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            for byte in try await self.publishRequest("topic=t&id=one&data=1").utf8 {
+                try await channel.writeInbound(ByteBuffer(bytes: [byte]))
+            }
+            let answer = try await self.written(by: channel, until: "\r\n\r\none")
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nDate: "))
+            #expect(try await self.hasPublishReader(channel), "the reader stays for the next publish")
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+            try await channel.close()
+            #expect(try await handedOn.get() == nil)
+        }
+    }
+
+    /// The door answers a publish the reader does not take (here for its query) as the reader
+    /// answers the others.
+    @Test func theReadersAnswerIsTheDoors() async throws {
+        try await self.withDoor { hub, server in
+            func answer(_ request: String, id: String) async throws -> (String, readerStays: Bool) {
+                let (channel, _) = try await self.openConnection(server, reading: request)
+                let answer = try await self.written(by: channel, until: "\r\n\r\n\(id)")
+                let stays = try await self.hasPublishReader(channel)
+                try await channel.close()
+                // The date, which may have turned a second between the two.
+                let lines = answer.components(separatedBy: "\r\n").filter { !$0.hasPrefix("Date: ") }
+                return (lines.joined(separator: "\r\n").replacingOccurrences(of: id, with: "ID"), stays)
+            }
+            let read = try await answer(try await self.publishRequest("topic=t&id=one&data=1"), id: "one")
+            let viaDoor = try await answer(
+                try await self.publishRequest("topic=t&id=two&data=2").replacingOccurrences(of: "mercure HTTP", with: "mercure?via=door HTTP"),
+                id: "two"
+            )
+            #expect(read.readerStays)
+            #expect(!viaDoor.readerStays, "the reader left at the query")
+            #expect(read.0 == viaDoor.0)
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one", "two"])
+        }
+    }
+
+    /// What the reader does not frame the way every HTTP/1.1 parser would goes to NIO's decoder,
+    /// whole: the reader neither answers nor stores it.
+    @Test(arguments: [
+        "Content-Length: 14\r\nContent-Length: 140\r\n",
+        "Content-Length: +14\r\n",
+        "Content-Length: 14\r\n Folded: x\r\n",
+        "Content-Length: 14\nX: y\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 14\r\n",
+    ])
+    func aPublishNotOfThePlainShapeGoesToNIOsDecoder(_ fields: String) async throws {
+        try await self.withDoor { hub, server in
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.key)
+            let request = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                + "Content-Type: application/x-www-form-urlencoded\r\n\(fields)\r\ntopic=t&data=1"
+            let (channel, _) = try await self.openConnection(server, reading: request)
+            #expect(try await !self.hasPublishReader(channel))
+            await channel.testingEventLoop.run()
+            #expect(try await hub.store.updates(through: .max).isEmpty)
+            try? await channel.close()
+        }
+    }
+
+    @Test func theShapeOfPublishRequestsTheReaderTakes() throws {
+        func head(_ text: String) -> PublishReader.Head? {
+            Array(text.utf8).withUnsafeBytes { PublishReader.Head.parse($0, maximumBody: 100) }
+        }
+        let line = "POST /.well-known/mercure HTTP/1.1\r\n"
+        let text = line + "host: x\r\nCONTENT-length:  12 \r\nAuthorization: Bearer t\r\nConnection: Keep-Alive\r\nX:\r\n\r\n"
+        let taken = try #require(head(text))
+        #expect(taken.length == text.utf8.count)
+        #expect(taken.contentLength == 12)
+        #expect(taken.authorizations == 1)
+        #expect(taken.authorization.map { Array(Array(text.utf8)[$0]) } == Array("Bearer t".utf8))
+        #expect(taken.contentTypes == 0)
+        #expect(head(line + "Content-Length: 100\r\n\r\n")?.contentLength == 100)
+        for refused in [
+            "POST /.well-known/mercure?x HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
+            "post /.well-known/mercure HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
+            line + "\r\n",
+            line + "Content-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            line + "Content-Length: +1\r\n\r\n",
+            line + "Content-Length: 1 1\r\n\r\n",
+            line + "Content-Length:\r\n\r\n",
+            line + "Content-Length: 1234567890\r\n\r\n",
+            line + "Content-Length: 101\r\n\r\n",
+            line + "Content-Length: 1\r\n folded\r\n\r\n",
+            line + "Content-Length: 1\nX: y\r\n\r\n",
+            line + "Content-Length: 1\r\nX: a\rb\r\n\r\n",
+            line + "Content-Length: 1\r\nX y: z\r\n\r\n",
+            line + "Content-Length: 1\r\n: z\r\n\r\n",
+            line + "Content-Length: 1\r\nX: \u{0}\r\n\r\n",
+            line + "Content-Length: 1\r\nX: \u{7F}\r\n\r\n",
+            line + "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            line + "Content-Length: 1\r\nexpect: 100-continue\r\n\r\n",
+            line + "Content-Length: 1\r\nUpgrade: h2c\r\n\r\n",
+            line + "Content-Length: 1\r\nOrigin: https://a.example\r\n\r\n",
+            line + "Content-Length: 1\r\nConnection: close\r\n\r\n",
+            line + "Content-Length: 1\r\n\r\n\r\n",
+        ] {
+            #expect(head(refused) == nil, "\(refused.debugDescription)")
+        }
+    }
+
     /// A subscription being opened or a publish being stored: the connection reads on until the
     /// next request begins to come.
     @Test(arguments: [false, true])
