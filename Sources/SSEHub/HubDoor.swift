@@ -125,7 +125,7 @@ struct HubHTTP1Channel: ServerChildChannel {
                 logger: logger
             )
             // Ahead of NIO's decoder: publish requests of one plain shape, read as bytes.
-            let reader = PublishReader(door: door, maximumHead: limits.maxHeaderListSize)
+            let reader = PublishReader(door: door, limits: limits)
             door.publishReader = reader
             try pipeline.addHandler(reader)
             try pipeline.configureHTTPServerPipeline(

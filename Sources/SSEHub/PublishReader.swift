@@ -25,7 +25,8 @@ import NIOHTTP1
 ///   ended by CR LF (no folded lines, no bare LF or CR);
 /// - exactly one `Content-Length` of digits only, within the configuration's publish size;
 /// - no `Transfer-Encoding`, `Expect`, `Upgrade` or `Origin` (a browser's: CORS is the route's),
-///   and `Connection` only as `keep-alive`.
+///   and `Connection` only as `keep-alive`;
+/// - within the limits of NIO's decoder on the head's fields (their number, their size).
 ///
 /// A publish whose checks fail goes on to the decoder too, with the door told to hand it to the
 /// route, which answers with the reason.
@@ -49,11 +50,12 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         static let requestLine = Array("POST /.well-known/mercure HTTP/1.1\r\n".utf8)
 
         /// The head of `bytes`, which end with the head's empty line, if it has the shape of
-        /// publish requests the reader takes; else `nil`.
-        static func parse(_ bytes: UnsafeRawBufferPointer, maximumBody: Int) -> Head? {
+        /// publish requests the reader takes, within `limits` (those of NIO's decoder); else `nil`.
+        static func parse(_ bytes: UnsafeRawBufferPointer, maximumBody: Int, limits: NIOHTTPDecoderLimitConfiguration) -> Head? {
             guard bytes.starts(with: Self.requestLine) else { return nil }
             var head = Head()
             var contentLengths = 0
+            var fields = 0
             var position = Self.requestLine.count
             while true {
                 guard position + 1 < bytes.count else { return nil }
@@ -82,6 +84,8 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
                 guard position + 1 < bytes.count, bytes[position + 1] == UInt8(ascii: "\n") else { return nil }
                 position += 2
                 let value = valueStart..<valueEnd
+                fields += 1
+                guard fields <= limits.maxHeaderFieldCount, name.count + value.count <= limits.maxHeaderFieldSize else { return nil }
                 if Self.equal(name, "content-length") {
                     contentLengths += 1
                     guard value.count >= 1, value.count <= 9 else { return nil }
@@ -154,12 +158,12 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     /// that came while a publish was under way: it closes once the publish is answered.
     private var closing: [Any] = []
     private let door: HubDoor
-    /// The most a head may take before the reader leaves it to the decoder, which has the limits.
-    private let maximumHead: Int
+    /// NIO's decoder's limits on a head, which the reader keeps too.
+    private let limits: NIOHTTPDecoderLimitConfiguration
 
-    init(door: HubDoor, maximumHead: Int) {
+    init(door: HubDoor, limits: NIOHTTPDecoderLimitConfiguration) {
         self.door = door
-        self.maximumHead = maximumHead
+        self.limits = limits
     }
 
     /// Whether part of a request has come and not the whole.
@@ -219,12 +223,14 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
             var index = max(self.searched - 3, line.count - 2)
             while index + 4 <= bytes.count {
                 if bytes[index + 3] == lf, bytes[index + 2] == cr, bytes[index + 1] == lf, bytes[index] == cr {
-                    return .some(Head.parse(UnsafeRawBufferPointer(rebasing: bytes[..<(index + 4)]), maximumBody: maximumBody))
+                    let head = UnsafeRawBufferPointer(rebasing: bytes[..<(index + 4)])
+                    return .some(Head.parse(head, maximumBody: maximumBody, limits: self.limits))
                 }
                 index += 1
             }
             self.searched = bytes.count
-            return bytes.count > self.maximumHead ? .some(nil) : .none
+            // (A head larger than the fields' limit is larger than NIO's decoder takes.)
+            return bytes.count > self.limits.maxHeaderListSize ? .some(nil) : .none
         }
     }
 

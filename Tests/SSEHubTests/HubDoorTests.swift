@@ -410,8 +410,11 @@ struct HubDoorTests {
     }
 
     @Test func theShapeOfPublishRequestsTheReaderTakes() throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldCount = 5
+        limits.maxHeaderFieldSize = 40
         func head(_ text: String) -> PublishReader.Head? {
-            Array(text.utf8).withUnsafeBytes { PublishReader.Head.parse($0, maximumBody: 100) }
+            Array(text.utf8).withUnsafeBytes { PublishReader.Head.parse($0, maximumBody: 100, limits: limits) }
         }
         let line = "POST /.well-known/mercure HTTP/1.1\r\n"
         let text = line + "host: x\r\nCONTENT-length:  12 \r\nAuthorization: Bearer t\r\nConnection: Keep-Alive\r\nX:\r\n\r\n"
@@ -422,6 +425,7 @@ struct HubDoorTests {
         #expect(taken.authorization.map { Array(Array(text.utf8)[$0]) } == Array("Bearer t".utf8))
         #expect(taken.contentTypes == 0)
         #expect(head(line + "Content-Length: 100\r\n\r\n")?.contentLength == 100)
+        #expect(head(line + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\nX: " + String(repeating: "v", count: 39) + "\r\n\r\n") != nil)
         for refused in [
             "POST /.well-known/mercure?x HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
             "POST /.well-known/mercure HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
@@ -446,6 +450,8 @@ struct HubDoorTests {
             line + "Content-Length: 1\r\nOrigin: https://a.example\r\n\r\n",
             line + "Content-Length: 1\r\nConnection: close\r\n\r\n",
             line + "Content-Length: 1\r\n\r\n\r\n",
+            line + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",  // six fields, NIO's decoder takes five
+            line + "Content-Length: 1\r\nX: " + String(repeating: "v", count: 40) + "\r\n\r\n",  // a field of 41 bytes
         ] {
             #expect(head(refused) == nil, "\(refused.debugDescription)")
         }
