@@ -229,7 +229,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
                 index += 1
             }
             self.searched = bytes.count
-            // (A head larger than the fields' limit is larger than NIO's decoder takes.)
+            // A head this large goes to the decoder, which answers it by its limits.
             return bytes.count > self.limits.maxHeaderListSize ? .some(nil) : .none
         }
     }
