@@ -30,8 +30,8 @@ struct HubDoorTests {
 
     /// A hub with its routes added (anonymous subscribers, publishers with tokens signed with
     /// `key`, no heartbeat), and its HTTP/1 channel.
-    func withDoor(_ body: (Hub, HubHTTP1Channel) async throws -> Void) async throws {
-        let hub = try await Hub(store: InMemoryEventStore())
+    func withDoor(store: any EventStore = InMemoryEventStore(), _ body: (Hub, HubHTTP1Channel) async throws -> Void) async throws {
+        let hub = try await Hub(store: store)
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
@@ -540,6 +540,23 @@ struct HubDoorTests {
         }
     }
 
+    @Test(.timeLimit(.minutes(1))) func aPublishStillBeingStoredAtTheRequestTimeoutIsAnswered() async throws {
+        let store = HeldStore()
+        try await self.withDoor(store: store) { hub, server in
+            let (channel, _) = try await self.openConnection(server, reading: try await self.publishRequest("topic=t&id=one&data=1"))
+            let timeout = TimeAmount(Self.requestTimeout)
+            await channel.testingEventLoop.advanceTime(by: timeout + .seconds(1))
+            #expect(channel.isActive, "the request came whole: the timeout does not close the connection")
+            store.release()
+            _ = try await self.written(by: channel, until: "\r\n\r\none")
+            await channel.testingEventLoop.advanceTime(by: timeout - .seconds(1))
+            #expect(channel.isActive, "counted from the answer")
+            await channel.testingEventLoop.advanceTime(by: .seconds(1))
+            #expect(!channel.isActive)
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+        }
+    }
+
     @Test func aSubscriptionsStreamIsNotTimed() async throws {
         try await self.withDoor { hub, server in
             let (channel, _) = try await self.connection(server, reading: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -602,6 +619,29 @@ struct HubDoorTests {
         #expect(fields.value(of: .origin) == nil)
         #expect(Hub.closesAfterResponse(fields))
     }
+}
+
+/// A history in memory whose appends wait until `release()`.
+private final class HeldStore: EventStore {
+    private let store = InMemoryEventStore()
+    private let released = NIOLockedValueBox(false)
+
+    func release() {
+        self.released.withLockedValue { $0 = true }
+    }
+
+    func append(_ updates: [Update]) async throws -> [StoredUpdate] {
+        for _ in 0..<5_000 where !self.released.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        return try await self.store.append(updates)
+    }
+
+    func lastSequence() async throws -> UInt64 { try await self.store.lastSequence() }
+    func lastEventID() async throws -> String? { try await self.store.lastEventID() }
+    func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
+        try await self.store.updates(after: lastEventID, through: last)
+    }
+    func updates(through last: UInt64) async throws -> [StoredUpdate] { try await self.store.updates(through: last) }
+    func size() async throws -> EventStoreSize { try await self.store.size() }
 }
 
 /// Counts the reads that reach the start of the pipeline.
