@@ -79,16 +79,27 @@ package enum ThrowawayPostgres {
 
         /// Starts the server; returns once it accepts connections.
         package func start() async throws {
-            let server = try self.launch("postgres", [
-                "-D", self.data, "-p", "\(self.port)", "-k", self.folder.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-            ])
+            let log = self.folder.appendingPathComponent("postgres.log")
+            let server = try self.launch(
+                "postgres",
+                ["-D", self.data, "-p", "\(self.port)", "-k", self.folder.path, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                log: log
+            )
             self.process = server
             try await Self.wait(for: server, "PostgreSQL listening on \(self.port)") { server.isRunning && ThrowawayPostgres.accepts(port: self.port) }
             // Listening is not answering yet ("the database system is starting up"), and a pool
             // refused at that point backs off, for longer each time: wait for an answer.
             let deadline = ContinuousClock.now + .seconds(60)
             while (try? await self.execute("SELECT 1")) != "1" {
-                guard ContinuousClock.now < deadline, server.isRunning else {
+                guard server.isRunning else {
+                    // (What listened may have been another server on a port taken meanwhile.)
+                    let said = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(5)
+                    throw Failure(
+                        description: "PostgreSQL on \(self.port) exited with \(server.terminationStatus) before it answered a query; "
+                            + "the end of its log: \(said.joined(separator: " | "))"
+                    )
+                }
+                guard ContinuousClock.now < deadline else {
                     throw Failure(description: "PostgreSQL on \(self.port) did not answer a query within a minute")
                 }
                 try await Task.sleep(for: .milliseconds(50))
@@ -114,7 +125,8 @@ package enum ThrowawayPostgres {
             return ((try? String(contentsOf: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
-        func launch(_ tool: String, _ arguments: [String]) throws -> Process {
+        /// Starts `tool` with `arguments`; what it says on its standard error goes to `log`, if given.
+        func launch(_ tool: String, _ arguments: [String], log: URL? = nil) throws -> Process {
             let process = Process()
             let path = self.binaries.appendingPathComponent(tool).path
             // As root, the tool runs as the postgres user (setpriv execs, so the process started is
@@ -128,6 +140,13 @@ package enum ThrowawayPostgres {
             }
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
+            var logHandle: FileHandle?
+            if let log {
+                _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+                logHandle = try? FileHandle(forWritingTo: log)
+                if let logHandle { process.standardError = logHandle }
+            }
+            defer { try? logHandle?.close() }  // (the process has its own)
             try process.run()
             return process
         }
