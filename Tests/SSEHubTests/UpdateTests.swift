@@ -278,6 +278,7 @@ struct EventStoreTests {
             #expect(try await store.lastSequence() == 2, "nothing of a refused batch is kept")
             await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(2...2)) }
             #expect(try await store.append(self.updates(3...3)).map(\.sequence) == [3], "a refusal leaves no gap")
+            #expect(try await store.updates(after: "e2", through: .max)?.map(\.update.id) == ["e3"], "and the refused ID keeps its place")
         }
     }
 
