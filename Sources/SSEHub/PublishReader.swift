@@ -154,9 +154,12 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     private var head: Head?
     /// Whether a read was held back while a publish was stored (the next request had begun).
     private var readHeld = false
-    /// The events that close the connection (the server stopping, the client's end of input)
-    /// that came while a publish was under way: it closes once the publish is answered.
-    private var closing: [Any] = []
+    /// Whether the server stops: the publish under way is the last answered, then the connection
+    /// closes.
+    private var quiescing = false
+    /// Whether the client closed its side: the publishes it sent whole are answered, then the
+    /// connection closes.
+    private var inputClosed = false
     private let door: HubDoor
     /// NIO's decoder's limits on a head, which the reader keeps too.
     private let limits: NIOHTTPDecoderLimitConfiguration
@@ -275,12 +278,16 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         answer.writeString(String(id.utf8.count))
         answer.writeStaticString("\r\nDate: ")
         answer.writeString(self.door.currentDate())
-        if !self.closing.isEmpty { answer.writeStaticString("\r\nConnection: close") }
+        if self.quiescing { answer.writeStaticString("\r\nConnection: close") }
         answer.writeStaticString("\r\n\r\n")
         answer.writeString(id)
-        guard self.closing.isEmpty else {
-            self.state = .done
-            context.writeAndFlush(Self.wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        guard !self.quiescing, !self.inputClosed else {
+            let written = context.writeAndFlush(Self.wrapOutboundOut(answer)).assumeIsolated()
+            if !self.quiescing { self.readRequests(context) }  // the client's last publishes
+            if case .reading = self.state {  // (else a publish under way, or the decoder's now)
+                self.state = .done
+                written.whenComplete { _ in context.close(promise: nil) }
+            }
             return
         }
         context.writeAndFlush(Self.wrapOutboundOut(answer), promise: nil)
@@ -300,8 +307,8 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireChannelReadComplete()
         }
         self.buffered = ByteBuffer()
-        for event in self.closing { context.fireUserInboundEventTriggered(event) }
-        self.closing = []
+        if self.inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        if self.quiescing { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         if self.readHeld { context.read() }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
@@ -321,8 +328,12 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .publishing = self.state, event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
-            self.closing.append(event)  // answer the publish under way first
+        guard case .publishing = self.state else { return context.fireUserInboundEventTriggered(event) }
+        // Answer the publish under way first.
+        if event is ChannelShouldQuiesceEvent {
+            self.quiescing = true
+        } else if event as? ChannelEvent == .inputClosed {
+            self.inputClosed = true
         } else {
             context.fireUserInboundEventTriggered(event)
         }

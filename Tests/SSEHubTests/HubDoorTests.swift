@@ -227,6 +227,29 @@ struct HubDoorTests {
         }
     }
 
+    /// A client that sends its publishes and closes its side (`shutdown(SHUT_WR)`) gets every one
+    /// it sent whole answered, then the connection closes.
+    @Test func publishesSentBeforeTheClientClosedItsSideAreAllAnswered() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            let requests = try await self.publishRequest("topic=t&id=one&data=1") + self.publishRequest("topic=t&id=two&data=2")
+                + self.publishRequest("topic=t&id=three&data=3")
+            try await channel.testingEventLoop.executeInContext {
+                channel.pipeline.fireChannelRead(ByteBuffer(string: requests + "POST /.well-known/mercure HTTP/1.1\r\n"))
+                channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            }
+            let answers = try await self.written(by: channel, until: "\r\n\r\nthree")
+            #expect(answers.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 4, "three answers: \(answers)")
+            for _ in 0..<500 where channel.isActive {
+                await channel.testingEventLoop.run()
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(!channel.isActive, "then the connection closes (the request begun last cannot come whole)")
+            #expect(try await handedOn.get() == nil)
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one", "two", "three"])
+        }
+    }
+
     @Test func aPublishThatFailsItsChecksGoesOnToTheRoute() async throws {
         try await self.withDoor { hub, server in
             let (channel, handedOn) = try await self.openConnection(server, reading: try await self.publishRequest("topic=t&id=one&data=1"))
