@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 import AsyncHTTPClient
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTesting
@@ -286,6 +287,36 @@ struct HubHTTPTests {
             #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(received.text.prefix(100))")
             #expect(received.text.contains("id: big\ndata: \(data)\n\n\r\n"))
             try await channel.close()
+        }
+    }
+
+    /// A pipelining client on a real socket: its publishes, a request the hub's door hands to
+    /// Hummingbird in the middle, more publishes, then the end of its side. Every request it sent is
+    /// answered, in order, then the server closes.
+    @Test(.timeLimit(.minutes(1))) func pipelinedPublishesAndTheClientsEndAreAllAnsweredInOrder() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        try await self.serve(hub, http) { port in
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.secret)
+            func publish(_ n: Int) -> String {
+                let form = "topic=t&id=u\(n)&data=\(n)"
+                return "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
+            }
+            let (channel, received) = try await connectRaw(to: port)
+            let requests = (0..<100).map(publish).joined() + "GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n" + (100..<105).map(publish).joined()
+            try await channel.writeAndFlush(ByteBuffer(string: requests))
+            try await channel.close(mode: .output)
+            for _ in 0..<1_000 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!channel.isActive, "the server closes once it has answered")
+            let text = received.text
+            let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+            #expect(statuses == Array(repeating: "200", count: 100) + ["404"] + Array(repeating: "200", count: 5), "\(statuses)")
+            let stored = try await hub.store.updates(through: .max).map(\.update.id)
+            #expect(stored == (0..<105).map { "u\($0)" })
+            let answered = stored.compactMap { id in text.range(of: "\r\n\r\n\(id)").map(\.lowerBound) }
+            #expect(answered.count == 105 && zip(answered, answered.dropFirst()).allSatisfy { $0 < $1 }, "in order")
         }
     }
 
