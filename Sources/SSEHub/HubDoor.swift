@@ -264,6 +264,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// Whether the connection closes once the publish being read or stored is answered.
     private var closesAfterPublish = false
+    /// Whether the client closed its side while a publish was stored: the requests it sent whole
+    /// are answered, then the connection closes.
+    private var inputClosed = false
     /// Parts read while a publish was being stored, not yet taken in hand.
     private var unread: ArraySlice<HTTPServerRequestPart> = []
     /// The `Date` header of the last response, and its second.
@@ -571,12 +574,22 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return
         }
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        // (A future only when the connection may close after it.)
+        let ended = self.inputClosed ? context.writeAndFlush(Self.wrapOutboundOut(.end(nil))) : nil
+        if ended == nil { context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil) }
         self.waitForRequest(context)
         // The next requests, as if read now (a request handed on takes the rest with it).
         self.unread = next[...]
         while let part = self.unread.popFirst() { self.receive(part, context: context) }
         self.resumeReading(context)
+        guard let ended else { return }
+        switch self.state {
+        case .waiting, .reading, .opening:
+            // Nothing more comes whole: the client's last request was answered.
+            ended.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .publishing, .streaming, .handedOn, .closed:
+            break  // the next answer looks again; a connection handed on was told
+        }
     }
 
     /// The `Date` header for a response now.
@@ -632,6 +645,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         for part in parts { context.fireChannelRead(Self.wrapInboundOut(part)) }
         if !parts.isEmpty { context.fireChannelReadComplete() }
         if let error { context.fireErrorCaught(error) }
+        if self.inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
         self.resumeReading(context)
         pipeline.removeHandler(context: context, promise: nil)
     }
@@ -664,7 +678,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, self.isPublishing {
+        if event as? ChannelEvent == .inputClosed, case .publishing = self.state {
+            self.inputClosed = true  // the requests read whole since are answered too
+        } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, self.isPublishing {
             self.closesAfterPublish = true  // answer the publish under way first
         } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
             // Stopping, or the client closed its side: nothing more comes of a connection the

@@ -250,6 +250,30 @@ struct HubDoorTests {
         }
     }
 
+    /// The same at the door, for publishes the reader does not take (here for their query).
+    @Test func publishesTheDoorReadsBeforeTheClientClosedItsSideAreAllAnswered() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            var requests = ""
+            for id in ["one", "two", "three"] {
+                requests += try await self.publishRequest("topic=t&id=\(id)&data=1").replacingOccurrences(of: "mercure HTTP", with: "mercure?q HTTP")
+            }
+            try await channel.testingEventLoop.executeInContext { [requests] in
+                channel.pipeline.fireChannelRead(ByteBuffer(string: requests))
+                channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            }
+            let answers = try await self.written(by: channel, until: "\r\n\r\nthree")
+            #expect(answers.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 4, "three answers: \(answers)")
+            for _ in 0..<500 where channel.isActive {
+                await channel.testingEventLoop.run()
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(!channel.isActive, "then the connection closes")
+            #expect(try await handedOn.get() == nil)
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one", "two", "three"])
+        }
+    }
+
     @Test func aPublishThatFailsItsChecksGoesOnToTheRoute() async throws {
         try await self.withDoor { hub, server in
             let (channel, handedOn) = try await self.openConnection(server, reading: try await self.publishRequest("topic=t&id=one&data=1"))
