@@ -228,38 +228,22 @@ struct HubDoorTests {
     }
 
     /// A client that sends its publishes and closes its side (`shutdown(SHUT_WR)`) gets every one
-    /// it sent whole answered, then the connection closes.
-    @Test func publishesSentBeforeTheClientClosedItsSideAreAllAnswered() async throws {
-        try await self.withDoor { hub, server in
-            let (channel, handedOn) = try await self.openConnection(server, reading: "")
-            let requests = try await self.publishRequest("topic=t&id=one&data=1") + self.publishRequest("topic=t&id=two&data=2")
-                + self.publishRequest("topic=t&id=three&data=3")
-            try await channel.testingEventLoop.executeInContext {
-                channel.pipeline.fireChannelRead(ByteBuffer(string: requests + "POST /.well-known/mercure HTTP/1.1\r\n"))
-                channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-            }
-            let answers = try await self.written(by: channel, until: "\r\n\r\nthree")
-            #expect(answers.components(separatedBy: "HTTP/1.1 200 OK\r\n").count == 4, "three answers: \(answers)")
-            for _ in 0..<500 where channel.isActive {
-                await channel.testingEventLoop.run()
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            #expect(!channel.isActive, "then the connection closes (the request begun last cannot come whole)")
-            #expect(try await handedOn.get() == nil)
-            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one", "two", "three"])
-        }
-    }
-
-    /// The same at the door, for publishes the reader does not take (here for their query).
-    @Test func publishesTheDoorReadsBeforeTheClientClosedItsSideAreAllAnswered() async throws {
+    /// it sent whole answered, then the connection closes: publishes the reader takes, and (with a
+    /// query) publishes the door reads.
+    @Test(arguments: ["", "?q"])
+    func publishesSentBeforeTheClientClosedItsSideAreAllAnswered(query: String) async throws {
         try await self.withDoor { hub, server in
             let (channel, handedOn) = try await self.openConnection(server, reading: "")
             var requests = ""
             for id in ["one", "two", "three"] {
-                requests += try await self.publishRequest("topic=t&id=\(id)&data=1").replacingOccurrences(of: "mercure HTTP", with: "mercure?q HTTP")
+                requests += try await self.publishRequest("topic=t&id=\(id)&data=1")
+                    .replacingOccurrences(of: "mercure HTTP", with: "mercure\(query) HTTP")
             }
+            // The reader's: with the start of one more, which cannot come whole now. (At the door,
+            // NIO's decoder fails such a request at the end of input, and the door closes at once.)
+            let begun = query.isEmpty ? "POST /.well-known/mercure HTTP/1.1\r\n" : ""
             try await channel.testingEventLoop.executeInContext { [requests] in
-                channel.pipeline.fireChannelRead(ByteBuffer(string: requests))
+                channel.pipeline.fireChannelRead(ByteBuffer(string: requests + begun))
                 channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
             }
             let answers = try await self.written(by: channel, until: "\r\n\r\nthree")
