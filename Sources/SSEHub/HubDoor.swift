@@ -267,6 +267,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the client closed its side while a publish was stored: the requests it sent whole
     /// are answered, then the connection closes.
     private var inputClosed = false
+    /// The error of a request that failed to parse while a publish was stored (a malformed one, or
+    /// one cut off by the end of input): it is acted on once the requests read whole before it
+    /// are answered.
+    private var caughtError: (any Error)?
     /// Parts read while a publish was being stored, not yet taken in hand.
     private var unread: ArraySlice<HTTPServerRequestPart> = []
     /// The `Date` header of the last response, and its second.
@@ -575,17 +579,21 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         // (A future only when the connection may close after it.)
-        let ended = self.inputClosed ? context.writeAndFlush(Self.wrapOutboundOut(.end(nil))) : nil
+        let ended = self.inputClosed || self.caughtError != nil ? context.writeAndFlush(Self.wrapOutboundOut(.end(nil))) : nil
         if ended == nil { context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil) }
         self.waitForRequest(context)
         // The next requests, as if read now (a request handed on takes the rest with it).
         self.unread = next[...]
         while let part = self.unread.popFirst() { self.receive(part, context: context) }
+        if case .waiting = self.state, let error = self.caughtError {
+            self.handOn(context, parts: [], error: error)  // as when it comes between requests
+        }
         self.resumeReading(context)
         guard let ended else { return }
         switch self.state {
         case .waiting, .reading, .opening:
-            // Nothing more comes whole: the client's last request was answered.
+            // Nothing more comes whole: the client's last request was answered (or the one
+            // being read failed to parse).
             ended.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .publishing, .streaming, .handedOn, .closed:
             break  // the next answer looks again; a connection handed on was told
@@ -623,7 +631,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Adds Hummingbird's handlers behind the door, passes them what was read, and leaves.
     private func handOn(_ context: ChannelHandlerContext, parts: [HTTPServerRequestPart], error: (any Error)? = nil) {
         let parts = parts + self.unread
+        let error = error ?? self.caughtError
         self.unread = []
+        self.caughtError = nil
         let pipeline = context.pipeline.syncOperations
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
@@ -699,10 +709,14 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if case .waiting = self.state {
+        switch self.state {
+        case .waiting:
             // A request that does not parse, say: Hummingbird answers it.
             self.handOn(context, parts: [], error: error)
-        } else {
+        case .publishing:
+            // The requests read whole before it are answered first (see `published`).
+            if self.caughtError == nil { self.caughtError = error }
+        case .opening, .reading, .streaming, .handedOn, .closed:
             context.close(promise: nil)
         }
     }
