@@ -491,6 +491,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.requestTimer = nil
         var headers = fields
         headers[.date] = self.currentDate()
+        // The connection closes when the stream ends (it serves no other request): said now, so
+        // that a client that keeps connections for its next requests does not send one on it.
+        headers[.connection] = "close"
         if let origin = head.headers.first(name: "Origin"), configuration.corsOrigins.contains(origin) {
             headers.allowCORS(from: origin)
         }

@@ -103,6 +103,7 @@ struct HubDoorTests {
             #expect(head.contains("Last-Event-ID: earliest\r\n"))
             #expect(head.contains("transfer-encoding: chunked\r\n"))
             #expect(head.contains("Date: "))
+            #expect(head.contains("Connection: close\r\n"), "the connection serves no request after the stream")
             #expect(head.contains("\r\n\r\n2\r\n:\n\r\n"), "the opening comment, as a chunk")
             #expect(hub.subscriberCount == 1)
 
