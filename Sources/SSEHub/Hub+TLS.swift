@@ -43,9 +43,26 @@ extension Hub {
         configuration: HTTP2UpgradeChannel.Configuration = .init(),
         requestTimeout: Duration? = .seconds(60)
     ) throws -> HTTPServerBuilder {
+        let context = try Self.tlsContext(tlsConfiguration)
+        return HTTPServerBuilder { responder in
+            self.tlsChannel(context: context, configuration: configuration, requestTimeout: requestTimeout, responder: responder)
+        }
+    }
+
+    /// The TLS context of a server with HTTP/2 and HTTP/1.1.
+    static func tlsContext(_ tlsConfiguration: TLSConfiguration) throws -> NIOSSLContext {
         var tlsConfiguration = tlsConfiguration
         tlsConfiguration.applicationProtocols = ["h2", "http/1.1"]
-        let context = try NIOSSLContext(configuration: tlsConfiguration)
+        return try NIOSSLContext(configuration: tlsConfiguration)
+    }
+
+    /// The connections of ``http2Server(tlsConfiguration:configuration:requestTimeout:)``.
+    func tlsChannel(
+        context: NIOSSLContext,
+        configuration: HTTP2UpgradeChannel.Configuration,
+        requestTimeout: Duration?,
+        responder: @escaping HTTPChannelHandler.Responder
+    ) -> HubTLSChannel {
         var timed = configuration
         if let requestTimeout {
             let timeout = TimeAmount(requestTimeout)
@@ -55,19 +72,16 @@ extension Hub {
                 handlers() + [HandedOnRequestTimeout(timeout: timeout, due: .now() + timeout), HTTP2StreamOpen()]
             }
         }
-        let http2 = timed
-        return HTTPServerBuilder { responder in
-            HubTLSChannel(
-                context: context,
-                http1: HubHTTP1Channel(
-                    hub: self,
-                    http1: HTTP1Channel(responder: responder, configuration: configuration.streamConfiguration),
-                    requestTimeout: requestTimeout
-                ),
-                http2: HTTP2Channel(responder: responder, configuration: http2),
-                handshakeTimeout: requestTimeout.map { TimeAmount($0) }
-            )
-        }
+        return HubTLSChannel(
+            context: context,
+            http1: HubHTTP1Channel(
+                hub: self,
+                http1: HTTP1Channel(responder: responder, configuration: configuration.streamConfiguration),
+                requestTimeout: requestTimeout
+            ),
+            http2: HTTP2Channel(responder: responder, configuration: timed),
+            handshakeTimeout: requestTimeout.map { TimeAmount($0) }
+        )
     }
 }
 

@@ -16,7 +16,9 @@ public import NIOCore
 /// context works too, more slowly. Serve the router with
 /// ``Hub/http1Server(configuration:requestTimeout:)``, or over TLS with
 /// ``Hub/http2Server(tlsConfiguration:configuration:requestTimeout:)``, for the smallest idle
-/// subscribers.
+/// subscribers; or with the hub's own server,
+/// ``Hub/server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``,
+/// which also opens their connections with the least CPU.
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The channel of the request (of its HTTP/2 stream, over HTTP/2).

@@ -17,6 +17,8 @@ import NIOSSL
 import Prometheus
 import SSEHub
 import SSENIO
+import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -292,11 +294,13 @@ struct Serve: AsyncParsableCommand {
         let startBanner = banner
         let dashboard = http.dashboard != nil
         let scheme = tls == nil ? "http" : "https"
-        let app = Application(
-            router: router,
-            server: try tls.map { try hub.http2Server(tlsConfiguration: $0, requestTimeout: self.requestTimeLimit) }
-                ?? hub.http1Server(requestTimeout: self.requestTimeLimit),
-            configuration: .init(address: .hostname(self.host, port: self.port), serverName: "herald"),
+        let server = try hub.server(
+            router.buildResponder(),
+            host: self.host,
+            port: self.port,
+            tlsConfiguration: tls,
+            requestTimeout: self.requestTimeLimit,
+            serverName: "herald",
             onServerRunning: { channel in
                 let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
                 try? writeAll(
@@ -311,7 +315,7 @@ struct Serve: AsyncParsableCommand {
             },
             logger: logger
         )
-        try await app.runService()
+        try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         // The ends of the subscriptions just closed, unless the store cannot take them (a
         // database that went away must not keep the hub from stopping).
         await withTaskGroup(of: Void.self) { group in

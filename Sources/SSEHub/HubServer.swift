@@ -1,0 +1,159 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import Foundation
+public import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+public import Logging
+public import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+public import NIOSSL
+public import ServiceLifecycle
+
+extension Hub {
+    /// The hub's own server for an app's routes, `responder` (a router to which
+    /// ``addRoutes(to:configuration:)`` added the hub's): the server of
+    /// ``http1Server(configuration:requestTimeout:)``, or with `tlsConfiguration` of
+    /// ``http2Server(tlsConfiguration:configuration:requestTimeout:)``, without Hummingbird's task
+    /// for each connection. A connection whose requests the hub's door answers (its subscribers,
+    /// its publishers) has no task at all; one it hands on to the app has one, as on Hummingbird's
+    /// server. Opening a subscriber's connection then takes about a quarter less server CPU (see
+    /// docs/PERFORMANCE.md).
+    ///
+    /// Run it as a service, in a `ServiceGroup` (which stops it gracefully on the signals it is
+    /// given): it stops taking connections, asks each one to end (subscriptions' streams end, a
+    /// publish under way is answered), and returns once they have closed.
+    ///
+    /// - Parameters:
+    ///   - responder: The app's routes, with the hub's.
+    ///   - host: The address to listen on.
+    ///   - port: The port to listen on; 0 for any free one (see `onServerRunning`).
+    ///   - tlsConfiguration: For HTTPS, with HTTP/2: as in ``http2Server(tlsConfiguration:configuration:requestTimeout:)``.
+    ///   - requestTimeout: As in ``http1Server(configuration:requestTimeout:)``.
+    ///   - serverName: The `Server` header of the app's responses, if any.
+    ///   - onServerRunning: Called with the listening channel once the server listens.
+    ///   - logger: The server's logger, and the requests'.
+    /// - Throws: When the TLS configuration cannot be used.
+    public func server<Responder: HTTPResponder>(
+        _ responder: Responder,
+        host: String,
+        port: Int,
+        tlsConfiguration: TLSConfiguration? = nil,
+        requestTimeout: Duration? = .seconds(60),
+        serverName: String? = nil,
+        onServerRunning: (@Sendable (any Channel) async -> Void)? = nil,
+        logger: Logger
+    ) throws -> any Service where Responder.Context == HubRequestContext {
+        // As Hummingbird's application answers a request with its responder.
+        let respond: HTTPChannelHandler.Responder = { request, writer, channel in
+            let context = HubRequestContext(source: ApplicationRequestContextSource(channel: channel, logger: logger))
+            var response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch let error as HTTPParserError {
+                throw error  // the channel answers 400
+            } catch {
+                logger.debug("unanswered error", metadata: ["error": "\(String(reflecting: error))"])
+                response = Response(status: .internalServerError)
+            }
+            response.headers[.date] = HubDoor.httpDate(Int(Date().timeIntervalSince1970))
+            if let serverName { response.headers[.server] = serverName }
+            try await writer.write(response: response.head, body: response.body)
+        }
+        if let tlsConfiguration {
+            let child = self.tlsChannel(
+                context: try Self.tlsContext(tlsConfiguration),
+                configuration: .init(),
+                requestTimeout: requestTimeout,
+                responder: respond
+            )
+            return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
+        }
+        let child = HubHTTP1Channel(hub: self, http1: HTTP1Channel(responder: respond), requestTimeout: requestTimeout)
+        return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
+    }
+}
+
+/// A connection's setup whose connections may need no task: those the hub's door answered.
+protocol HubChildChannel: ServerChildChannel {
+    /// Calls `body` once it is known that the connection of `value` needs
+    /// ``handle(value:logger:)``; never if it does not.
+    func whenItNeedsHandling(_ value: Value, _ body: @escaping @Sendable () -> Void)
+}
+
+extension HubHTTP1Channel: HubChildChannel {
+    func whenItNeedsHandling(_ value: Value, _ body: @escaping @Sendable () -> Void) {
+        value.handedOn.whenSuccess { connection in
+            if connection != nil { body() }
+        }
+    }
+}
+
+extension HubTLSChannel: HubChildChannel {
+    func whenItNeedsHandling(_ value: Value, _ body: @escaping @Sendable () -> Void) {
+        value.negotiated.whenSuccess { negotiated in
+            switch negotiated {
+            case .http1_1(let value): self.http1.whenItNeedsHandling(value, body)
+            case .http2: body()
+            }
+        }
+    }
+}
+
+/// Listens, sets each connection up, and runs ``HubChildChannel/handle(value:logger:)`` for those
+/// that need it, each in a task; stops gracefully (see ``Hub/server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``).
+struct HubServer<Child: HubChildChannel>: Service {
+    let child: Child
+    let host: String
+    let port: Int
+    let onServerRunning: (@Sendable (any Channel) async -> Void)?
+    let logger: Logger
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let quiescing = ServerQuiescingHelper(group: group)
+        let (connections, newConnection) = AsyncStream.makeStream(of: Child.Value.self)
+        let child = self.child
+        let logger = self.logger
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                child.setup(channel: channel, logger: logger).map { value in
+                    child.whenItNeedsHandling(value) { newConnection.yield(value) }
+                }
+            }
+            .bind(host: self.host, port: self.port)
+            .get()
+        await self.onServerRunning?(listener)
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { tasks in
+                for await value in connections {
+                    tasks.addTask { await child.handle(value: value, logger: logger) }
+                }
+            }
+        } onGracefulShutdown: {
+            // Stops listening, tells every connection to end, and waits until they have closed.
+            let closed = listener.eventLoop.makePromise(of: Void.self)
+            quiescing.initiateShutdown(promise: closed)
+            closed.futureResult.whenComplete { _ in newConnection.finish() }
+        }
+        // Cancelled (the service group stopped without a graceful shutdown): stop listening.
+        try? await listener.close()
+    }
+}

@@ -1,0 +1,141 @@
+//===----------------------------------------------------------------------===//
+//
+// This source file is part of the Herald open source project
+// Licensed under Apache License v2.0; see LICENSE for details.
+// SPDX-License-Identifier: Apache-2.0
+//
+//===----------------------------------------------------------------------===//
+
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import ServiceLifecycle
+import Testing
+
+@testable import SSEHub
+
+/// The hub's own server (`Hub.server`), on live connections: the hub's requests at the door, the
+/// app's through its routes, over plain HTTP and TLS, and its graceful stop.
+@Suite("Hub's own server")
+struct HubServerTests {
+    /// Runs the server of a hub's routes and an app's (`GET /hello`) until `body` returns, then
+    /// stops it gracefully and waits until it has returned; `body` gets the port and the hub.
+    func withServer(tls: Bool = false, _ body: @escaping @Sendable (_ port: Int, _ hub: Hub) async throws -> Void) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
+        http.heartbeat = nil
+        let router = Router(context: HubRequestContext.self)
+        try await hub.addRoutes(to: router, configuration: http)
+        router.get("/hello") { _, _ in "hi" }
+        let listening = NIOLockedValueBox<Int?>(nil)
+        let server = try hub.server(
+            router.buildResponder(),
+            host: "127.0.0.1",
+            port: 0,
+            tlsConfiguration: tls ? try HubTLSTests.serverTLS() : nil,
+            serverName: "test",
+            onServerRunning: { channel in listening.withLockedValue { $0 = channel.localAddress?.port } },
+            logger: Logger(label: "hub")
+        )
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [], logger: Logger(label: "services"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            for _ in 0..<500 where listening.withLockedValue({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            let port = try #require(listening.withLockedValue { $0 })
+            do {
+                try await body(port, hub)
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    /// Waits, for at most 10 s, until `received` contains `expected`.
+    func wait(for expected: String, in received: ReceivedText) async throws {
+        for _ in 0..<1_000 where !received.text.contains(expected) { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func theHubsRequestsAndTheAppsAreServed(tls: Bool) async throws {
+        try await self.withServer(tls: tls) { port, hub in
+            let alpn = tls ? ["http/1.1"] : nil
+            let (subscriber, stream) = try await connectRaw(to: port, alpn: alpn)
+            try await subscriber.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: ":\n", in: stream)
+            #expect(stream.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+
+            // A publish at the door, then the app's route and a subscription the route refuses,
+            // on the same connection (handed on after the publish).
+            let (client, answers) = try await connectRaw(to: port, alpn: alpn)
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+            let form = "topic=t&id=one&data=x"
+            try await client.writeAndFlush(
+                ByteBuffer(
+                    string: "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
+                )
+            )
+            try await self.wait(for: "\r\n\r\none", in: answers)
+            try await self.wait(for: "id: one\ndata: x\n\n", in: stream)
+            #expect(stream.text.contains("id: one\ndata: x\n\n"), "the subscriber has the update")
+            try await client.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: "\r\n\r\nhi", in: answers)
+            let hello = answers.text.components(separatedBy: "\r\n\r\none").last ?? ""
+            #expect(hello.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(hello)")
+            #expect(hello.contains("Server: test\r\n") && hello.contains("Date: "))
+            try await client.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: "missing 'topic'", in: answers)
+            #expect(answers.text.contains("HTTP/1.1 400 Bad Request\r\n"))
+            try await client.close()
+            try await subscriber.close()
+
+            guard tls else { return }
+            // HTTP/2, which the app's channel serves.
+            var configuration = HTTPClient.Configuration()
+            configuration.tlsConfiguration = .makeClientConfiguration()
+            configuration.tlsConfiguration?.certificateVerification = .none  // the fixture is self-signed
+            let http2 = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            do {
+                let response = try await http2.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/hello"), timeout: .seconds(10))
+                #expect(response.version == .http2)
+                #expect(String(buffer: try await response.body.collect(upTo: 1 << 10)) == "hi")
+            } catch {
+                try await http2.shutdown()
+                throw error
+            }
+            try await http2.shutdown()
+        }
+    }
+
+    /// Stopping gracefully ends the subscriptions' streams and closes the connections the app
+    /// has, then the server returns.
+    @Test(.timeLimit(.minutes(1))) func aGracefulStopEndsStreamsAndClosesConnections() async throws {
+        let connections = NIOLockedValueBox<[(any Channel, ReceivedText)]>([])
+        try await self.withServer { port, hub in
+            let (subscriber, stream) = try await connectRaw(to: port)
+            try await subscriber.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: ":\n", in: stream)
+            let (idle, answers) = try await connectRaw(to: port)
+            try await idle.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: "\r\n\r\nhi", in: answers)
+            #expect(hub.subscriberCount == 1)
+            connections.withLockedValue { $0 = [(subscriber, stream), (idle, answers)] }
+        }
+        // The server has returned.
+        let (subscriber, stream) = try #require(connections.withLockedValue { $0.first })
+        let (idle, _) = try #require(connections.withLockedValue { $0.last })
+        for _ in 0..<500 where subscriber.isActive || idle.isActive { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(stream.text.hasSuffix("\r\n0\r\n\r\n"), "the stream ended cleanly")
+        #expect(!subscriber.isActive && !idle.isActive, "and the connections closed")
+    }
+}
