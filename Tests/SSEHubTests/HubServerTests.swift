@@ -27,12 +27,8 @@ struct HubServerTests {
     /// stops it gracefully and waits until it has returned; `body` gets the port and the hub.
     func withServer(tls: Bool = false, _ body: @escaping @Sendable (_ port: Int, _ hub: Hub) async throws -> Void) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
-        var http = Hub.HTTPConfiguration()
-        http.allowsAnonymousSubscribers = true
-        http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
-        http.heartbeat = nil
         let router = Router(context: HubRequestContext.self)
-        try await hub.addRoutes(to: router, configuration: http)
+        try await hub.addRoutes(to: router, configuration: HubTLSTests.http)
         router.get("/hello") { _, _ in "hi" }
         let listening = NIOLockedValueBox<Int?>(nil)
         let server = try hub.server(

@@ -27,12 +27,8 @@ struct HubTLSTests {
     /// Serves `hub`'s routes over TLS, with the test certificate; `body` gets the server's port.
     func serve(_ hub: Hub, _ body: @escaping @Sendable (_ port: Int) async throws -> Void) async throws {
         let tls = try Self.serverTLS()
-        var http = Hub.HTTPConfiguration()
-        http.allowsAnonymousSubscribers = true
-        http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
-        http.heartbeat = nil
         let router = Router(context: HubRequestContext.self)
-        try await hub.addRoutes(to: router, configuration: http)
+        try await hub.addRoutes(to: router, configuration: Self.http)
         let app = Application(
             router: router,
             server: try hub.http2Server(tlsConfiguration: tls, requestTimeout: Self.requestTimeout),
@@ -42,6 +38,16 @@ struct HubTLSTests {
         try await app.test(.live) { client in
             try await body(client.port!)
         }
+    }
+
+    /// The hub's routes: anonymous subscribers, publishers with tokens signed with
+    /// `HubHTTPTests.secret`, no heartbeat.
+    static var http: Hub.HTTPConfiguration {
+        var http = Hub.HTTPConfiguration()
+        http.allowsAnonymousSubscribers = true
+        http.publisherKey = JWTKey(algorithm: .hs256, key: HubHTTPTests.secret)
+        http.heartbeat = nil
+        return http
     }
 
     /// A server's TLS configuration, with the test certificate (`Tests/Fixtures/tls`).
