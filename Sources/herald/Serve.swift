@@ -13,6 +13,7 @@ import HummingbirdCore
 import HummingbirdHTTP2
 import Logging
 import Metrics
+import NIOCore
 import NIOSSL
 import Prometheus
 import SSEHub
@@ -315,7 +316,11 @@ struct Serve: AsyncParsableCommand {
             },
             logger: logger
         )
-        try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+        do {
+            try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw CommandFailure("cannot listen on \(self.host):\(self.port): the address is in use (another server listens there; choose another --port)")
+        }
         // The ends of the subscriptions just closed, unless the store cannot take them (a
         // database that went away must not keep the hub from stopping).
         await withTaskGroup(of: Void.self) { group in

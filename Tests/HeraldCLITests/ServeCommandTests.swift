@@ -12,6 +12,7 @@ import HeraldTestSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import Testing
 
@@ -282,6 +283,15 @@ struct ServeCommandTests {
         #expect(second.status == 1)
         #expect(second.standardError.contains("another hub has \(database) open"), "\(second.standardError)")
         #expect(hub.isRunning, "the first hub goes on")
+    }
+
+    @Test func aPortInUseIsRefusedWithAReason() async throws {
+        let other = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(other.localAddress?.port)
+        let refused = try await runHerald(["serve", "--port", "\(port)", "--in-memory"])
+        try await other.close()
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("cannot listen on 127.0.0.1:\(port): the address is in use"), "\(refused.standardError)")
     }
 
     @Test func anUnusableKeyIsRefusedWithAReason() async throws {
