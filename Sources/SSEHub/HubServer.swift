@@ -26,7 +26,7 @@ extension Hub {
     /// ``http2Server(tlsConfiguration:configuration:requestTimeout:)``, without Hummingbird's task
     /// for each connection. A connection whose requests the hub's door answers (its subscribers,
     /// its publishers) has no task at all; one it hands on to the app has one, as on Hummingbird's
-    /// server. Opening a subscriber's connection then takes about a quarter less server CPU (see
+    /// server. Opening a subscriber's connection then takes about a fifth less server CPU (see
     /// docs/PERFORMANCE.md).
     ///
     /// Run it as a service, in a `ServiceGroup` (which stops it gracefully on the signals it is
