@@ -208,7 +208,7 @@ public final class InMemoryEventStore: EventStore {
             for update in updates where state.sequenceByID[update.id] != nil {
                 throw EventStoreError.duplicateID
             }
-            if updates.count > 1, Set(updates.map(\.id)).count < updates.count {
+            if Set(updates.map(\.id)).count < updates.count {
                 throw EventStoreError.duplicateID
             }
             var stored: [StoredUpdate] = []
