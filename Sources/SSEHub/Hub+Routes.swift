@@ -105,27 +105,50 @@ extension Hub {
         configuration: HTTPConfiguration
     ) async throws -> (Subscription, HTTPFields) {
         let claims = try await authorizer.subscriber(request)
-        let topics = request.uri.queryParameters[values: "topic"].map(String.init)
+        let selectors = try Self.selectors(request, configuration: configuration)
+        // `Last-Event-ID` wins over the `lastEventID` query parameter.
+        let (events, resumption): (Subscription, Resumption?)
+        do {
+            (events, resumption) = try await self.subscribe(selectors, lastEventID: request.lastEventID, claims: claims)
+        } catch {
+            throw self.historyUnavailable(error, doing: "read the updates to replay")
+        }
+        var headers = Self.eventStreamHeaders
+        if let resumption { headers[.lastEventID] = resumption.lastEventID }
+        return (events, headers)
+    }
+
+    /// Opens the subscription of a subscribe request as ``openSubscription(_:authorizer:configuration:)``
+    /// does, when that needs no waiting: with no `Last-Event-ID` (no replay), an anonymous
+    /// subscriber or a token accepted before, and subscriptions not tracked. `nil` when it needs
+    /// ``openSubscription(_:authorizer:configuration:)``; throws when the route must answer.
+    func openSubscriptionNow(
+        _ request: Request,
+        authorizer: Authorizer,
+        configuration: HTTPConfiguration
+    ) throws -> (Subscription, HTTPFields)? {
+        guard request.lastEventID == nil, let claims = try authorizer.knownSubscriber(request) else { return nil }
+        let selectors = try Self.selectors(request, configuration: configuration)
+        return self.subscribeNow(selectors, claims: claims).map { ($0, Self.eventStreamHeaders) }
+    }
+
+    /// The headers of a subscription's response, but for `Last-Event-ID`.
+    private static let eventStreamHeaders: HTTPFields = [
+        .contentType: "text/event-stream",
+        .cacheControl: "private, no-cache, no-store, must-revalidate, max-age=0",
+        .xAccelBuffering: "no",
+    ]
+
+    /// The topic selectors of a subscribe request; throws 400 when there are none, or too many.
+    private static func selectors(_ request: Request, configuration: HTTPConfiguration) throws -> [TopicSelector] {
+        let topics = request.uri.queryParameters[values: "topic"]
         guard !topics.isEmpty else {
             throw HTTPError(.badRequest, message: "missing 'topic' query parameter: say which topics to subscribe to")
         }
         guard topics.count <= configuration.maximumTopicsPerSubscription else {
             throw HTTPError(.badRequest, message: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
         }
-        // `Last-Event-ID` wins over the `lastEventID` query parameter.
-        let (events, resumption): (Subscription, Resumption?)
-        do {
-            (events, resumption) = try await self.subscribe(topics.map(TopicSelector.init), lastEventID: request.lastEventID, claims: claims)
-        } catch {
-            throw self.historyUnavailable(error, doing: "read the updates to replay")
-        }
-        var headers: HTTPFields = [
-            .contentType: "text/event-stream",
-            .cacheControl: "private, no-cache, no-store, must-revalidate, max-age=0",
-            .xAccelBuffering: "no",
-        ]
-        if let resumption { headers[.lastEventID] = resumption.lastEventID }
-        return (events, headers)
+        return topics.map { TopicSelector(String($0)) }
     }
 
     private func subscribeResponse(
@@ -527,6 +550,21 @@ struct Authorizer: Sendable {
 
     /// The subscriber's claims, or `nil` for an anonymous subscriber.
     func subscriber(_ request: Request) async throws -> MercureClaims? {
+        guard let (token, subscriber) = try self.subscriberToken(request) else { return nil }
+        return try await Self.check(token, with: subscriber, role: "subscriber")
+    }
+
+    /// What ``subscriber(_:)`` finds, when that needs no waiting: `.some(nil)` for an anonymous
+    /// subscriber, the claims of a token accepted before (and not expired since); `nil` when the
+    /// token must be verified.
+    func knownSubscriber(_ request: Request) throws -> MercureClaims?? {
+        guard let (token, subscriber) = try self.subscriberToken(request) else { return .some(nil) }
+        return try subscriber.acceptedClaims(of: token, role: "subscriber").map { .some($0) }
+    }
+
+    /// A subscribe request's token and the verifier to check it with; `nil` for an anonymous
+    /// subscriber; throws 401 when there must be a token, or it cannot be checked.
+    private func subscriberToken(_ request: Request) throws -> (String, TokenVerifier)? {
         guard let (token, _) = try self.token(request) else {
             guard self.configuration.allowsAnonymousSubscribers else {
                 throw HTTPError(
@@ -539,7 +577,7 @@ struct Authorizer: Sendable {
         guard let subscriber = self.subscriber else {
             throw HTTPError(.unauthorized, message: "the hub has no subscriber key to check this token with")
         }
-        return try await Self.check(token, with: subscriber, role: "subscriber")
+        return (token, subscriber)
     }
 
     private static func check(_ token: String, with verifier: TokenVerifier, role: String) async throws -> MercureClaims {

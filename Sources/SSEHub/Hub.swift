@@ -331,6 +331,54 @@ public final class Hub: Sendable {
         lastEventID: String?,
         claims: MercureClaims? = nil
     ) async throws -> (events: Subscription, resumption: Resumption?) {
+        let (queue, registeredThrough, tracked) = self.register(selectors, claims: claims)
+        if let tracked {
+            if let directory = self.store as? any SubscriptionDirectory {
+                do {
+                    try await directory.insert(tracked)
+                } catch {
+                    self.logger.error("subscription not listed", metadata: ["subscriber": "\(tracked.id)", "error": "\(String(reflecting: error))"])
+                }
+            }
+            await self.publishSubscriptionEvents(for: tracked, active: true)
+        }
+
+        guard let lastEventID else {
+            return (Subscription(replay: [], queue: queue), nil)
+        }
+        do {
+            var replayed: [StoredUpdate]
+            var resumption = Resumption(lastEventID: "earliest")
+            if lastEventID != "earliest", let after = try await self.store.updates(after: lastEventID, through: registeredThrough) {
+                replayed = after
+                resumption = Resumption(lastEventID: lastEventID)
+            } else {
+                replayed = try await self.store.updates(through: registeredThrough)
+            }
+            replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: claims?.subscribe ?? []) }
+            let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
+            return (Subscription(replay: replay, queue: queue), resumption)
+        } catch {
+            queue.finish()  // no subscription without its replay
+            throw error
+        }
+    }
+
+    /// Subscribes to the updates matching `selectors` from now on, with no replay, when that
+    /// needs no waiting: `nil` when the hub tracks subscriptions (their events are published). As
+    /// ``subscribe(_:lastEventID:claims:)`` with no `lastEventID`, for the door's subscriptions.
+    func subscribeNow(_ selectors: [TopicSelector], claims: MercureClaims?) -> Subscription? {
+        guard !self.configuration.tracksSubscriptions else { return nil }
+        return Subscription(replay: [], queue: self.register(selectors, claims: claims).queue)
+    }
+
+    /// Adds a subscriber to the registry, and its end to its queue: its queue, the sequence of the
+    /// last update fanned out before it (its replay goes up to there), and what the hub tracks of
+    /// it, if it tracks subscriptions.
+    private func register(
+        _ selectors: [TopicSelector],
+        claims: MercureClaims?
+    ) -> (queue: SubscriberQueue, registeredThrough: UInt64, tracked: TrackedSubscriber?) {
         let grants = claims?.subscribe ?? []
         let queue = SubscriberQueue(
             limits: .init(events: self.configuration.subscriberQueueLimit, bytes: self.configuration.subscriberQueueBytes)
@@ -371,36 +419,7 @@ public final class Hub: Sendable {
                 }
             }
         }
-        if let tracked {
-            if let directory = self.store as? any SubscriptionDirectory {
-                do {
-                    try await directory.insert(tracked)
-                } catch {
-                    self.logger.error("subscription not listed", metadata: ["subscriber": "\(tracked.id)", "error": "\(String(reflecting: error))"])
-                }
-            }
-            await self.publishSubscriptionEvents(for: tracked, active: true)
-        }
-
-        guard let lastEventID else {
-            return (Subscription(replay: [], queue: queue), nil)
-        }
-        do {
-            var replayed: [StoredUpdate]
-            var resumption = Resumption(lastEventID: "earliest")
-            if lastEventID != "earliest", let after = try await self.store.updates(after: lastEventID, through: registeredThrough) {
-                replayed = after
-                resumption = Resumption(lastEventID: lastEventID)
-            } else {
-                replayed = try await self.store.updates(through: registeredThrough)
-            }
-            replayed.removeAll { !Self.delivers($0.update, to: selectors, grants: grants) }
-            let replay = try replayed.map { self.allocator.buffer(encoding: try $0.update.event()) }
-            return (Subscription(replay: replay, queue: queue), resumption)
-        } catch {
-            queue.finish()  // no subscription without its replay
-            throw error
-        }
+        return (queue, registeredThrough, tracked)
     }
 
     /// Waits until the subscription events of subscriptions that have ended are stored: call it

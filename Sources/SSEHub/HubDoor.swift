@@ -458,9 +458,20 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.state = .opening([.head(head)])
-        let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let hub = self.hub
-        // A task of its own for the check and the replay: it ends when they are done.
+        let openedNow: (Subscription, HTTPFields)?
+        do {
+            openedNow = try hub.openSubscriptionNow(request, authorizer: route.authorizer, configuration: route.configuration)
+        } catch {
+            self.opened(nil, for: head, configuration: route.configuration, context: context)  // the route answers
+            return
+        }
+        if let openedNow {
+            self.opened(openedNow, for: head, configuration: route.configuration, context: context)
+            return
+        }
+        let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        // Else a task of its own for the check and the replay: it ends when they are done.
         Task {
             let opened = try? await hub.openSubscription(request, authorizer: route.authorizer, configuration: route.configuration)
             door.eventLoop.execute {

@@ -132,6 +132,26 @@ struct HubDoorTests {
         }
     }
 
+    /// With no replay to read and no token to verify, the subscription opens within the read of
+    /// its request: no task at all. What the client sent after it in the same read is dropped.
+    @Test func aSubscriptionWithNothingToWaitForIsOpenedWithinItsRead() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, _) = try await self.openConnection(server, reading: "")
+            let request = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+            let count = try await channel.testingEventLoop.executeInContext {
+                channel.pipeline.fireChannelRead(ByteBuffer(string: request))
+                return hub.subscriberCount
+            }
+            #expect(count == 1, "subscribed within the read")
+            #expect(try await self.written(by: channel, until: "\r\n\r\n2\r\n:\n\r\n").hasPrefix("HTTP/1.1 200 OK\r\n"))
+            try await hub.publish(Update(id: "live", topics: ["t"], data: "x"))
+            #expect(try await self.written(by: channel, until: "id: live\ndata: x\n\n").hasSuffix("\r\n"))
+            try await channel.close()
+            for _ in 0..<500 where hub.subscriberCount == 1 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(hub.subscriberCount == 0)
+        }
+    }
+
     @Test func theStreamEndsCleanlyWhenTheServerStops() async throws {
         try await self.withDoor { hub, server in
             let (channel, _) = try await self.connection(server, reading: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -507,7 +527,8 @@ struct HubDoorTests {
             let (channel, _) = try await self.openConnection(server, reading: "")
             let reads = ReadCounter()
             try await channel.pipeline.addHandler(reads, position: .first).get()
-            let subscribe = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"
+            // With a replay to read: a task opens it (one without is opened within the read).
+            let subscribe = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: earliest\r\n\r\n"
             let request = subscribes ? subscribe : try await self.publishRequest("topic=t&id=one&data=1")
             let next = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n"
             // All on the loop at once: the request's task, which answers through the loop, cannot have answered.
