@@ -311,9 +311,23 @@ final class LoopWriter: Sendable {
         if schedule, delay == .zero || targets.count == 1 {
             self.loop.execute { self.drain() }
         } else if schedule {
-            self.loop.scheduleTask(in: delay) { self.drain() }
+            // A loop that shuts down fails what it has scheduled (it runs what it was told to
+            // execute): its channels close, and whoever waits for the writes must not wait forever.
+            self.loop.scheduleTask(in: delay) { self.drain() }.futureResult.whenFailure { _ in self.abandon() }
         }
         return behind
+    }
+
+    /// Drops what is queued, unwritten, and runs what waits for it: the loop shut down before
+    /// the drain (see ``enqueue(_:to:)``).
+    private func abandon() {
+        let then = self.pending.withLockedValue { pending in
+            pending.scheduled = false
+            pending.backlog = 0
+            defer { (pending.writes, pending.then) = ([], []) }
+            return pending.then
+        }
+        for body in then { body() }
     }
 
     /// Runs `body` on the loop once what is queued so far is written.

@@ -73,6 +73,34 @@ struct LoopWriterTests {
         loop.run()
     }
 
+    /// An app's own event loops shut down with a drain scheduled: what waits for its writes (a
+    /// publisher held back by the flow control, a sink stopping) goes on rather than hang.
+    @Test func whatWaitsForADrainGoesOnWhenTheLoopShutsDownFirst() throws {
+        let (channel, other) = self.twoChannels()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
+        let both = [(queue, sink), (otherQueue, otherSink)]
+        let writer = LoopWriter.forLoop(loop)  // the sinks'
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+        #expect(try self.written(channel) == ["one"])
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)  // the drain waits (see above)
+        let afterWrites = NIOLockedValueBox(false)
+        writer.afterWrites { afterWrites.withLockedValue { $0 = true } }
+        let stopped = NIOLockedValueBox(false)
+        sink.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
+        sink.stop()
+        otherSink.stop()
+        loop.run()
+        #expect(!afterWrites.withLockedValue { $0 } && !stopped.withLockedValue { $0 })
+        try loop.syncShutdownGracefully()
+        #expect(afterWrites.withLockedValue { $0 }, "answered, though nothing was written")
+        #expect(stopped.withLockedValue { $0 })
+        #expect(try self.written(channel).isEmpty)
+    }
+
     @Test func anEventForOneSubscriberDoesNotWait() throws {
         let (channel, other) = self.twoChannels()
         let loop = channel.embeddedEventLoop
