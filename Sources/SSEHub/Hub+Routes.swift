@@ -127,9 +127,11 @@ extension Hub {
         authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) throws -> (Subscription, HTTPFields)? {
-        guard request.lastEventID == nil, let claims = try authorizer.knownSubscriber(request) else { return nil }
+        guard request.lastEventID == nil, !self.configuration.tracksSubscriptions,
+            let claims = try authorizer.knownSubscriber(request)
+        else { return nil }
         let selectors = try Self.selectors(request, configuration: configuration)
-        return self.subscribeNow(selectors, claims: claims).map { ($0, Self.eventStreamHeaders) }
+        return (self.subscribeNow(selectors, claims: claims), Self.eventStreamHeaders)
     }
 
     /// The headers of a subscription's response, but for `Last-Event-ID`.

@@ -364,11 +364,11 @@ public final class Hub: Sendable {
         }
     }
 
-    /// Subscribes to the updates matching `selectors` from now on, with no replay, when that
-    /// needs no waiting: `nil` when the hub tracks subscriptions (their events are published). As
-    /// ``subscribe(_:lastEventID:claims:)`` with no `lastEventID`, for the door's subscriptions.
-    func subscribeNow(_ selectors: [TopicSelector], claims: MercureClaims?) -> Subscription? {
-        guard !self.configuration.tracksSubscriptions else { return nil }
+    /// Subscribes to the updates matching `selectors` from now on, as
+    /// ``subscribe(_:lastEventID:claims:)`` does with no `lastEventID`, with no waiting: for a hub
+    /// that does not track subscriptions (it would publish their events).
+    func subscribeNow(_ selectors: [TopicSelector], claims: MercureClaims?) -> Subscription {
+        precondition(!self.configuration.tracksSubscriptions, "a tracked subscription's events are published: use subscribe")
         return Subscription(replay: [], queue: self.register(selectors, claims: claims).queue)
     }
 
