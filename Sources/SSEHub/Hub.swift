@@ -194,7 +194,8 @@ public final class Hub: Sendable {
     /// Publishers cannot outrun the hub's own writes: when an event loop that writes to the
     /// update's subscribers already had a backlog of writes it had not begun (two thousand events
     /// times subscribers: 3 to 20 ms of its work, at the server CPU per delivery measured in
-    /// docs/PERFORMANCE.md), the call also waits until that loop has written them and this one. So
+    /// docs/PERFORMANCE.md; or four events), the call also waits until that loop has written them
+    /// and this one. So
     /// what waits for a loop stays short, and so does the latency of delivery. A slow subscriber
     /// does not hold it up: the loop hands events to the connection's buffer, and a subscriber that
     /// does not read is cut.

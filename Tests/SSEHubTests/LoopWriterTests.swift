@@ -154,6 +154,26 @@ struct LoopWriterTests {
         loop.run()
     }
 
+    @Test func aWriterIsBehindWhileTheMaximumOfEventsWaitsForTheLoopHoweverFewTheirWrites() throws {
+        let channel = EmbeddedChannel()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let writer = LoopWriter.forLoop(loop)
+        let events = (0...LoopWriter.maximumQueuedEvents).map { "e\($0)" }
+        for event in events.dropLast() {
+            #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: [(queue, sink)]), "\(event)")
+        }
+        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: events.last!)), to: [(queue, sink)]), "the events wait for the loop")
+        let written = NIOLockedValueBox(false)
+        writer.afterWrites { written.withLockedValue { $0 = true } }
+        loop.run()
+        #expect(try self.written(channel) == events)
+        #expect(written.withLockedValue { $0 }, "once all are written")
+        #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "next")), to: [(queue, sink)]), "caught up")
+        sink.stop()
+        loop.run()
+    }
+
     @Test func aRunOfEventsGoesToASinkOverTLSAsOneBufferAndToAPlainOneAsItIs() throws {
         let plain = EmbeddedChannel()
         let loop = plain.embeddedEventLoop
