@@ -195,10 +195,9 @@ public final class Hub: Sendable {
     /// update's subscribers already had a backlog of writes it had not begun (two thousand events
     /// times subscribers: 3 to 20 ms of its work, at the server CPU per delivery measured in
     /// docs/PERFORMANCE.md; or four events), the call also waits until that loop has written them
-    /// and this one. So
-    /// what waits for a loop stays short, and so does the latency of delivery. A slow subscriber
-    /// does not hold it up: the loop hands events to the connection's buffer, and a subscriber that
-    /// does not read is cut.
+    /// and this one. So what waits for a loop stays short, and so does the latency of delivery. A
+    /// slow subscriber does not hold it up: the loop hands events to the connection's buffer, and a
+    /// subscriber that does not read is cut.
     public func publish(_ update: Update) async throws {
         try await withCheckedThrowingContinuation { continuation in self.publish(update) { continuation.resume(with: $0) } }
     }
