@@ -328,13 +328,17 @@ final class LoopWriter: Sendable {
     /// Drops what is queued, unwritten, and runs what waits for it: the loop shut down before
     /// the drain (see ``enqueue(_:to:)``).
     private func abandon() {
-        let then = self.pending.withLockedValue { pending in
+        for body in self.takeQueued().then { body() }
+    }
+
+    /// Takes what is queued, and what waits for it: the next event schedules a drain again.
+    private func takeQueued() -> (writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])], then: [@Sendable () -> Void]) {
+        self.pending.withLockedValue { pending in
             pending.scheduled = false
             pending.backlog = 0
             defer { (pending.writes, pending.then) = ([], []) }
-            return pending.then
+            return (pending.writes, pending.then)
         }
-        for body in then { body() }
     }
 
     /// Runs `body` on the loop once what is queued so far is written.
@@ -348,12 +352,7 @@ final class LoopWriter: Sendable {
 
     private func drain() {
         let started = NIODeadline.now()
-        let (writes, then) = self.pending.withLockedValue { pending in
-            pending.scheduled = false
-            pending.backlog = 0
-            defer { (pending.writes, pending.then) = ([], []) }
-            return (pending.writes, pending.then)
-        }
+        let (writes, then) = self.takeQueued()
         defer {
             for body in then { body() }
             // Under load, the next drain waits for more events to write with its first, as long
