@@ -12,6 +12,15 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOSSL
 
+#if canImport(Glibc)
+import CoreFoundation  // where Swift finds `timespec`'s members in a release build
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// An event encoded once for every subscriber: its bytes, and the same bytes framed as one
 /// HTTP/1.1 chunk (`<size in hex>\r\n<bytes>\r\n`), for the connections written below the HTTP
 /// encoder.
@@ -276,16 +285,57 @@ struct DirectWrites {
 /// The writes of one event loop: a publish queues its deliveries to the sinks of that loop, and
 /// one job on the loop writes everything queued, then flushes each sink once. Under load the
 /// deliveries of many publishes share a flush, and so a system call.
+///
+/// How long a drain waits for more events to write with the first is what makes them share. A
+/// busy writer waits ``holdFactor`` times the CPU time of its last drain (at most
+/// ``maximumHold``), or that drain's time on the clock (at most ``maximumDelay``) if that is
+/// longer: at 10 000 subscribers and 10 publishes/s, 1.8 times the deliveries per server CPU-second
+/// of a wait of the drain's time on the clock alone, for a p50 latency two to three times as long
+/// (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop that keeps up
+/// (a drain takes microseconds) waits microseconds. A writer idle for ``idleTime`` does not wait
+/// more than ``maximumDelay``, so the first event after a quiet moment leaves soon, and there is no
+/// wait at all for an event for one subscriber of the loop (see ``enqueue(_:to:)``).
 final class LoopWriter: Sendable {
     let loop: any EventLoop
-    private let pending = NIOLockedValueBox(
-        (
-            scheduled: false, writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])](), backlog: 0,
-            then: [@Sendable () -> Void](), delay: TimeAmount.zero
-        )
-    )
-    /// The longest a drain waits for more events to write with the first.
+    /// The CPU time of the calling thread so far.
+    private let threadCPUTime: @Sendable () -> TimeAmount
+    private let pending = NIOLockedValueBox(Pending())
+
+    private struct Pending {
+        /// Whether a drain is scheduled (and has not begun).
+        var scheduled = false
+        var writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])] = []
+        /// The writes (events times subscribers) in `writes`.
+        var backlog = 0
+        /// What runs once `writes` are written.
+        var then: [@Sendable () -> Void] = []
+        /// The last drain's time on the clock, at most `maximumDelay`.
+        var delay = TimeAmount.zero
+        /// `holdFactor` times the last drain's CPU time, at most `maximumHold`.
+        var hold = TimeAmount.zero
+        /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
+        var ended = NIODeadline.uptimeNanoseconds(0)
+        /// Until when the scheduled drain waits by choice: the events queued meanwhile do not make
+        /// the writer behind, up to ``maximumEventsHeld``.
+        var holdUntil = NIODeadline.uptimeNanoseconds(0)
+    }
+
+    /// The longest a drain waits for more events because the last took that long on the clock.
     static let maximumDelay = TimeAmount.milliseconds(5)
+    /// How many times the CPU time of its last drain a busy writer waits for more events. CPU time,
+    /// not time on the clock: a longer wait by the clock cost throughput at 1 000 subscribers flat
+    /// out, where the drains share the cores with the publishers (see docs/PERFORMANCE.md).
+    static let holdFactor: Int64 = 3
+    /// The longest a drain waits for more events because of the CPU time of the last.
+    static let maximumHold = TimeAmount.milliseconds(200)
+    /// How long a writer must have been idle (no drain running or ended) for its next drain to wait
+    /// at most ``maximumDelay``, whatever the CPU time of the last.
+    static let idleTime = TimeAmount.milliseconds(200)
+    /// The events that may queue while a drain waits by choice before the writer is behind. With 256
+    /// the p99 at 1 000 subscribers flat out rose from 69 to 401 ms; with none, the publishers
+    /// waited for every held drain, and at 10 000 subscribers and 100 publishes/s they published
+    /// half as often.
+    static let maximumEventsHeld = 16
     /// The writes (events times subscribers) queued and not begun past which the writer is behind,
     /// and a publisher waits (see ``Hub/publish(_:)``): 3 to 20 ms of the loop's work, at 1.5 to
     /// 9.5 µs of server CPU per delivery (1k subscribers flat out, and 10k at 10 publishes/s).
@@ -297,21 +347,38 @@ final class LoopWriter: Sendable {
     /// subscribers an event on a loop (1k subscribers, two loops), it is the backlog above.
     static let maximumQueuedEvents = 4
 
-    init(loop: any EventLoop) {
+    private init(loop: any EventLoop, threadCPUTime: @escaping @Sendable () -> TimeAmount) {
         self.loop = loop
+        self.threadCPUTime = threadCPUTime
+    }
+
+    /// The CPU time of the calling thread so far.
+    static func threadCPUTime() -> TimeAmount {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return .seconds(Int64(time.tv_sec)) + .nanoseconds(Int64(time.tv_nsec))
     }
 
     /// Queues `event` for `targets`. Returns whether the writer is behind: at least
     /// ``maximumBacklog`` writes, or ``maximumQueuedEvents`` events, queued before wait for the
-    /// loop still (their drain has not begun).
+    /// loop still (their drain has not begun), unless the drain waits by choice and fewer than
+    /// ``maximumEventsHeld`` events are queued.
     @discardableResult
     func enqueue(_ event: EncodedEvent, to targets: [(SubscriberQueue, ChannelSink)]) -> Bool {
+        let now = self.loop.now
         let (schedule, delay, behind) = self.pending.withLockedValue { pending in
-            let behind = pending.backlog >= Self.maximumBacklog || pending.writes.count >= Self.maximumQueuedEvents
+            let held = now < pending.holdUntil && pending.writes.count < Self.maximumEventsHeld
+            let behind = !held && (pending.backlog >= Self.maximumBacklog || pending.writes.count >= Self.maximumQueuedEvents)
             pending.writes.append((event, targets))
             pending.backlog += targets.count
-            defer { pending.scheduled = true }
-            return (!pending.scheduled, pending.delay, behind)
+            guard !pending.scheduled else { return (false, TimeAmount.zero, behind) }
+            pending.scheduled = true
+            // Busy: a drain runs, or the last ended less than `idleTime` ago.
+            let idle = pending.ended < now && now - pending.ended >= Self.idleTime
+            guard !idle else { return (true, pending.delay, behind) }
+            let delay = max(pending.delay, pending.hold)
+            if targets.count > 1 { pending.holdUntil = now + delay }
+            return (true, delay, behind)
         }
         // An event for one subscriber of this loop is written at once: waiting for more would save
         // no write unless they were for the same subscriber (on 1 000 topics, say, they are not).
@@ -336,6 +403,8 @@ final class LoopWriter: Sendable {
         self.pending.withLockedValue { pending in
             pending.scheduled = false
             pending.backlog = 0
+            pending.ended = .distantFuture  // a drain runs: the writer is busy
+            pending.holdUntil = .uptimeNanoseconds(0)
             defer { (pending.writes, pending.then) = ([], []) }
             return (pending.writes, pending.then)
         }
@@ -351,17 +420,15 @@ final class LoopWriter: Sendable {
     }
 
     private func drain() {
-        let started = NIODeadline.now()
+        let (started, startedCPU) = (self.loop.now, self.threadCPUTime())
         let (writes, then) = self.takeQueued()
         defer {
             for body in then { body() }
-            // Under load, the next drain waits for more events to write with its first, as long
-            // as this one took (at most `maximumDelay`): then many events share a sink's write and
-            // system call, and the latency added is bounded by the loop's own work. When the loop
-            // keeps up (a drain takes microseconds), the wait is that short (and there is none for
-            // an event for one subscriber: see `enqueue`).
-            let delay = min(NIODeadline.now() - started, Self.maximumDelay)
-            self.pending.withLockedValue { $0.delay = delay }
+            // The next drain's wait (see `LoopWriter`).
+            let ended = self.loop.now
+            let delay = min(ended - started, Self.maximumDelay)
+            let hold = min((self.threadCPUTime() - startedCPU) * Self.holdFactor, Self.maximumHold)
+            self.pending.withLockedValue { ($0.delay, $0.hold, $0.ended) = (delay, hold, ended) }
         }
         // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in
         // one go, so that a drain visits each sink, its channel and its pipeline once, not once an
@@ -403,11 +470,15 @@ final class LoopWriter: Sendable {
         }
     }
 
-    /// One writer per event loop, made when first needed.
-    static func forLoop(_ loop: any EventLoop) -> LoopWriter {
+    /// One writer per event loop, made when first needed; `threadCPUTime` gives the CPU time of
+    /// the calling thread to the writer made (tests give their own clock).
+    static func forLoop(
+        _ loop: any EventLoop,
+        threadCPUTime: @escaping @Sendable () -> TimeAmount = LoopWriter.threadCPUTime
+    ) -> LoopWriter {
         Self.writers.withLockedValue { writers in
             if let writer = writers[ObjectIdentifier(loop)] { return writer }
-            let writer = LoopWriter(loop: loop)
+            let writer = LoopWriter(loop: loop, threadCPUTime: threadCPUTime)
             writers[ObjectIdentifier(loop)] = writer
             return writer
         }

@@ -106,21 +106,30 @@ struct HubTests {
         }
 
         // The first drain runs at once; after it, the next waits for more events to share its
-        // writes (see `LoopWriter`): the second's writes wait in it, and the loop is behind.
+        // writes (see `LoopWriter`). The publishers do not wait while it does, up to the maximum
+        // of events held: then their writes wait in it, and the loop is behind.
         try await hub.publish(self.update(1))
         await loop.run()
-        try await hub.publish(self.update(2))  // nothing queued before it: no wait
+        let last = LoopWriter.maximumEventsHeld + 2
+        let held = NIOLockedValueBox(false)
+        let publishing = Task {
+            for n in 2..<last { try await hub.publish(self.update(n)) }
+            held.withLockedValue { $0 = true }
+        }
+        for _ in 0..<2_000 where !held.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        try #require(held.withLockedValue { $0 }, "answered while the drain waits by choice")
+        try await publishing.value
         let answered = NIOLockedValueBox(false)
-        let third = Task {
-            try await hub.publish(self.update(3))
+        let behind = Task {
+            try await hub.publish(self.update(last))
             answered.withLockedValue { $0 = true }
         }
-        for _ in 0..<2_000 where hub.lastSequence < 3 { try await Task.sleep(for: .milliseconds(5)) }
-        #expect(hub.lastSequence == 3, "the third is fanned out")
-        #expect(!answered.withLockedValue { $0 }, "the second's writes wait for the loop: the third's publisher waits")
+        for _ in 0..<2_000 where hub.lastSequence < last { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(hub.lastSequence == last, "the last is fanned out")
+        #expect(!answered.withLockedValue { $0 }, "the writes before wait for the loop: the last one's publisher waits")
 
-        await loop.advanceTime(by: LoopWriter.maximumDelay)
-        try await third.value
+        await loop.advanceTime(by: LoopWriter.maximumHold)
+        try await behind.value
         var received: [[String?]] = []
         for channel in channels {
             var bodies: [ByteBuffer] = []
@@ -129,7 +138,7 @@ struct HubTests {
             }
             received.append(try events(in: bodies).map(\.id))
         }
-        #expect(received.allSatisfy { $0 == ["u1", "u2", "u3"] }, "every subscriber has every event")
+        #expect(received.allSatisfy { $0 == (1...last).map { "u\($0)" } }, "every subscriber has every event")
         for sink in sinks { sink.stop() }
         for subscription in subscriptions { subscription.finish() }
         await loop.run()

@@ -38,13 +38,21 @@ struct LoopWriterTests {
         (SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20)), ChannelSink(channel: channel))
     }
 
-    @Test func aDrainWaitsAsLongAsTheLastTookAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
+    /// The writer of `loop` (whose sinks wait for it when they stop), made with drains that each
+    /// take `cpu` of CPU time (and no time on the loop's clock, which only the test moves).
+    func writer(on loop: any EventLoop, drainsTaking cpu: TimeAmount) -> LoopWriter {
+        let clock = NIOLockedValueBox(TimeAmount.zero)
+        let writer = LoopWriter.forLoop(loop) { clock.withLockedValue { $0 = $0 + cpu; return $0 } }
+        return writer
+    }
+
+    @Test func aDrainWaitsForMoreEventsAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
         let (channel, other) = self.twoChannels()
         let loop = channel.embeddedEventLoop
         let (queue, sink) = self.subscriber(on: channel)
         let (otherQueue, otherSink) = self.subscriber(on: other)
         let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = LoopWriter.forLoop(loop)
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
         let stopped = NIOLockedValueBox(false)
         sink.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
 
@@ -53,20 +61,20 @@ struct LoopWriterTests {
         #expect(try self.written(channel) == ["one"], "the first drain runs at once")
         #expect(try self.written(other) == ["one"])
 
-        // The next waits for more events to share its writes, as long as the last drain took.
+        // The next waits for more events to share its writes (see `LoopWriter`).
         writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
         sink.stop()
         loop.run()
         #expect(try self.written(channel).isEmpty)
         #expect(!stopped.withLockedValue { $0 })
 
-        loop.advanceTime(by: LoopWriter.maximumDelay)
+        loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(channel) == ["two"], "written before the sink stops")
         #expect(try self.written(other) == ["two"])
         #expect(stopped.withLockedValue { $0 })
 
         writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
-        loop.advanceTime(by: LoopWriter.maximumDelay)
+        loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(channel).isEmpty, "nothing after the sink stopped")
         #expect(try self.written(other) == ["three"])
         otherSink.stop()
@@ -81,7 +89,7 @@ struct LoopWriterTests {
         let (queue, sink) = self.subscriber(on: channel)
         let (otherQueue, otherSink) = self.subscriber(on: other)
         let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = LoopWriter.forLoop(loop)  // the sinks'
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
         writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
         loop.run()
         #expect(try self.written(channel) == ["one"])
@@ -106,7 +114,7 @@ struct LoopWriterTests {
         let loop = channel.embeddedEventLoop
         let (queue, sink) = self.subscriber(on: channel)
         let (otherQueue, otherSink) = self.subscriber(on: other)
-        let writer = LoopWriter.forLoop(loop)
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
 
         writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: [(queue, sink), (otherQueue, otherSink)])
         loop.run()
@@ -122,10 +130,128 @@ struct LoopWriterTests {
         writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: [(queue, sink), (otherQueue, otherSink)])
         writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: [(otherQueue, otherSink)])
         loop.run()
-        #expect(try self.written(other) == ["one"], "waits as long as the last drain took")
-        loop.advanceTime(by: LoopWriter.maximumDelay)
+        #expect(try self.written(other) == ["one"], "waits for more")
+        loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(channel) == ["three"])
         #expect(try self.written(other) == ["three", "four"])
+        sink.stop()
+        otherSink.stop()
+        loop.run()
+    }
+
+    @Test(arguments: [(Int64(10), Int64(30)), (100, 200)])
+    func aBusyWriterWaitsThreeTimesTheCPUTimeOfItsLastDrainAtMostTheMaximumHold(cpu: Int64, wait: Int64) throws {
+        #expect(LoopWriter.maximumHold == .milliseconds(200))
+        let (channel, other) = self.twoChannels()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
+        let both = [(queue, sink), (otherQueue, otherSink)]
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(cpu))
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+        #expect(try self.written(channel) == ["one"], "nothing to wait for before the first drain")
+        #expect(try self.written(other) == ["one"])
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
+        loop.advanceTime(by: .milliseconds(wait - 1))
+        #expect(try self.written(channel).isEmpty)
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(channel) == ["two", "three"])
+        #expect(try self.written(other) == ["two", "three"])
+        sink.stop()
+        otherSink.stop()
+        loop.run()
+    }
+
+    @Test func anIdleWriterWaitsAtMostTheMaximumDelayAndIsBusyAgainAfterADrain() throws {
+        let (channel, other) = self.twoChannels()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
+        let both = [(queue, sink), (otherQueue, otherSink)]
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+        #expect(try self.written(channel) == ["one"])
+
+        loop.advanceTime(by: LoopWriter.idleTime)
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
+        loop.run()
+        #expect(try self.written(channel) == ["two"], "no wait: the last drain took no time on the clock")
+
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
+        loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(channel).isEmpty, "busy: three times the 10 ms of CPU time of the last drain")
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(channel) == ["three"])
+        sink.stop()
+        otherSink.stop()
+        loop.run()
+    }
+
+    /// An event that comes while a drain runs finds the writer busy, however long ago the drain
+    /// before it ended.
+    @Test func aWriterIsBusyWhileADrainRuns() throws {
+        let (channel, other) = self.twoChannels()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
+        let both = [(queue, sink), (otherQueue, otherSink)]
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+
+        #expect(try self.written(channel) == ["one"])
+        loop.advanceTime(by: LoopWriter.idleTime)
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
+        // Runs in the drain of "two", as a publisher held back by the flow control does.
+        writer.afterWrites { writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both) }
+        loop.run()
+        #expect(try self.written(channel) == ["two"])
+        loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(channel).isEmpty)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(channel) == ["three"])
+        sink.stop()
+        otherSink.stop()
+        loop.run()
+    }
+
+    /// While a drain waits by choice, the events queued do not make the writer behind (a publisher
+    /// would wait for a loop that has nothing to do), up to the maximum held.
+    @Test func aWriterWaitingByChoiceIsNotBehindUntilTheMaximumOfEventsHeld() throws {
+        let (channel, other) = self.twoChannels()
+        let loop = channel.embeddedEventLoop
+        let (queue, sink) = self.subscriber(on: channel)
+        let (otherQueue, otherSink) = self.subscriber(on: other)
+        let both = [(queue, sink), (otherQueue, otherSink)]
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
+        loop.run()
+
+        #expect(try self.written(channel) == ["one"])
+
+        #expect(LoopWriter.maximumEventsHeld > LoopWriter.maximumQueuedEvents)
+        let events = (0...LoopWriter.maximumEventsHeld).map { "e\($0)" }
+        for event in events.dropLast() {
+            #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both), "\(event)")
+        }
+        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: events.last!)), to: both), "behind")
+        loop.advanceTime(by: .milliseconds(30))
+        #expect(try self.written(channel) == events)
+
+        // Once the wait is over, the writer is behind at the usual maximum.
+        let late = (0...LoopWriter.maximumQueuedEvents).map { "late\($0)" }
+        loop.advanceTime(by: LoopWriter.idleTime)
+        for event in late.dropLast() {
+            #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both), "\(event)")
+        }
+        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: late.last!)), to: both), "behind")
+        loop.run()
+        #expect(try self.written(other) == ["one"] + events + late)
         sink.stop()
         otherSink.stop()
         loop.run()
@@ -135,7 +261,7 @@ struct LoopWriterTests {
         let loop = EmbeddedEventLoop()
         let channels = (0..<LoopWriter.maximumBacklog).map { _ in EmbeddedChannel(loop: loop) }
         let targets = channels.map(self.subscriber(on:))
-        let writer = LoopWriter.forLoop(loop)
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
 
         #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: Array(targets.dropFirst())))
         #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [targets[0]]), "one write short of the backlog")
@@ -148,7 +274,7 @@ struct LoopWriterTests {
         #expect(try self.written(channels[1]) == ["one"])
         #expect(written.withLockedValue { $0 }, "once all are written")
         #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: targets), "caught up")
-        loop.advanceTime(by: LoopWriter.maximumDelay)
+        loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(channels[0]) == ["four"])
         for (_, sink) in targets { sink.stop() }
         loop.run()
@@ -158,7 +284,7 @@ struct LoopWriterTests {
         let channel = EmbeddedChannel()
         let loop = channel.embeddedEventLoop
         let (queue, sink) = self.subscriber(on: channel)
-        let writer = LoopWriter.forLoop(loop)
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
         let events = (0...LoopWriter.maximumQueuedEvents).map { "e\($0)" }
         for event in events.dropLast() {
             #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: [(queue, sink)]), "\(event)")
@@ -186,14 +312,13 @@ struct LoopWriterTests {
         let (tlsQueue, tlsSink) = self.subscriber(on: tls)
         #expect(!plainSink.isOverTLS && tlsSink.isOverTLS)
         let both = [(plainQueue, plainSink), (tlsQueue, tlsSink)]
-        let writer = LoopWriter.forLoop(loop)
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
 
         writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
         loop.run()
-        // The next drain waits (as long as the last took), and the events that come meanwhile go
-        // in it together.
+        // The next drain waits, and the events that come meanwhile go in it together.
         for event in ["two", "three", "four"] { writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both) }
-        loop.advanceTime(by: LoopWriter.maximumDelay)
+        loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(plain) == ["one", "two", "three", "four"], "each event's own buffer")
         #expect(recorder.bodies.withLockedValue { $0 } == ["one", "twothreefour"], "a record for the run")
         plainSink.stop()
