@@ -139,122 +139,106 @@ struct LoopWriterTests {
         loop.run()
     }
 
+    /// Two subscribers on two channels of one loop, and the loop's writer.
+    struct TwoSubscribers {
+        let channel: EmbeddedChannel
+        let other: EmbeddedChannel
+        let both: [(SubscriberQueue, ChannelSink)]
+        let writer: LoopWriter
+        var loop: EmbeddedEventLoop { self.channel.embeddedEventLoop }
+
+        /// Queues `event` for both; whether the writer is behind.
+        @discardableResult
+        func send(_ event: String) -> Bool {
+            self.writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: self.both)
+        }
+
+        func stop() {
+            for (_, sink) in self.both { sink.stop() }
+            self.loop.run()
+        }
+    }
+
+    /// Two subscribers, after the first drain of a writer whose drains take `cpu` of CPU time: it
+    /// ran at once, and the writer is busy until the test moves the loop's clock on.
+    func afterAFirstDrain(taking cpu: TimeAmount) throws -> TwoSubscribers {
+        let (channel, other) = self.twoChannels()
+        let writer = self.writer(on: channel.embeddedEventLoop, drainsTaking: cpu)
+        let subscribers = TwoSubscribers(
+            channel: channel, other: other, both: [self.subscriber(on: channel), self.subscriber(on: other)], writer: writer
+        )
+        subscribers.send("one")
+        subscribers.loop.run()
+        #expect(try self.written(channel) == ["one"], "nothing to wait for before the first drain")
+        #expect(try self.written(other) == ["one"])
+        return subscribers
+    }
+
     @Test(arguments: [(Int64(10), Int64(30)), (100, 200)])
     func aBusyWriterWaitsThreeTimesTheCPUTimeOfItsLastDrainAtMostTheMaximumHold(cpu: Int64, wait: Int64) throws {
         #expect(LoopWriter.maximumHold == .milliseconds(200))
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(cpu))
-
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-        #expect(try self.written(channel) == ["one"], "nothing to wait for before the first drain")
-        #expect(try self.written(other) == ["one"])
-
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
-        loop.advanceTime(by: .milliseconds(wait - 1))
-        #expect(try self.written(channel).isEmpty)
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
-        loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(channel) == ["two", "three"])
-        #expect(try self.written(other) == ["two", "three"])
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(cpu))
+        subscribers.send("two")
+        subscribers.loop.advanceTime(by: .milliseconds(wait - 1))
+        #expect(try self.written(subscribers.channel).isEmpty)
+        subscribers.send("three")
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["two", "three"])
+        #expect(try self.written(subscribers.other) == ["two", "three"])
+        subscribers.stop()
     }
 
     @Test func anIdleWriterWaitsAtMostTheMaximumDelayAndIsBusyAgainAfterADrain() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-        #expect(try self.written(channel) == ["one"])
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
+        subscribers.loop.advanceTime(by: LoopWriter.idleTime)
+        subscribers.send("two")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"], "no wait: the last drain took no time on the clock")
 
-        loop.advanceTime(by: LoopWriter.idleTime)
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
-        loop.run()
-        #expect(try self.written(channel) == ["two"], "no wait: the last drain took no time on the clock")
-
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
-        loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(channel).isEmpty, "busy: three times the 10 ms of CPU time of the last drain")
-        loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(channel) == ["three"])
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        subscribers.send("three")
+        subscribers.loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(subscribers.channel).isEmpty, "busy: three times the 10 ms of CPU time of the last drain")
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["three"])
+        subscribers.stop()
     }
 
     /// An event that comes while a drain runs finds the writer busy, however long ago the drain
     /// before it ended.
     @Test func aWriterIsBusyWhileADrainRuns() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-
-        #expect(try self.written(channel) == ["one"])
-        loop.advanceTime(by: LoopWriter.idleTime)
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
+        subscribers.loop.advanceTime(by: LoopWriter.idleTime)
+        subscribers.send("two")
         // Runs in the drain of "two", as a publisher held back by the flow control does.
-        writer.afterWrites { writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both) }
-        loop.run()
-        #expect(try self.written(channel) == ["two"])
-        loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(channel).isEmpty)
-        loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(channel) == ["three"])
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        subscribers.writer.afterWrites { subscribers.send("three") }
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"])
+        subscribers.loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(subscribers.channel).isEmpty)
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["three"])
+        subscribers.stop()
     }
 
     /// While a drain waits by choice, the events queued do not make the writer behind (a publisher
     /// would wait for a loop that has nothing to do), up to the maximum held.
     @Test func aWriterWaitingByChoiceIsNotBehindUntilTheMaximumOfEventsHeld() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(10))
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-
-        #expect(try self.written(channel) == ["one"])
-
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
         #expect(LoopWriter.maximumEventsHeld > LoopWriter.maximumQueuedEvents)
         let events = (0...LoopWriter.maximumEventsHeld).map { "e\($0)" }
-        for event in events.dropLast() {
-            #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both), "\(event)")
-        }
-        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: events.last!)), to: both), "behind")
-        loop.advanceTime(by: .milliseconds(30))
-        #expect(try self.written(channel) == events)
+        for event in events.dropLast() { #expect(!subscribers.send(event), "\(event)") }
+        #expect(subscribers.send(events.last!), "behind")
+        subscribers.loop.advanceTime(by: .milliseconds(30))
+        #expect(try self.written(subscribers.channel) == events)
 
-        // Once the wait is over, the writer is behind at the usual maximum.
+        // With no wait (after 200 ms idle), the writer is behind at the usual maximum.
         let late = (0...LoopWriter.maximumQueuedEvents).map { "late\($0)" }
-        loop.advanceTime(by: LoopWriter.idleTime)
-        for event in late.dropLast() {
-            #expect(!writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: both), "\(event)")
-        }
-        #expect(writer.enqueue(EncodedEvent(ByteBuffer(string: late.last!)), to: both), "behind")
-        loop.run()
-        #expect(try self.written(other) == ["one"] + events + late)
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        subscribers.loop.advanceTime(by: LoopWriter.idleTime)
+        for event in late.dropLast() { #expect(!subscribers.send(event), "\(event)") }
+        #expect(subscribers.send(late.last!), "behind")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.other) == events + late)
+        subscribers.stop()
     }
 
     @Test func aWriterIsBehindWhileTheMaximumBacklogOfWritesWaitsForTheLoop() throws {
