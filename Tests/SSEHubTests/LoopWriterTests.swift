@@ -42,8 +42,7 @@ struct LoopWriterTests {
     /// take `cpu` of CPU time (and no time on the loop's clock, which only the test moves).
     func writer(on loop: any EventLoop, drainsTaking cpu: TimeAmount) -> LoopWriter {
         let clock = NIOLockedValueBox(TimeAmount.zero)
-        let writer = LoopWriter.forLoop(loop) { clock.withLockedValue { $0 = $0 + cpu; return $0 } }
-        return writer
+        return LoopWriter.forLoop(loop) { clock.withLockedValue { $0 = $0 + cpu; return $0 } }
     }
 
     @Test func aDrainWaitsForMoreEventsAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
