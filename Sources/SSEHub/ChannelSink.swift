@@ -286,12 +286,13 @@ struct DirectWrites {
 /// one job on the loop writes everything queued, then flushes each sink once. Under load the
 /// deliveries of many publishes share a flush, and so a system call.
 ///
-/// How long a drain waits for more events to write with the first is what makes them share. A
-/// busy writer waits ``holdFactor`` times the CPU time of its last drain (at most
-/// ``maximumHold``), or that drain's time on the clock (at most ``maximumDelay``) if that is
-/// longer: at 10 000 subscribers and 10 publishes/s, 1.8 times the deliveries per server CPU-second
-/// of a wait of the drain's time on the clock alone, for a p50 latency two to three times as long
-/// (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop that keeps up
+/// How long a drain waits for more events to write with the first is what makes them share. For
+/// an event with at least ``minimumSubscribersToHold`` subscribers on the loop, a busy writer waits
+/// ``holdFactor`` times the CPU time of its last drain (at most ``maximumHold``), or that drain's
+/// time on the clock (at most ``maximumDelay``) if that is longer; for other events, the latter
+/// only. At 10 000 subscribers and 10 publishes/s that gave 1.8 times the deliveries per server
+/// CPU-second of a wait of the drain's time on the clock alone, for a p50 latency two to three times
+/// as long (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop that keeps up
 /// (a drain takes microseconds) waits microseconds. A writer idle for ``idleTime`` does not wait
 /// more than ``maximumDelay``, so the first event after a quiet moment leaves soon, and there is no
 /// wait at all for an event for one subscriber of the loop (see ``enqueue(_:to:)``).
@@ -331,6 +332,11 @@ final class LoopWriter: Sendable {
     /// How long a writer must have been idle (no drain running or ended) for its next drain to wait
     /// at most ``maximumDelay``, whatever the CPU time of the last.
     static let idleTime = TimeAmount.milliseconds(200)
+    /// The subscribers on the loop an event needs for a busy writer to wait by the CPU time of its
+    /// last drain. An event for a few is most likely one of many topics, each event for other
+    /// subscribers, where the wait gathers nothing to share: on 1 000 topics with 2 subscribers
+    /// each, publishers flat out, it cost 11 to 31 % of the p50 latency (see docs/PERFORMANCE.md).
+    static let minimumSubscribersToHold = 100
     /// The events that may queue while a drain waits by choice before the writer is behind. With 256
     /// the p99 at 1 000 subscribers flat out rose from 69 to 401 ms; with none, the publishers
     /// waited for every held drain, and at 10 000 subscribers and 100 publishes/s they published
@@ -375,9 +381,9 @@ final class LoopWriter: Sendable {
             pending.scheduled = true
             // Busy: a drain runs, or the last ended less than `idleTime` ago.
             let idle = pending.ended < now && now - pending.ended >= Self.idleTime
-            guard !idle else { return (true, pending.delay, behind) }
+            guard !idle, targets.count >= Self.minimumSubscribersToHold else { return (true, pending.delay, behind) }
             let delay = max(pending.delay, pending.hold)
-            if targets.count > 1 { pending.holdUntil = now + delay }
+            pending.holdUntil = now + delay
             return (true, delay, behind)
         }
         // An event for one subscriber of this loop is written at once: waiting for more would save

@@ -27,12 +27,6 @@ struct LoopWriterTests {
         return bodies
     }
 
-    /// Two channels on one loop.
-    func twoChannels() -> (EmbeddedChannel, EmbeddedChannel) {
-        let channel = EmbeddedChannel()
-        return (channel, EmbeddedChannel(loop: channel.embeddedEventLoop))
-    }
-
     /// A subscriber's queue and its sink on `channel`.
     func subscriber(on channel: EmbeddedChannel) -> (SubscriberQueue, ChannelSink) {
         (SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20)), ChannelSink(channel: channel))
@@ -46,130 +40,115 @@ struct LoopWriterTests {
     }
 
     @Test func aDrainWaitsForMoreEventsAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(1))
+        let sink = subscribers.all[0].1
         let stopped = NIOLockedValueBox(false)
         sink.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
 
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-        #expect(try self.written(channel) == ["one"], "the first drain runs at once")
-        #expect(try self.written(other) == ["one"])
-
         // The next waits for more events to share its writes (see `LoopWriter`).
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)
+        subscribers.send("two")
         sink.stop()
-        loop.run()
-        #expect(try self.written(channel).isEmpty)
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel).isEmpty)
         #expect(!stopped.withLockedValue { $0 })
 
-        loop.advanceTime(by: .milliseconds(3))
-        #expect(try self.written(channel) == ["two"], "written before the sink stops")
-        #expect(try self.written(other) == ["two"])
+        subscribers.loop.advanceTime(by: .milliseconds(3))
+        #expect(try self.written(subscribers.channel) == ["two"], "written before the sink stops")
+        #expect(try self.written(subscribers.other) == ["two"])
         #expect(stopped.withLockedValue { $0 })
 
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: both)
-        loop.advanceTime(by: .milliseconds(3))
-        #expect(try self.written(channel).isEmpty, "nothing after the sink stopped")
-        #expect(try self.written(other) == ["three"])
-        otherSink.stop()
-        loop.run()
+        subscribers.send("three")
+        subscribers.loop.advanceTime(by: .milliseconds(3))
+        #expect(try self.written(subscribers.channel).isEmpty, "nothing after the sink stopped")
+        #expect(try self.written(subscribers.other) == ["three"])
+        subscribers.stop()
     }
 
     /// An app's own event loops shut down with a drain scheduled: what waits for its writes (a
     /// publisher held back by the flow control, a sink stopping) goes on rather than hang.
     @Test func whatWaitsForADrainGoesOnWhenTheLoopShutsDownFirst() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let both = [(queue, sink), (otherQueue, otherSink)]
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
-        loop.run()
-        #expect(try self.written(channel) == ["one"])
-
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: both)  // the drain waits (see above)
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(1))
+        subscribers.send("two")  // the drain waits (see above)
         let afterWrites = NIOLockedValueBox(false)
-        writer.afterWrites { afterWrites.withLockedValue { $0 = true } }
+        subscribers.writer.afterWrites { afterWrites.withLockedValue { $0 = true } }
         let stopped = NIOLockedValueBox(false)
-        sink.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        subscribers.all[0].1.done.futureResult.whenSuccess { stopped.withLockedValue { $0 = true } }
+        subscribers.stop()
         #expect(!afterWrites.withLockedValue { $0 } && !stopped.withLockedValue { $0 })
-        try loop.syncShutdownGracefully()
+        try subscribers.loop.syncShutdownGracefully()
         #expect(afterWrites.withLockedValue { $0 }, "answered, though nothing was written")
         #expect(stopped.withLockedValue { $0 })
-        #expect(try self.written(channel).isEmpty)
+        #expect(try self.written(subscribers.channel).isEmpty)
     }
 
     @Test func anEventForOneSubscriberDoesNotWait() throws {
-        let (channel, other) = self.twoChannels()
-        let loop = channel.embeddedEventLoop
-        let (queue, sink) = self.subscriber(on: channel)
-        let (otherQueue, otherSink) = self.subscriber(on: other)
-        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
-
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: [(queue, sink), (otherQueue, otherSink)])
-        loop.run()
-        #expect(try self.written(channel) == ["one"])
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(1))
+        let (first, second) = (subscribers.all[0], subscribers.all[1])
 
         // After a drain that took some time, an event for one subscriber is written at once: there
         // is no other to share its write with.
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [(queue, sink)])
-        loop.run()
-        #expect(try self.written(channel) == ["two"])
+        subscribers.writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: [first])
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"])
 
         // Events that come while it waits go with it.
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: [(queue, sink), (otherQueue, otherSink)])
-        writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: [(otherQueue, otherSink)])
-        loop.run()
-        #expect(try self.written(other) == ["one"], "waits for more")
-        loop.advanceTime(by: .milliseconds(3))
-        #expect(try self.written(channel) == ["three"])
-        #expect(try self.written(other) == ["three", "four"])
-        sink.stop()
-        otherSink.stop()
-        loop.run()
+        subscribers.send("three")
+        subscribers.writer.enqueue(EncodedEvent(ByteBuffer(string: "four")), to: [second])
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.other).isEmpty, "waits for more")
+        subscribers.loop.advanceTime(by: .milliseconds(3))
+        #expect(try self.written(subscribers.channel) == ["three"])
+        #expect(try self.written(subscribers.other) == ["three", "four"])
+        subscribers.stop()
     }
 
-    /// Two subscribers on two channels of one loop, and the loop's writer.
-    struct TwoSubscribers {
+    /// An event for fewer subscribers of the loop than ``LoopWriter/minimumSubscribersToHold``
+    /// waits as long as the last drain took on the clock, not by its CPU time.
+    @Test func anEventForAFewSubscribersDoesNotWaitByTheCPUTime() throws {
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
+        let few = Array(subscribers.all.prefix(2))
+        #expect(few.count < LoopWriter.minimumSubscribersToHold)
+        subscribers.writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: few)
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"], "the last drain took no time on the clock")
+        #expect(try self.written(subscribers.other) == ["two"])
+        subscribers.stop()
+    }
+
+    /// As many subscribers on one loop as make a busy writer wait by the CPU time of its last
+    /// drain, the first two on the channels the tests read, and the loop's writer.
+    struct Subscribers {
         let channel: EmbeddedChannel
         let other: EmbeddedChannel
-        let both: [(SubscriberQueue, ChannelSink)]
+        let all: [(SubscriberQueue, ChannelSink)]
         let writer: LoopWriter
         var loop: EmbeddedEventLoop { self.channel.embeddedEventLoop }
 
-        /// Queues `event` for both; whether the writer is behind.
+        /// Queues `event` for all; whether the writer is behind.
         @discardableResult
         func send(_ event: String) -> Bool {
-            self.writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: self.both)
+            self.writer.enqueue(EncodedEvent(ByteBuffer(string: event)), to: self.all)
         }
 
         func stop() {
-            for (_, sink) in self.both { sink.stop() }
+            for (_, sink) in self.all { sink.stop() }
             self.loop.run()
         }
     }
 
-    /// Two subscribers, after the first drain of a writer whose drains take `cpu` of CPU time: it
+    /// The subscribers, after the first drain of a writer whose drains take `cpu` of CPU time: it
     /// ran at once, and the writer is busy until the test moves the loop's clock on.
-    func afterAFirstDrain(taking cpu: TimeAmount) throws -> TwoSubscribers {
-        let (channel, other) = self.twoChannels()
-        let writer = self.writer(on: channel.embeddedEventLoop, drainsTaking: cpu)
-        let subscribers = TwoSubscribers(
-            channel: channel, other: other, both: [self.subscriber(on: channel), self.subscriber(on: other)], writer: writer
+    func afterAFirstDrain(taking cpu: TimeAmount) throws -> Subscribers {
+        let loop = EmbeddedEventLoop()
+        let channels = (0..<LoopWriter.minimumSubscribersToHold).map { _ in EmbeddedChannel(loop: loop) }
+        let subscribers = Subscribers(
+            channel: channels[0], other: channels[1], all: channels.map(self.subscriber(on:)),
+            writer: self.writer(on: loop, drainsTaking: cpu)
         )
         subscribers.send("one")
-        subscribers.loop.run()
-        #expect(try self.written(channel) == ["one"], "nothing to wait for before the first drain")
-        #expect(try self.written(other) == ["one"])
+        loop.run()
+        #expect(try self.written(subscribers.channel) == ["one"], "nothing to wait for before the first drain")
+        #expect(try self.written(subscribers.other) == ["one"])
         return subscribers
     }
 
@@ -294,7 +273,9 @@ struct LoopWriterTests {
         let (plainQueue, plainSink) = self.subscriber(on: plain)
         let (tlsQueue, tlsSink) = self.subscriber(on: tls)
         #expect(!plainSink.isOverTLS && tlsSink.isOverTLS)
-        let both = [(plainQueue, plainSink), (tlsQueue, tlsSink)]
+        // Enough subscribers for the drain to wait by the CPU time of the last.
+        let more = (2..<LoopWriter.minimumSubscribersToHold).map { _ in self.subscriber(on: EmbeddedChannel(loop: loop)) }
+        let both = [(plainQueue, plainSink), (tlsQueue, tlsSink)] + more
         let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))
 
         writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: both)
@@ -304,8 +285,7 @@ struct LoopWriterTests {
         loop.advanceTime(by: .milliseconds(3))
         #expect(try self.written(plain) == ["one", "two", "three", "four"], "each event's own buffer")
         #expect(recorder.bodies.withLockedValue { $0 } == ["one", "twothreefour"], "a record for the run")
-        plainSink.stop()
-        tlsSink.stop()
+        for (_, sink) in both { sink.stop() }
         loop.run()
     }
 }
