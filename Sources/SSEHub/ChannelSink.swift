@@ -291,11 +291,12 @@ struct DirectWrites {
 /// ``holdFactor`` times the CPU time of its last drain (at most ``maximumHold``), or that drain's
 /// time on the clock (at most ``maximumDelay``) if that is longer; for other events, the latter
 /// only. At 10 000 subscribers and 10 publishes/s that gave 1.8 times the deliveries per server
-/// CPU-second of a wait of the drain's time on the clock alone, for a p50 latency two to three times
-/// as long (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop that keeps up
-/// (a drain takes microseconds) waits microseconds. A writer idle for ``idleTime`` does not wait
-/// more than ``maximumDelay``, so the first event after a quiet moment leaves soon, and there is no
-/// wait at all for an event for one subscriber of the loop (see ``enqueue(_:to:)``).
+/// CPU-second of a wait of the drain's time on the clock alone, for a p50 latency two to three
+/// times as long (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop
+/// that keeps up (a drain takes microseconds) waits microseconds. A writer idle for ``idleTime``
+/// does not wait more than ``maximumDelay``, so the first event after a quiet moment leaves soon,
+/// and there is no wait at all for an event for one subscriber of the loop (see
+/// ``enqueue(_:to:)``).
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     /// The CPU time of the calling thread so far.
