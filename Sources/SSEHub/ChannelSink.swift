@@ -286,17 +286,17 @@ struct DirectWrites {
 /// one job on the loop writes everything queued, then flushes each sink once. Under load the
 /// deliveries of many publishes share a flush, and so a system call.
 ///
-/// How long a drain waits for more events to write with the first is what makes them share. For
-/// an event with at least ``minimumSubscribersToHold`` subscribers on the loop, a busy writer waits
-/// ``holdFactor`` times the CPU time of its last drain (at most ``maximumHold``), or that drain's
-/// time on the clock (at most ``maximumDelay``) if that is longer; for other events, the latter
-/// only. At 10 000 subscribers and 10 publishes/s that gave 1.8 times the deliveries per server
-/// CPU-second of a wait of the drain's time on the clock alone, for a p50 latency two to three
-/// times as long (see docs/PERFORMANCE.md). The wait is bounded by the loop's own work, so a loop
-/// that keeps up (a drain takes microseconds) waits microseconds. A writer idle for ``idleTime``
-/// does not wait more than ``maximumDelay``, so the first event after a quiet moment leaves soon,
-/// and there is no wait at all for an event for one subscriber of the loop (see
-/// ``enqueue(_:to:)``).
+/// How long a drain waits for more events to write with the first is what makes them share. For an
+/// event with at least ``minimumSubscribersToHold`` subscribers on the loop, a busy writer waits
+/// ``holdFactor`` times the CPU time of its last drain that wrote such an event (at most
+/// ``maximumHold``), or the last drain's time on the clock (at most ``maximumDelay``) if that is
+/// longer; for other events, the latter only. At 10 000 subscribers and 10 publishes/s that gave
+/// 1.8 times the deliveries per server CPU-second of a wait of the drain's time on the clock alone,
+/// for a p50 latency two to three times as long (see docs/PERFORMANCE.md). The wait is bounded by
+/// the loop's own work, so a loop that keeps up (a drain takes microseconds) waits microseconds. A
+/// writer idle for ``idleTime`` does not wait more than ``maximumDelay``, so the first event after
+/// a quiet moment leaves soon, and there is no wait at all for an event for one subscriber of the
+/// loop (see ``enqueue(_:to:)``).
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     /// The CPU time of the calling thread so far.
@@ -313,7 +313,8 @@ final class LoopWriter: Sendable {
         var then: [@Sendable () -> Void] = []
         /// The last drain's time on the clock, at most `maximumDelay`.
         var delay = TimeAmount.zero
-        /// `holdFactor` times the last drain's CPU time, at most `maximumHold`.
+        /// `holdFactor` times the CPU time of the last drain that wrote an event for at least
+        /// `minimumSubscribersToHold`, at most `maximumHold`.
         var hold = TimeAmount.zero
         /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
         var ended = NIODeadline.uptimeNanoseconds(0)
@@ -427,15 +428,22 @@ final class LoopWriter: Sendable {
     }
 
     private func drain() {
-        let (started, startedCPU) = (self.loop.now, self.threadCPUTime())
+        let started = self.loop.now
         let (writes, then) = self.takeQueued()
+        // Only the drains that write an event for enough subscribers to wait by the CPU time read
+        // the thread's CPU clock, a system call (on 1 000 topics, a drain for each publish); the
+        // others leave the last such drain's figure in place.
+        let startedCPU = writes.contains { $0.1.count >= Self.minimumSubscribersToHold } ? self.threadCPUTime() : nil
         defer {
             for body in then { body() }
             // The next drain's wait (see `LoopWriter`).
             let ended = self.loop.now
             let delay = min(ended - started, Self.maximumDelay)
-            let hold = min((self.threadCPUTime() - startedCPU) * Self.holdFactor, Self.maximumHold)
-            self.pending.withLockedValue { ($0.delay, $0.hold, $0.ended) = (delay, hold, ended) }
+            let hold = startedCPU.map { min((self.threadCPUTime() - $0) * Self.holdFactor, Self.maximumHold) }
+            self.pending.withLockedValue { pending in
+                (pending.delay, pending.ended) = (delay, ended)
+                if let hold { pending.hold = hold }
+            }
         }
         // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in
         // one go, so that a drain visits each sink, its channel and its pipeline once, not once an

@@ -32,11 +32,33 @@ struct LoopWriterTests {
         (SubscriberQueue(limits: .init(events: 10, bytes: 1 << 20)), ChannelSink(channel: channel))
     }
 
+    /// A thread's CPU clock that moves on by `step` each time it is read: a drain that reads it
+    /// takes `step` of CPU time (and no time on the loop's clock, which only the test moves).
+    final class CPUClock: Sendable {
+        private let state: NIOLockedValueBox<(now: TimeAmount, step: TimeAmount, reads: Int)>
+
+        init(step: TimeAmount) { self.state = NIOLockedValueBox((.zero, step, 0)) }
+
+        var step: TimeAmount {
+            get { self.state.withLockedValue { $0.step } }
+            set { self.state.withLockedValue { $0.step = newValue } }
+        }
+
+        var reads: Int { self.state.withLockedValue { $0.reads } }
+
+        @Sendable func read() -> TimeAmount {
+            self.state.withLockedValue { state in
+                state.reads += 1
+                state.now = state.now + state.step
+                return state.now
+            }
+        }
+    }
+
     /// The writer of `loop` (whose sinks wait for it when they stop), made with drains that each
-    /// take `cpu` of CPU time (and no time on the loop's clock, which only the test moves).
+    /// take `cpu` of CPU time.
     func writer(on loop: any EventLoop, drainsTaking cpu: TimeAmount) -> LoopWriter {
-        let clock = NIOLockedValueBox(TimeAmount.zero)
-        return LoopWriter.forLoop(loop) { clock.withLockedValue { $0 = $0 + cpu; return $0 } }
+        LoopWriter.forLoop(loop, threadCPUTime: CPUClock(step: cpu).read)
     }
 
     @Test func aDrainWaitsForMoreEventsAndASinkStopsOnlyAfterWhatWasHandedOver() throws {
@@ -115,6 +137,27 @@ struct LoopWriterTests {
         subscribers.stop()
     }
 
+    /// A drain that writes no event for enough subscribers to wait by the CPU time leaves the
+    /// thread's CPU clock (a system call) unread, and the wait of the last drain that read it as
+    /// it was.
+    @Test func aDrainOfEventsForAFewSubscribersLeavesTheWaitByTheCPUTimeAsItWas() throws {
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
+        let reads = subscribers.clock.reads
+        subscribers.clock.step = .milliseconds(1)
+        subscribers.writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: Array(subscribers.all.prefix(2)))
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"])
+        #expect(subscribers.clock.reads == reads, "not read for an event for 2 subscribers")
+
+        subscribers.send("three")
+        subscribers.loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(subscribers.channel).isEmpty, "three times the 10 ms of the drain of \"one\"")
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["three"])
+        #expect(subscribers.clock.reads == reads + 2)
+        subscribers.stop()
+    }
+
     /// As many subscribers on one loop as make a busy writer wait by the CPU time of its last
     /// drain, the first two on the channels the tests read, and the loop's writer.
     struct Subscribers {
@@ -122,6 +165,8 @@ struct LoopWriterTests {
         let other: EmbeddedChannel
         let all: [(SubscriberQueue, ChannelSink)]
         let writer: LoopWriter
+        /// The CPU clock of the writer's drains.
+        let clock: CPUClock
         var loop: EmbeddedEventLoop { self.channel.embeddedEventLoop }
 
         /// Queues `event` for all; whether the writer is behind.
@@ -141,9 +186,10 @@ struct LoopWriterTests {
     func afterAFirstDrain(taking cpu: TimeAmount) throws -> Subscribers {
         let loop = EmbeddedEventLoop()
         let channels = (0..<LoopWriter.minimumSubscribersToHold).map { _ in EmbeddedChannel(loop: loop) }
+        let clock = CPUClock(step: cpu)
         let subscribers = Subscribers(
             channel: channels[0], other: channels[1], all: channels.map(self.subscriber(on:)),
-            writer: self.writer(on: loop, drainsTaking: cpu)
+            writer: LoopWriter.forLoop(loop, threadCPUTime: clock.read), clock: clock
         )
         subscribers.send("one")
         loop.run()
