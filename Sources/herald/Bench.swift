@@ -308,12 +308,11 @@ struct Bench: AsyncParsableCommand {
             // made a 15 KB header at 1 000 topics, more than proxies take (nginx: 8 KB).
             signed = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: key)
         }
-        let token = signed
         let context = try targets.contains(where: \.isSecure) ? NIOSSLContext(configuration: tls) : nil
         let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
         let plan = PublishPlan(
             targets: targets,
-            token: token,
+            authorization: "Bearer \(signed)",
             topics: self.topics,
             rate: self.rate,
             padding: self.padding > 0 ? " " + String(repeating: "x", count: self.padding) : "",
@@ -350,7 +349,8 @@ struct Bench: AsyncParsableCommand {
 /// What every publisher of a bench publishes, and when.
 private struct PublishPlan: Sendable {
     let targets: [Target]
-    let token: String
+    /// The `Authorization` field of a publish to a Mercure hub.
+    let authorization: String
     let topics: Int
     /// Publishes a second, for all publishers together; 0 for as fast as they can.
     let rate: Double
@@ -414,7 +414,7 @@ private final class Publisher {
         let due = self.plan.rate > 0 ? " \(self.plan.startNanoseconds + UInt64(Double(number) / self.plan.rate * 1e9))" : ""
         let target = number % self.plan.targets.count
         let data = "\(number) \(sent)\(due)\(self.plan.padding)"
-        let (head, body) = self.plan.targets[target].publishRequest(topic: topic, data: data, token: self.plan.token)
+        let (head, body) = self.plan.targets[target].publishRequest(topic: topic, data: data, authorization: self.plan.authorization)
         self.connections[target].send(head, body).assumeIsolated().whenSuccess { ok in
             _ = self.result.latency.record(monotonicNanoseconds() - sent)
             if ok {
@@ -441,6 +441,9 @@ private struct Target: Sendable {
     let host: String
     let port: Int
     let wireProtocol: Bench.WireProtocol
+    /// The URL's path, without a final `/`.
+    private let basePath: String
+    let hostHeader: String
 
     init(hub: String, wireProtocol: Bench.WireProtocol) throws {
         guard let url = URL(string: hub), url.scheme == "http" || url.scheme == "https", let host = url.host else {
@@ -450,6 +453,9 @@ private struct Target: Sendable {
         self.host = host
         self.port = url.port ?? (url.scheme == "https" ? 443 : 80)
         self.wireProtocol = wireProtocol
+        // Once, not for each request: `URL.path` parses.
+        self.basePath = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
+        self.hostHeader = "\(host):\(self.port)"
     }
 
     /// Whether the hub is spoken to over TLS.
@@ -457,14 +463,8 @@ private struct Target: Sendable {
     var isLoopback: Bool { self.host == "127.0.0.1" || self.host == "localhost" }
     /// Whether the host is an IP address, which TLS does not send as the server's name.
     var hostIsAnAddress: Bool { (try? SocketAddress(ipAddress: self.host, port: 0)) != nil }
-    var hostHeader: String { "\(self.host):\(self.port)" }
 
     func topicName(_ topic: Int) -> String { "bench\(topic)" }
-
-    private var basePath: String {
-        let path = self.url.path
-        return path.hasSuffix("/") ? String(path.dropLast()) : path
-    }
 
     func subscribePath(topic: Int) -> String {
         switch self.wireProtocol {
@@ -474,15 +474,21 @@ private struct Target: Sendable {
     }
 
     /// The request that publishes `data` to `topic`.
-    func publishRequest(topic: Int, data: String, token: String) -> (HTTPRequestHead, ByteBuffer) {
+    func publishRequest(topic: Int, data: String, authorization: String) -> (HTTPRequestHead, ByteBuffer) {
         var head: HTTPRequestHead
         let body: ByteBuffer
         switch self.wireProtocol {
         case .mercure:
             head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.basePath.isEmpty ? "/" : self.basePath)
-            head.headers.add(name: "Authorization", value: "Bearer \(token)")
+            head.headers.add(name: "Authorization", value: authorization)
             head.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-            body = ByteBuffer(string: "topic=\(self.topicName(topic))&data=\(Publish.encode(data))")
+            var form = ByteBuffer()
+            form.reserveCapacity(32 + 3 * data.utf8.count)
+            form.writeStaticString("topic=")
+            form.writeString(self.topicName(topic))
+            form.writeStaticString("&data=")
+            Publish.formEncode(data, into: &form)
+            body = form
         case .nchan:
             head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.basePath + "/pub/" + self.topicName(topic))
             body = ByteBuffer(string: data)
