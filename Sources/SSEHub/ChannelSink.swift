@@ -314,7 +314,7 @@ final class LoopWriter: Sendable {
         /// The last drain's time on the clock, at most `maximumDelay`.
         var delay = TimeAmount.zero
         /// `holdFactor` times the CPU time of the last drain that wrote an event for at least
-        /// `minimumSubscribersToHold`, at most `maximumHold`.
+        /// `minimumSubscribersToHold` subscribers of the loop, at most `maximumHold`.
         var hold = TimeAmount.zero
         /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
         var ended = NIODeadline.uptimeNanoseconds(0)
