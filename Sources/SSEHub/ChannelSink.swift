@@ -325,9 +325,10 @@ final class LoopWriter: Sendable {
 
     /// The longest a drain waits for more events because the last took that long on the clock.
     static let maximumDelay = TimeAmount.milliseconds(5)
-    /// How many times the CPU time of its last drain a busy writer waits for more events. CPU time,
-    /// not time on the clock: a longer wait by the clock cost throughput at 1 000 subscribers flat
-    /// out, where the drains share the cores with the publishers (see docs/PERFORMANCE.md).
+    /// How many times the CPU time of its last drain of an event for many subscribers (see
+    /// ``minimumSubscribersToHold``) a busy writer waits for more events. CPU time, not time on the
+    /// clock: a longer wait by the clock cost throughput at 1 000 subscribers flat out, where the
+    /// drains share the cores with the publishers (see docs/PERFORMANCE.md).
     static let holdFactor: Int64 = 3
     /// The longest a drain waits for more events because of the CPU time of the last.
     static let maximumHold = TimeAmount.milliseconds(200)
@@ -335,11 +336,12 @@ final class LoopWriter: Sendable {
     /// at most ``maximumDelay``, whatever the CPU time of the last.
     static let idleTime = TimeAmount.milliseconds(200)
     /// The subscribers on the loop an event needs for a busy writer to wait by the CPU time of its
-    /// last drain. An event for a few is most likely one of many topics, each event for other
-    /// subscribers, where the wait gathers nothing to share: on 1 000 topics with 2 subscribers
-    /// each, publishers flat out, it cost 11 to 31 % of the p50 latency. With 50 subscribers a loop
-    /// on one topic it gave 32 % more deliveries per CPU-second for 2.3 times the p50 (see
-    /// docs/PERFORMANCE.md): below this, the latency a small topic's subscribers see comes first.
+    /// last drain of such an event. An event for a few is most likely one of many topics, each
+    /// event for other subscribers, where the wait gathers nothing to share: on 1 000 topics with
+    /// 2 subscribers each, publishers flat out, it cost 11 to 31 % of the p50 latency. With 50
+    /// subscribers a loop on one topic it gave 32 % more deliveries per CPU-second for 2.3 times
+    /// the p50 (see docs/PERFORMANCE.md): below this, the latency a small topic's subscribers see
+    /// comes first.
     static let minimumSubscribersToHold = 100
     /// The events that may queue while a drain waits by choice before the writer is behind. With 256
     /// the p99 at 1 000 subscribers flat out rose from 69 to 401 ms; with none, the publishers
