@@ -70,9 +70,9 @@ public protocol EventStore: Sendable {
     func append(_ updates: [Update]) async throws -> [StoredUpdate]
 
     /// Stores `updates` in order like ``append(_:)``, and calls `written` with them as soon as
-    /// readers of the history see them, which a durable store may do before they are durable. The
-    /// hub delivers updates from `written`, so that subscribers do not wait for a disk sync, and
-    /// answers the publisher when this returns.
+    /// readers of the history see them (a read may wait for them), which a durable store may do
+    /// before they are durable. The hub delivers updates from `written`, so that subscribers do
+    /// not wait for a disk sync, and answers the publisher when this returns.
     ///
     /// `written` is called at most once, and not for updates refused. The calls of concurrent
     /// appends may come in any order (the hub delivers in the order of the history whatever the
@@ -99,9 +99,11 @@ typealias AppendAnswer = @Sendable (Result<[StoredUpdate], any Error>) -> Void
 /// connection and its answer (see `docs/PERFORMANCE.md`).
 protocol AnswersAppends: EventStore {
     /// Stores `updates` as ``EventStore/append(_:written:)`` does, and calls `answer` with what that
-    /// would return or throw.
+    /// would return or throw. `idsAreNew` says that the hub made the updates' IDs for them, so no
+    /// other update has one: the store need not look them up before `written`.
     func append(
         _ updates: [Update],
+        idsAreNew: Bool,
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
         then answer: @escaping AppendAnswer
     )
@@ -194,6 +196,7 @@ public final class InMemoryEventStore: EventStore {
 
     func append(
         _ updates: [Update],
+        idsAreNew: Bool,
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
         then answer: @escaping AppendAnswer
     ) {

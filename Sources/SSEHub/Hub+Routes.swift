@@ -374,9 +374,9 @@ extension Hub {
     /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
     /// the update's ID. Throws the `HTTPError` to answer instead.
     func publish(form: ByteBuffer, claims: MercureClaims) async throws -> String {
-        let update = try self.update(form: form, claims: claims)
+        let (update, idIsNew) = try self.update(form: form, claims: claims)
         do {
-            try await self.publish(update)
+            try await self.publish(update, idIsNew: idIsNew)
         } catch let error as EventStoreError where error == .duplicateID {
             throw HTTPError(.conflict, message: "an update with id '\(update.id)' was already published")
         } catch {
@@ -385,12 +385,16 @@ extension Hub {
         return update.id
     }
 
-    /// The update of a publish request's body, `form`, if `claims` allow its topics. Throws the
-    /// `HTTPError` to answer instead.
-    func update(form: ByteBuffer, claims: MercureClaims) throws -> Update {
+    /// The update of a publish request's body, `form`, if `claims` allow its topics, and whether
+    /// the hub made its ID (the form has none). Throws the `HTTPError` to answer instead.
+    func update(form: ByteBuffer, claims: MercureClaims) throws -> (update: Update, idIsNew: Bool) {
         let update: Update
+        var idIsNew = false
         do {
-            update = try Update(form: Array(form.readableBytesView), makeID: Self.makeID)
+            update = try Update(form: Array(form.readableBytesView)) {
+                idIsNew = true
+                return Self.makeID()
+            }
         } catch {
             throw HTTPError(.badRequest, message: error.description)
         }
@@ -402,7 +406,7 @@ extension Hub {
         if let topic = update.topics.first(where: { topic in !allowed.contains { $0.matches(topic) } }) {
             throw HTTPError(.forbidden, message: "the token's mercure.publish claim does not allow topic '\(topic)'")
         }
-        return update
+        return (update, idIsNew)
     }
 
     /// The answer when the history fails (a database that went away, or did not answer in time):

@@ -199,13 +199,22 @@ public final class Hub: Sendable {
     /// slow subscriber does not hold it up: the loop hands events to the connection's buffer, and a
     /// subscriber that does not read is cut.
     public func publish(_ update: Update) async throws {
-        try await withCheckedThrowingContinuation { continuation in self.publish(update) { continuation.resume(with: $0) } }
+        try await self.publish(update, idIsNew: false)
+    }
+
+    /// Publishes `update` as ``publish(_:)`` does; `idIsNew` says that the hub made its ID (see
+    /// `AnswersAppends`).
+    func publish(_ update: Update, idIsNew: Bool) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            self.publish(update, idIsNew: idIsNew) { continuation.resume(with: $0) }
+        }
     }
 
     /// Publishes `update` as ``publish(_:)`` does, and calls `answer` with its outcome, on
     /// whichever thread finishes it. With a store that answers appends through a callback (the
-    /// hub's own stores), no task runs between the call and the answer.
-    func publish(_ update: Update, then answer: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+    /// hub's own stores), no task runs between the call and the answer. `idIsNew` says that the
+    /// hub made the update's ID (see `AnswersAppends`).
+    func publish(_ update: Update, idIsNew: Bool, then answer: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         let buffer: EncodedEvent
         do {
             buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
@@ -234,7 +243,7 @@ public final class Hub: Sendable {
             }
         }
         if let store = self.answeringStore {
-            store.append([update], written: written, then: stored)
+            store.append([update], idsAreNew: idIsNew, written: written, then: stored)
         } else {
             Task {
                 do {
@@ -470,7 +479,8 @@ public final class Hub: Sendable {
         for topic in subscriber.topics {
             let document = subscriber.document(topic: topic, active: active)
             do {
-                try await self.publish(Update(id: Self.makeID(), topics: [document.id], data: document.json(), isPrivate: true))
+                let update = Update(id: Self.makeID(), topics: [document.id], data: document.json(), isPrivate: true)
+                try await self.publish(update, idIsNew: true)
             } catch {
                 self.logger.error(
                     "subscription event not published",

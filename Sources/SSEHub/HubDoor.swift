@@ -71,9 +71,9 @@ extension Hub {
         answer: @escaping @Sendable (String?) -> Void
     ) {
         if let authorization, let claims = authorizer.knownPublisher(authorization: authorization, contentType: contentType),
-            let update = try? self.update(form: form, claims: claims)
+            let checked = try? self.update(form: form, claims: claims)
         {
-            self.publish(update) { answer((try? $0.get()).map { update.id }) }
+            self.publish(checked.update, idIsNew: checked.idIsNew) { answer((try? $0.get()).map { checked.update.id }) }
             return
         }
         guard let request = try? Request(head: request(), body: RequestBody(buffer: ByteBuffer())) else {

@@ -27,6 +27,11 @@ import VaporCSQLite
 /// transaction is written while the store syncs the log. Only a crash of the machine between the
 /// two could lose an update that subscribers saw; its publisher was not answered.
 ///
+/// The updates of the hub's own publishes whose IDs it made (most of them: a publisher that gives
+/// no ID) are numbered as they come and handed on at once, on the publishing thread: their
+/// delivery waits for no write, and reads of the history wait for them to be written. A crash of
+/// the process in between can lose such an update too; again its publisher was not answered.
+///
 /// The store writes from a thread of its own, with a connection and statements compiled once, and
 /// syncs from a second one: an append wakes the writer and, once durable, its caller, and crosses
 /// no other thread.
@@ -118,16 +123,17 @@ public final class SQLiteEventStore: EventStore {
 
     public func append(_ updates: [Update], written: @escaping @Sendable ([StoredUpdate]) -> Void) async throws -> [StoredUpdate] {
         try await withCheckedThrowingContinuation { continuation in
-            self.append(updates, written: written) { continuation.resume(with: $0) }
+            self.append(updates, idsAreNew: false, written: written) { continuation.resume(with: $0) }
         }
     }
 
     func append(
         _ updates: [Update],
+        idsAreNew: Bool,
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
         then answer: @escaping AppendAnswer
     ) {
-        self.writer.append(updates, written: written, then: answer)
+        self.writer.append(updates, idsAreNew: idsAreNew, written: written, then: answer)
     }
 
     /// Runs `interpose` in place of each sync of the log, given the sync, on the thread that syncs:
@@ -137,6 +143,7 @@ public final class SQLiteEventStore: EventStore {
     }
 
     public func updates(after lastEventID: String, through last: UInt64) async throws -> [StoredUpdate]? {
+        try await self.writer.waitUntilWritten(through: last)
         let rows = try await self.reader.query(
             "SELECT sequence FROM updates WHERE id = ? AND sequence > ? AND published_at >= ?",
             [.text(lastEventID), .integer(self.forgotten), .float(self.cutoff)]
@@ -146,7 +153,8 @@ public final class SQLiteEventStore: EventStore {
     }
 
     public func updates(through last: UInt64) async throws -> [StoredUpdate] {
-        try await self.range(after: 0, through: last)
+        try await self.writer.waitUntilWritten(through: last)
+        return try await self.range(after: 0, through: last)
     }
 
     private func range(after sequence: UInt64, through last: UInt64) async throws -> [StoredUpdate] {
@@ -235,10 +243,10 @@ private final class WriteAheadLog: Sendable {
 }
 
 /// The history's writer: a thread with a connection of its own and its statements compiled once,
-/// which writes each batch of appends in one transaction and hands their updates on, and a second
-/// thread, which syncs the log and answers the appends. Appends that arrive while a batch is
-/// written make the next batch (group commit), and batches written while the log syncs share the
-/// next sync.
+/// which writes each batch of appends in one transaction and hands on those not handed on when
+/// they came (see `append`), and a second thread, which syncs the log and answers the appends.
+/// Appends that arrive while a batch is written make the next batch (group commit), and batches
+/// written while the log syncs share the next sync.
 ///
 /// The syncer also checkpoints the log into the database file, with a connection of its own,
 /// once the writer has written `checkpointFrames` pages to it: SQLite would do it in the commit
@@ -271,12 +279,19 @@ private final class HistoryWriter: @unchecked Sendable {
     static let checkpointFrames: CInt = 1_000
 
     private let writes = NSCondition()
-    private var pending: [PendingAppend] = []
+    private var pending: [QueuedAppend] = []
     private var lastWritten: UInt64
+    /// The last sequence given out: past `lastWritten` when appends numbered as they came (see
+    /// `append`) wait to be written.
+    private var lastNumbered: UInt64
+    /// The appends taken and not yet written that were not numbered as they came.
+    private var unnumbered = 0
+    /// Reads waiting for the updates through a sequence to be written.
+    private var readers: [(through: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
     private var stopping = false
-    /// Why a sync failed: the store takes no more appends after, since what the disk holds is
-    /// then unknown.
-    private var syncFailure: EventStoreError?
+    /// Why a sync, or the write of updates already handed on, failed: the store takes no more
+    /// appends after, since what the disk holds is then unknown.
+    private var failure: EventStoreError?
 
     private let syncs = NSCondition()
     private var unsynced: [WrittenAppend] = []
@@ -321,6 +336,7 @@ private final class HistoryWriter: @unchecked Sendable {
                 in: database
             )
             self.lastWritten = UInt64(try Self.text(of: "SELECT COALESCE(MAX(sequence), 0) FROM updates", in: database).flatMap { Int($0) } ?? 0)
+            self.lastNumbered = self.lastWritten
             for sql in [
                 "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK",
                 "INSERT INTO updates (sequence, id, topics, data, private, type, retry, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -375,19 +391,70 @@ private final class HistoryWriter: @unchecked Sendable {
         max(0, Int(clamping: last) - self.retention.count)
     }
 
+    /// Takes `updates` for the next batch. When their IDs are new (the hub made them), and no
+    /// append taken before waits to be numbered by the writer, they are numbered now and handed on
+    /// at once, on the caller's thread: their delivery waits for no write. Reads of the history
+    /// wait for them to be written (see `waitUntilWritten`).
     func append(
         _ updates: [Update],
+        idsAreNew: Bool,
         written: @escaping @Sendable ([StoredUpdate]) -> Void,
         then answer: @escaping AppendAnswer
     ) {
-        let refusal: EventStoreError? = self.writes.withLock {
-            if let syncFailure = self.syncFailure { return syncFailure }
-            if self.stopping { return EventStoreError(description: "the SQLite history is closed") }
-            self.pending.append(PendingAppend(updates: updates, written: written, answer: answer))
+        let taken: Result<[StoredUpdate]?, EventStoreError> = self.writes.withLock {
+            if let failure = self.failure { return .failure(failure) }
+            if self.stopping { return .failure(EventStoreError(description: "the SQLite history is closed")) }
+            var numbered: [StoredUpdate]?
+            if idsAreNew && self.unnumbered == 0 {
+                let first = self.lastNumbered + 1
+                numbered = updates.enumerated().map { StoredUpdate(sequence: first + UInt64($0.offset), update: $0.element) }
+                self.lastNumbered += UInt64(updates.count)
+            } else {
+                self.unnumbered += 1
+            }
+            self.pending.append(QueuedAppend(append: PendingAppend(updates: updates, written: written, answer: answer), numbered: numbered))
             self.writes.signal()
-            return nil
+            return .success(numbered)
         }
-        if let refusal { answer(.failure(refusal)) }
+        switch taken {
+        case .failure(let refusal): answer(.failure(refusal))
+        case .success(let numbered?): written(numbered)
+        case .success(nil): break
+        }
+    }
+
+    /// Returns once the updates through `sequence` (or through the last numbered, if less) are
+    /// written, so that readers of the file see them; throws why they never will be.
+    func waitUntilWritten(through sequence: UInt64) async throws {
+        if self.writes.withLock({ self.lastWritten >= min(sequence, self.lastNumbered) }) { return }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let now: Result<Void, any Error>? = self.writes.withLock {
+                let target = min(sequence, self.lastNumbered)
+                if self.lastWritten >= target { return .success(()) }
+                if let failure = self.failure { return .failure(failure) }
+                self.readers.append((target, continuation))
+                return nil
+            }
+            if let now { continuation.resume(with: now) }
+        }
+    }
+
+    /// Takes the reads whose updates are written, and, once the store has failed, the others
+    /// with why (what they wait for will not be written). Call with `writes` locked; resume what
+    /// it returns after.
+    private func readersDone() -> [(CheckedContinuation<Void, any Error>, Result<Void, any Error>)] {
+        var done: [(CheckedContinuation<Void, any Error>, Result<Void, any Error>)] = []
+        self.readers.removeAll { reader in
+            if reader.through <= self.lastWritten {
+                done.append((reader.continuation, .success(())))
+            } else if let failure = self.failure {
+                done.append((reader.continuation, .failure(failure)))
+            } else {
+                return false
+            }
+            return true
+        }
+        return done
     }
 
     func interposeSync(_ interpose: @escaping @Sendable (_ sync: () throws -> Void) throws -> Void) {
@@ -427,14 +494,15 @@ private final class HistoryWriter: @unchecked Sendable {
             Unmanaged.passUnretained(self).toOpaque()
         )
         while true {
-            let (batch, failure): ([PendingAppend], EventStoreError?) = self.writes.withLock {
+            let (batch, failure): ([QueuedAppend], EventStoreError?) = self.writes.withLock {
                 while self.pending.isEmpty && !self.stopping { self.writes.wait() }
                 defer { self.pending = [] }
-                return (self.pending, self.syncFailure)
+                return (self.pending, self.failure)
             }
             if batch.isEmpty { break }  // stopping, and nothing is left
             if let failure {
-                for append in batch { append.answer(.failure(failure)) }
+                for queued in batch { queued.append.answer(.failure(failure)) }
+                for (reader, result) in self.writes.withLock({ self.readersDone() }) { reader.resume(with: result) }
             } else {
                 self.write(batch)
             }
@@ -449,38 +517,51 @@ private final class HistoryWriter: @unchecked Sendable {
         }
     }
 
-    /// Writes a batch in one transaction, except the appends refused, hands what it wrote on in
-    /// the order of the history, and passes the appends to the syncer.
-    private func write(_ batch: [PendingAppend]) {
-        let appends = batch.map(\.updates)
+    /// Writes a batch in one transaction, except the appends refused, hands on what it wrote that
+    /// was not handed on when it came, in the order of the history, and passes the appends to the
+    /// syncer.
+    private func write(_ batch: [QueuedAppend]) {
+        let appends = batch.map(\.append.updates)
         var refused = refusedAppends(appends, known: [])
-        let rows: [StoredUpdate]
+        let stored: [[StoredUpdate]]
+        let last: UInt64
         do {
             do {
-                rows = try self.insertRows(appends, except: refused)
+                (stored, last) = try self.insertRows(batch, except: refused)
             } catch let failure as SQLiteFailure where failure.isUniqueConstraint {
                 // An ID the history holds: all of an append or nothing of it, so look the IDs up
                 // and write the appends whose IDs are all new.
                 refused = refusedAppends(appends, known: try self.knownIDs(in: appends, except: refused))
-                rows = try self.insertRows(appends, except: refused)
+                (stored, last) = try self.insertRows(batch, except: refused)
             }
         } catch {
             let failure = EventStoreError(description: "the SQLite history could not be written (\(error))")
-            for append in batch { append.answer(.failure(failure)) }
+            let readers = self.writes.withLock {
+                self.unnumbered -= batch.count { $0.numbered == nil }
+                // Subscribers have updates of this batch that the history lacks, and the numbers
+                // after are given out: the store stops.
+                if batch.contains(where: { $0.numbered != nil }) { self.failure = self.failure ?? failure }
+                return self.readersDone()
+            }
+            for queued in batch { queued.append.answer(.failure(failure)) }
+            for (reader, result) in readers { reader.resume(with: result) }
             return
         }
-        if let last = rows.last?.sequence { self.writes.withLock { self.lastWritten = last } }
+        let readers = self.writes.withLock {
+            self.lastWritten = last
+            self.lastNumbered = max(self.lastNumbered, last)
+            self.unnumbered -= batch.count { $0.numbered == nil }
+            return self.readersDone()
+        }
+        for (reader, result) in readers { reader.resume(with: result) }
         var written: [WrittenAppend] = []
         written.reserveCapacity(batch.count)
-        var offset = 0
-        for (index, append) in batch.enumerated() {
+        for (index, queued) in batch.enumerated() {
             if refused.contains(index) {
-                append.answer(.failure(EventStoreError.duplicateID))
+                queued.append.answer(.failure(EventStoreError.duplicateID))
             } else {
-                let stored = Array(rows[offset..<offset + append.updates.count])
-                offset += append.updates.count
-                append.written(stored)
-                written.append((append.answer, stored))
+                if queued.numbered == nil { queued.append.written(stored[index]) }  // in the order of the history
+                written.append((queued.append.answer, stored[index]))
             }
         }
         self.syncs.withLock {
@@ -491,20 +572,32 @@ private final class HistoryWriter: @unchecked Sendable {
         self.pruneIfDue()
     }
 
-    /// Inserts the updates of `appends` but those `refused`, in one transaction, numbered after
-    /// the last: the store is the history's only writer, so no gap can open. Returns the rows.
-    private func insertRows(_ appends: [[Update]], except refused: Set<Int>) throws -> [StoredUpdate] {
-        let updates = appends.indices.filter { !refused.contains($0) }.flatMap { appends[$0] }
-        guard !updates.isEmpty else { return [] }
+    /// Inserts the updates of `batch` but those of the appends `refused`, in one transaction:
+    /// with the numbers they were given as they came, or else numbered after the last. The store
+    /// is the history's only writer, so no gap opens (but for a refused append numbered as it
+    /// came, whose IDs the hub made: no one can guess them). Returns each append's stored updates
+    /// (none for a refused one), and the last sequence given out.
+    private func insertRows(_ batch: [QueuedAppend], except refused: Set<Int>) throws -> (stored: [[StoredUpdate]], last: UInt64) {
+        var last = self.lastWritten
+        let stored = batch.enumerated().map { index, queued -> [StoredUpdate] in
+            if let numbered = queued.numbered {
+                last = numbered.last?.sequence ?? last
+                return refused.contains(index) ? [] : numbered
+            }
+            guard !refused.contains(index) else { return [] }
+            let first = last + 1
+            last += UInt64(queued.append.updates.count)
+            return queued.append.updates.enumerated().map { StoredUpdate(sequence: first + UInt64($0.offset), update: $0.element) }
+        }
+        guard stored.contains(where: { !$0.isEmpty }) else { return (stored, last) }
         let now = self.now().timeIntervalSince1970
-        var rows: [StoredUpdate] = []
         try self.run(self.begin)
         do {
-            for update in updates {
-                let sequence = self.lastWritten + UInt64(rows.count) + 1
+            for row in stored.joined() {
+                let update = row.update
                 let statement = self.insert
                 defer { sqlite_nio_sqlite3_reset(statement) }
-                sqlite_nio_sqlite3_bind_int64(statement, 1, Int64(sequence))
+                sqlite_nio_sqlite3_bind_int64(statement, 1, Int64(row.sequence))
                 Self.bind(update.id, at: 2, to: statement)
                 Self.bind(jsonArray(update.topics), at: 3, to: statement)
                 Self.bind(update.data, at: 4, to: statement)
@@ -517,10 +610,9 @@ private final class HistoryWriter: @unchecked Sendable {
                 }
                 sqlite_nio_sqlite3_bind_double(statement, 8, now)
                 try self.check(sqlite_nio_sqlite3_step(statement), expecting: SQLITE_DONE)
-                rows.append(StoredUpdate(sequence: sequence, update: update))
             }
             try self.run(self.commit)
-            return rows
+            return (stored, last)
         } catch {
             try? self.run(self.rollback)
             throw error
@@ -572,7 +664,7 @@ private final class HistoryWriter: @unchecked Sendable {
             }
             if synced.isEmpty { break }  // the writer has ended
             do {
-                if let failure = self.writes.withLock({ self.syncFailure }) { throw failure }
+                if let failure = self.writes.withLock({ self.failure }) { throw failure }
                 if let interpose { try interpose(self.log.sync) } else { try self.log.sync() }
                 for append in synced { append.answer(.success(append.stored)) }
                 if checkpoint {
@@ -582,8 +674,8 @@ private final class HistoryWriter: @unchecked Sendable {
                 }
             } catch {
                 let failure = self.writes.withLock {
-                    let failure = self.syncFailure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
-                    self.syncFailure = failure
+                    let failure = self.failure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
+                    self.failure = failure
                     return failure
                 }
                 for append in synced { append.answer(.failure(failure)) }
@@ -662,6 +754,13 @@ private final class HistoryWriter: @unchecked Sendable {
         guard code == SQLITE_ROW, let text = sqlite_nio_sqlite3_column_text(statement, 0) else { return nil }
         return String(cString: text)
     }
+}
+
+/// An append taken by the writer, and its stored updates when it was numbered as it came (and
+/// handed on then).
+private struct QueuedAppend {
+    let append: PendingAppend
+    let numbered: [StoredUpdate]?
 }
 
 /// An append the writer wrote, waiting for the sync: what to call with its outcome, and its stored

@@ -409,6 +409,65 @@ struct EventStoreTests {
         }
     }
 
+    @Test func theSQLiteStoreHandsOnUpdatesWithNewIDsAtOnceAndReadsWaitForTheirWrite() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            let handedOn = NIOLockedValueBox<[StoredUpdate]>([])
+            var answers: [Task<[StoredUpdate], any Error>] = []
+            for n in 1...50 {
+                let (answer, continuation) = AsyncThrowingStream<[StoredUpdate], any Error>.makeStream()
+                store.append(self.updates(n...n), idsAreNew: true, written: { stored in handedOn.withLockedValue { $0 += stored } }) {
+                    continuation.yield(with: $0)
+                    continuation.finish()
+                }
+                // Handed on before the call returns: numbered as it came, not by the writer.
+                #expect(handedOn.withLockedValue { $0.last?.update.id } == "e\(n)")
+                answers.append(Task { try await answer.first { _ in true } ?? [] })
+                // A read right after sees every update handed on: it waits for their write.
+                if n == 25 {
+                    #expect(try await store.updates(through: 25).map(\.update.id) == (1...25).map { "e\($0)" })
+                } else if n > 1 {
+                    #expect(try await store.updates(after: "e\(n - 1)", through: UInt64(n))?.map(\.update.id) == ["e\(n)"])
+                }
+            }
+            #expect(handedOn.withLockedValue { $0.map(\.sequence) } == Array(1...50))
+            for (n, answer) in answers.enumerated() {
+                #expect(try await answer.value.map(\.sequence) == [UInt64(n + 1)])
+            }
+            #expect(try await store.lastSequence() == 50)
+        }
+    }
+
+    @Test func appendsWithGivenIDsAreNumberedAfterThoseHandedOnAsTheyCame() async throws {
+        try await StoreKind.sqlite.with(capacity: 1_000) { store in
+            let store = try #require(store as? SQLiteEventStore)
+            let handedOn = NIOLockedValueBox<[StoredUpdate]>([])
+            let answered = NIOLockedValueBox<[String: Result<[StoredUpdate], any Error>]>([:])
+            let ids = (1...200).map { n in n % 7 == 0 ? "given\(n)" : "new\(n)" }
+            for (n, id) in ids.enumerated() {
+                // Every tenth given ID repeats one before: refused, whatever else is pending.
+                let repeated = id.hasPrefix("given") && n > 100 && n % 10 == 6
+                let update = Update(id: repeated ? "given7" : id, topics: ["t"], data: "\(n)")
+                store.append([update], idsAreNew: id.hasPrefix("new"), written: { stored in handedOn.withLockedValue { $0 += stored } }) {
+                    result in answered.withLockedValue { $0["\(n)"] = result }
+                }
+            }
+            for _ in 0..<2_000 where answered.withLockedValue({ $0.count }) < ids.count { try await Task.sleep(for: .milliseconds(5)) }
+            let results = answered.withLockedValue { $0 }
+            let refused = results.filter { if case .failure = $0.value { return true } else { return false } }
+            #expect(refused.count == ids.indices.filter { ids[$0].hasPrefix("given") && $0 > 100 && $0 % 10 == 6 }.count)
+            #expect(refused.values.allSatisfy { result in
+                if case .failure(let error as EventStoreError) = result { return error == .duplicateID }
+                return false
+            })
+            // Every update stored once, numbered with no gap, and handed on under its number.
+            let history = try await store.updates(through: .max)
+            #expect(history.map(\.sequence) == Array(1...UInt64(ids.count - refused.count)))
+            #expect(handedOn.withLockedValue { $0 }.sorted { $0.sequence < $1.sequence } == history)
+            #expect(history.map(\.update.data) == ids.indices.filter { refused["\($0)"] == nil }.map { "\($0)" }, "in the order of the calls")
+        }
+    }
+
     @Test func theSQLiteHistorySurvivesReopening() async throws {
         let path = temporarySQLitePath()
         defer { removeSQLiteFiles(path) }
