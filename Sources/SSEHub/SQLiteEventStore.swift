@@ -367,13 +367,25 @@ private final class HistoryWriter: @unchecked Sendable {
         self.retention = retention
         self.now = now
         Thread {
+            Self.yieldToTheEventLoops()
             Thread.current.name = "herald-sqlite"
             self.runWriter()
         }.start()
         Thread {
+            Self.yieldToTheEventLoops()
             Thread.current.name = "herald-sync"
             self.runSyncer()
         }.start()
+    }
+
+    /// Lowers the calling thread's priority to nice 5, on Linux (where a thread has its own): when
+    /// the cores are all busy, the event loops, which deliver, then run before the history's
+    /// writes and syncs, which only publishers wait for (see docs/PERFORMANCE.md). A thread may
+    /// always lower its own priority; were it refused, the thread would run as it is.
+    private static func yieldToTheEventLoops() {
+        #if os(Linux)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 5)
+        #endif
     }
 
     /// The sequence of the last update written.

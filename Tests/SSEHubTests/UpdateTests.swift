@@ -468,6 +468,27 @@ struct EventStoreTests {
         }
     }
 
+    #if os(Linux)
+    @Test func theSQLiteHistorysThreadsYieldToTheEventLoops() async throws {
+        try await StoreKind.sqlite.with { _ in
+            // Each thread lowers its priority before it takes its name.
+            var nices: [String: [Int]] = [:]
+            for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") {
+                guard let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")"), let open = stat.firstIndex(of: "(")
+                else { continue }
+                let name = String(stat[stat.index(after: open)..<close])
+                // After the name: state (field 3) ... nice (field 19).
+                let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+                if name.hasPrefix("herald-"), let nice = Int(fields[16]) { nices[name, default: []].append(nice) }
+            }
+            #expect(nices["herald-sqlite"]?.isEmpty == false && nices["herald-sync"]?.isEmpty == false, "\(nices)")
+            #expect(nices.values.joined().allSatisfy { $0 == 5 }, "\(nices)")
+            #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == 0, "the test's own thread is as it was")
+        }
+    }
+    #endif
+
     @Test func theSQLiteHistorySurvivesReopening() async throws {
         let path = temporarySQLitePath()
         defer { removeSQLiteFiles(path) }
