@@ -573,6 +573,27 @@ struct EventStoreTests {
         try await store.close()
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func theSQLiteLogStartsOverOnceCheckpointedSoItStaysNearItsLimit() async throws {
+        let path = temporarySQLitePath()
+        defer { removeSQLiteFiles(path) }
+        let store = try await SQLiteEventStore.open(path: path)
+        func bytes(_ file: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0 }
+        // 3 000 pages of 4 KB updates, three times the log's limit, in commits of 100, each answered
+        // before the next: the log never holds much more than its limit and a commit.
+        let data = String(repeating: "x", count: 4_000)
+        var largest = 0
+        for batch in 0..<30 {
+            _ = try await store.append((1...100).map { Update(id: "b\(batch)-\($0)", topics: ["t"], data: data) })
+            largest = max(largest, bytes(path + "-wal"))
+        }
+        let page = 4_096 + 24  // a page in the log, with its frame's header
+        #expect(largest > Int(SQLiteEventStore.checkpointFrames) * page, "the log reached its limit")
+        #expect(largest < (Int(SQLiteEventStore.checkpointFrames) + 250) * page, "\(largest) bytes of log")
+        #expect(try await store.updates(through: 3_000).count == 3_000)
+        try await store.close()
+    }
+
     @Test func aSQLiteHistoryWhoseSequencesAutoincrementGoesOn() async throws {
         // Files made before the store numbered the updates itself.
         let path = temporarySQLitePath()
