@@ -17,3 +17,8 @@ package func temporarySQLitePath() -> String {
 package func removeSQLiteFiles(_ path: String) {
     for file in [path, path + "-wal", path + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
 }
+
+/// The size of the file at `path` in bytes, 0 when there is none.
+package func fileBytes(_ path: String) -> Int {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
+}

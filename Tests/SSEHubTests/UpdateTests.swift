@@ -559,16 +559,15 @@ struct EventStoreTests {
         let path = temporarySQLitePath()
         defer { removeSQLiteFiles(path) }
         let store = try await SQLiteEventStore.open(path: path)
-        func bytes(_ file: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0 }
-        let empty = bytes(path)
+        let empty = fileBytes(path)
         // 1 200 pages of 4 KB updates in four commits: past the pages at which the log is checkpointed.
         let data = String(repeating: "x", count: 4_000)
         for batch in 0..<4 {
             _ = try await store.append((1...300).map { Update(id: "b\(batch)-\($0)", topics: ["t"], data: data) })
         }
-        // The checkpoint follows the sync, after the answer.
-        for _ in 0..<500 where bytes(path) < empty + 4_000_000 { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(bytes(path) >= empty + 4_000_000, "the updates were copied from the log into the file")
+        // The writer checkpoints after the commit that fills the log, beside the sync and the answer.
+        for _ in 0..<500 where fileBytes(path) < empty + 4_000_000 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(fileBytes(path) >= empty + 4_000_000, "the updates were copied from the log into the file")
         #expect(try await store.updates(through: 1_200).count == 1_200)
         try await store.close()
     }
@@ -578,14 +577,13 @@ struct EventStoreTests {
         let path = temporarySQLitePath()
         defer { removeSQLiteFiles(path) }
         let store = try await SQLiteEventStore.open(path: path)
-        func bytes(_ file: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0 }
         // 3 000 pages of 4 KB updates, three times the log's limit, in commits of 100, each answered
         // before the next: the log never holds much more than its limit and a commit.
         let data = String(repeating: "x", count: 4_000)
         var largest = 0
         for batch in 0..<30 {
             _ = try await store.append((1...100).map { Update(id: "b\(batch)-\($0)", topics: ["t"], data: data) })
-            largest = max(largest, bytes(path + "-wal"))
+            largest = max(largest, fileBytes(path + "-wal"))
         }
         let page = 4_096 + 24  // a page in the log, with its frame's header
         #expect(largest > Int(SQLiteEventStore.checkpointFrames) * page, "the log reached its limit")
