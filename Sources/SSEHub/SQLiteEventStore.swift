@@ -411,8 +411,7 @@ private final class HistoryWriter: @unchecked Sendable {
             if self.stopping { return .failure(EventStoreError(description: "the SQLite history is closed")) }
             var numbered: [StoredUpdate]?
             if idsAreNew && self.unnumbered == 0 {
-                let first = self.lastNumbered + 1
-                numbered = updates.enumerated().map { StoredUpdate(sequence: first + UInt64($0.offset), update: $0.element) }
+                numbered = Self.number(updates, after: self.lastNumbered)
                 self.lastNumbered += UInt64(updates.count)
             } else {
                 self.unnumbered += 1
@@ -428,10 +427,14 @@ private final class HistoryWriter: @unchecked Sendable {
         }
     }
 
+    /// `updates` numbered from the one after `last` on.
+    private static func number(_ updates: [Update], after last: UInt64) -> [StoredUpdate] {
+        updates.enumerated().map { StoredUpdate(sequence: last + UInt64($0.offset) + 1, update: $0.element) }
+    }
+
     /// Returns once the updates through `sequence` (or through the last numbered, if less) are
     /// written, so that readers of the file see them; throws why they never will be.
     func waitUntilWritten(through sequence: UInt64) async throws {
-        if self.writes.withLock({ self.lastWritten >= min(sequence, self.lastNumbered) }) { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let now: Result<Void, any Error>? = self.writes.withLock {
                 let target = min(sequence, self.lastNumbered)
@@ -444,22 +447,24 @@ private final class HistoryWriter: @unchecked Sendable {
         }
     }
 
-    /// Takes the reads whose updates are written, and, once the store has failed, the others
-    /// with why (what they wait for will not be written). Call with `writes` locked; resume what
-    /// it returns after.
-    private func readersDone() -> [(CheckedContinuation<Void, any Error>, Result<Void, any Error>)] {
-        var done: [(CheckedContinuation<Void, any Error>, Result<Void, any Error>)] = []
-        self.readers.removeAll { reader in
-            if reader.through <= self.lastWritten {
-                done.append((reader.continuation, .success(())))
-            } else if let failure = self.failure {
-                done.append((reader.continuation, .failure(failure)))
-            } else {
-                return false
+    /// Resumes the reads whose updates are written, and, once the store has failed, the others
+    /// with why (what they wait for will not be written).
+    private func resumeReaders() {
+        let done = self.writes.withLock {
+            var done: [(CheckedContinuation<Void, any Error>, Result<Void, any Error>)] = []
+            self.readers.removeAll { reader in
+                if reader.through <= self.lastWritten {
+                    done.append((reader.continuation, .success(())))
+                } else if let failure = self.failure {
+                    done.append((reader.continuation, .failure(failure)))
+                } else {
+                    return false
+                }
+                return true
             }
-            return true
+            return done
         }
-        return done
+        for (reader, result) in done { reader.resume(with: result) }
     }
 
     func interposeSync(_ interpose: @escaping @Sendable (_ sync: () throws -> Void) throws -> Void) {
@@ -507,7 +512,7 @@ private final class HistoryWriter: @unchecked Sendable {
             if batch.isEmpty { break }  // stopping, and nothing is left
             if let failure {
                 for queued in batch { queued.append.answer(.failure(failure)) }
-                for (reader, result) in self.writes.withLock({ self.readersDone() }) { reader.resume(with: result) }
+                self.resumeReaders()
             } else {
                 self.write(batch)
             }
@@ -541,24 +546,22 @@ private final class HistoryWriter: @unchecked Sendable {
             }
         } catch {
             let failure = EventStoreError(description: "the SQLite history could not be written (\(error))")
-            let readers = self.writes.withLock {
+            self.writes.withLock {
                 self.unnumbered -= batch.count { $0.numbered == nil }
                 // Subscribers have updates of this batch that the history lacks, and the numbers
                 // after are given out: the store stops.
                 if batch.contains(where: { $0.numbered != nil }) { self.failure = self.failure ?? failure }
-                return self.readersDone()
             }
             for queued in batch { queued.append.answer(.failure(failure)) }
-            for (reader, result) in readers { reader.resume(with: result) }
+            self.resumeReaders()
             return
         }
-        let readers = self.writes.withLock {
+        self.writes.withLock {
             self.lastWritten = last
             self.lastNumbered = max(self.lastNumbered, last)
             self.unnumbered -= batch.count { $0.numbered == nil }
-            return self.readersDone()
         }
-        for (reader, result) in readers { reader.resume(with: result) }
+        self.resumeReaders()
         var written: [WrittenAppend] = []
         written.reserveCapacity(batch.count)
         for (index, queued) in batch.enumerated() {
@@ -594,9 +597,8 @@ private final class HistoryWriter: @unchecked Sendable {
                 return refused.contains(index) ? [] : numbered
             }
             guard !refused.contains(index) else { return [] }
-            let first = last + 1
-            last += UInt64(queued.append.updates.count)
-            return queued.append.updates.enumerated().map { StoredUpdate(sequence: first + UInt64($0.offset), update: $0.element) }
+            defer { last += UInt64(queued.append.updates.count) }
+            return Self.number(queued.append.updates, after: last)
         }
         guard stored.contains(where: { !$0.isEmpty }) else { return (stored, last) }
         let now = self.now().timeIntervalSince1970
