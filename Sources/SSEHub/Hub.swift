@@ -198,8 +198,34 @@ public final class Hub: Sendable {
     /// and this one. So what waits for a loop stays short, and so does the latency of delivery. A
     /// slow subscriber does not hold it up: the loop hands events to the connection's buffer, and a
     /// subscriber that does not read is cut.
+    ///
+    /// - Throws: ``PublishError`` for an update without a topic, `ServerSentEventError` for an ID,
+    ///   type or retry an event cannot carry, ``EventStoreError/duplicateID`` for an ID the history
+    ///   holds, or why the store could not take it.
     public func publish(_ update: Update) async throws {
         try await self.publish(update, idIsNew: false)
+    }
+
+    /// Publishes an update whose ID the hub makes, as for a publish request without one, and
+    /// returns it: as ``publish(_:)`` does, but the ID needs no check against the history. With
+    /// ``SQLiteEventStore`` the subscribers then have the update before it is written, not after,
+    /// as they do for the hub's own publish route (see ``EventStore/append(_:written:)``).
+    ///
+    /// The ID is a `urn:uuid:` (a version 7 UUID), unique and in the order of the calls that made
+    /// it, to the millisecond.
+    ///
+    /// - Throws: as ``publish(_:)`` does (never ``EventStoreError/duplicateID``).
+    @discardableResult
+    public func publish(
+        topics: [String],
+        data: String,
+        isPrivate: Bool = false,
+        type: String? = nil,
+        retry: Duration? = nil
+    ) async throws -> Update {
+        let update = Update(id: Self.makeID(), topics: topics, data: data, isPrivate: isPrivate, type: type, retry: retry)
+        try await self.publish(update, idIsNew: true)
+        return update
     }
 
     /// Publishes `update` as ``publish(_:)`` does; `idIsNew` says that the hub made its ID (see
@@ -217,6 +243,7 @@ public final class Hub: Sendable {
     func publish(_ update: Update, idIsNew: Bool, then answer: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         let buffer: EncodedEvent
         do {
+            guard !update.topics.isEmpty else { throw PublishError("an update needs at least one topic") }
             buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
         } catch {
             return answer(.failure(error))

@@ -63,6 +63,30 @@ struct HubTests {
         #expect(try events(in: try await take(1, from: other)).map(\.data) == ["update 2"])
     }
 
+    @Test func theHubMakesTheIDOfAnUpdatePublishedWithoutOne() async throws {
+        try await StoreKind.sqlite.with { store in
+            let hub = try await Hub(store: store)
+            let books = [TopicSelector("https://example.com/books/{id}")]
+            let (subscription, _) = try await hub.subscribe(books, lastEventID: nil)
+            let first = try await hub.publish(topics: ["https://example.com/books/1"], data: "one", type: "book")
+            let second = try await hub.publish(topics: ["https://example.com/books/2"], data: "two")
+            for update in [first, second] {
+                #expect(update.id.hasPrefix("urn:uuid:") && update.id.count == 45, "\(update.id)")
+            }
+            #expect(first.id != second.id)
+            let received = try events(in: try await take(2, from: subscription))
+            #expect(received.map(\.id) == [first.id, second.id])
+            #expect(received.map(\.data) == ["one", "two"])
+            #expect(received.map(\.type) == ["book", "message"])
+            // Stored under that ID: a subscriber resuming after the first gets the second.
+            let (resumed, _) = try await hub.subscribe(books, lastEventID: first.id)
+            #expect(try events(in: try await take(1, from: resumed)).map(\.id) == [second.id])
+            await #expect(throws: PublishError.self) { try await hub.publish(topics: [], data: "to no one") }
+            await #expect(throws: PublishError.self) { try await hub.publish(Update(id: "u1", topics: [], data: "to no one")) }
+            #expect(try await store.lastSequence() == 2, "what was refused is not stored")
+        }
+    }
+
     @Test func subscribersDoNotWaitForTheDiskSync() async throws {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
