@@ -506,8 +506,7 @@ public final class Hub: Sendable {
         for topic in subscriber.topics {
             let document = subscriber.document(topic: topic, active: active)
             do {
-                let update = Update(id: Self.makeID(), topics: [document.id], data: document.json(), isPrivate: true)
-                try await self.publish(update, idIsNew: true)
+                try await self.publish(topics: [document.id], data: document.json(), isPrivate: true)
             } catch {
                 self.logger.error(
                     "subscription event not published",
