@@ -287,16 +287,17 @@ struct DirectWrites {
 /// deliveries of many publishes share a flush, and so a system call.
 ///
 /// How long a drain waits for more events to write with the first is what makes them share. For an
-/// event with at least ``minimumSubscribersToHold`` subscribers on the loop, a busy writer waits
+/// event with at least ``minimumSubscribersToHold`` subscribers on the loop, a saturated writer
+/// (one that could not write each event on its own with time to spare: see ``busyShare``) waits
 /// ``holdFactor`` times the CPU time of its last drain that wrote such an event (at most
-/// ``maximumHold``), or the last drain's time on the clock (at most ``maximumDelay``) if that is
-/// longer; for other events, the latter only. At 10 000 subscribers and 10 publishes/s that gave
-/// 1.8 times the deliveries per server CPU-second of a wait of the drain's time on the clock alone,
-/// for a p50 latency two to three times as long (see docs/PERFORMANCE.md). The wait is bounded by
-/// the loop's own work, so a loop that keeps up (a drain takes microseconds) waits microseconds. A
-/// writer idle for ``idleTime`` does not wait more than ``maximumDelay``, so the first event after
-/// a quiet moment leaves soon, and there is no wait at all for an event for one subscriber of the
-/// loop (see ``enqueue(_:to:)``).
+/// ``maximumHold``); any busy writer waits the last drain's time on the clock (at most
+/// ``maximumDelay``) if that is longer. Saturated, at 10 000 subscribers and 100 publishes/s, the
+/// wait by the CPU time gave 1.3 times the deliveries per server CPU-second and a lower p99
+/// latency; at 10 publishes/s, where the writer is not saturated, it gave 1.3 to 1.6 times as many
+/// for a p50 and p99 two to three times as long, and so it does not apply there (see
+/// docs/PERFORMANCE.md). A writer idle for ``idleTime`` does not wait more than ``maximumDelay``,
+/// so the first event after a quiet moment leaves soon, and there is no wait at all for an event
+/// for one subscriber of the loop (see ``enqueue(_:to:)``).
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     /// The CPU time of the calling thread so far.
@@ -314,13 +315,50 @@ final class LoopWriter: Sendable {
         /// The last drain's time on the clock, at most `maximumDelay`.
         var delay = TimeAmount.zero
         /// `holdFactor` times the CPU time of the last drain that wrote an event for at least
-        /// `minimumSubscribersToHold` subscribers of the loop, at most `maximumHold`.
+        /// `minimumSubscribersToHold` subscribers of the loop (a wide event), at most
+        /// `maximumHold`, if that drain found the writer saturated (see `drained`); zero if not.
         var hold = TimeAmount.zero
+        /// When the last drain of wide events began, on the loop's clock.
+        var lastWideDrain: NIODeadline?
+        /// The CPU time a write took in the last drain of one wide event (what a write costs when
+        /// each event goes out on its own), and when that drain began.
+        var writeCPU: (each: TimeAmount, measured: NIODeadline)?
+        /// When the last drain of wide events that did not wait by the CPU time began.
+        var lastUnheldDrain: NIODeadline?
         /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
         var ended = NIODeadline.uptimeNanoseconds(0)
         /// Until when the scheduled drain waits by choice: the events queued meanwhile do not make
         /// the writer behind, up to ``maximumEventsHeld``.
         var holdUntil = NIODeadline.uptimeNanoseconds(0)
+        /// Whether the scheduled drain waits by the CPU time of the last (`hold`).
+        var holds = false
+
+        /// Sets the next drain's wait by the CPU time after a drain of wide events that began at
+        /// `started`, waited by the CPU time or not (`held`), and took `cpu` for `events` wide
+        /// events, `writes` writes in all. The writer waits only while it is saturated: when the
+        /// events queued behind each other with no wait by choice, or when, a write costing what
+        /// it cost in the last drain of one event, the writes of this drain with no wait would
+        /// have taken at least `busyShare` of the time since the last drain of wide events began.
+        /// That cost is measured in drains of one event only (a drain that gathers several costs
+        /// less a write); when it is older than `maximumWriteCPUAge` and the writer has waited
+        /// that long, the next drain goes with no wait, and the one after knows again.
+        mutating func drained(started: NIODeadline, held: Bool, cpu: TimeAmount, events: Int, writes: Int) {
+            if events == 1 { self.writeCPU = (.nanoseconds(cpu.nanoseconds / Int64(writes)), started) }
+            let saturated: Bool
+            if events > 1, !held {
+                saturated = true
+            } else if let writeCPU = self.writeCPU, let last = self.lastWideDrain,
+                started - writeCPU.measured < LoopWriter.maximumWriteCPUAge
+            {
+                let need = Double(writeCPU.each.nanoseconds) * Double(writes)
+                saturated = need >= LoopWriter.busyShare * Double((started - last).nanoseconds)
+            } else {
+                saturated = held && started - (self.lastUnheldDrain ?? started) < LoopWriter.maximumWriteCPUAge
+            }
+            self.hold = saturated ? min(cpu * LoopWriter.holdFactor, LoopWriter.maximumHold) : .zero
+            self.lastWideDrain = started
+            if !held { self.lastUnheldDrain = started }
+        }
     }
 
     /// The longest a drain waits for more events because the last took that long on the clock.
@@ -330,6 +368,15 @@ final class LoopWriter: Sendable {
     /// clock: a longer wait by the clock cost throughput at 1 000 subscribers flat out, where the
     /// drains share the cores with the publishers (see docs/PERFORMANCE.md).
     static let holdFactor: Int64 = 3
+    /// The share of the loop's time that writing each event on its own would take, from which a
+    /// writer waits by the CPU time. A loop with room to spare writes each event as it comes: at
+    /// 10 000 subscribers and 10 publishes/s (a drain of 42 ms of CPU time a loop every 100 ms),
+    /// the wait made the p50 and p99 latency two to three times as long to save a quarter to a
+    /// third of the CPU per delivery (see docs/PERFORMANCE.md).
+    static let busyShare = 2.0 / 3.0
+    /// How long the CPU time of a write measured in a drain of one wide event stands, for a writer
+    /// that waits (its drains gather several events, and measure nothing).
+    static let maximumWriteCPUAge = TimeAmount.seconds(1)
     /// The longest a drain waits for more events because of the CPU time of the last.
     static let maximumHold = TimeAmount.milliseconds(200)
     /// How long a writer must have been idle (no drain running or ended) for its next drain to wait
@@ -390,6 +437,7 @@ final class LoopWriter: Sendable {
             guard !idle, targets.count >= Self.minimumSubscribersToHold else { return (true, pending.delay, behind) }
             let delay = max(pending.delay, pending.hold)
             pending.holdUntil = now + delay
+            pending.holds = pending.hold > .zero
             return (true, delay, behind)
         }
         // An event for one subscriber of this loop is written at once: waiting for more would save
@@ -410,15 +458,18 @@ final class LoopWriter: Sendable {
         for body in self.takeQueued().then { body() }
     }
 
-    /// Takes what is queued, and what waits for it: the next event schedules a drain again.
-    private func takeQueued() -> (writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])], then: [@Sendable () -> Void]) {
+    /// Takes what is queued, what waits for it, and whether the drain waited by the CPU time of
+    /// the last: the next event schedules a drain again.
+    private func takeQueued() -> (
+        writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])], then: [@Sendable () -> Void], held: Bool
+    ) {
         self.pending.withLockedValue { pending in
             pending.scheduled = false
             pending.backlog = 0
             pending.ended = .distantFuture  // a drain runs: the writer is busy
             pending.holdUntil = .uptimeNanoseconds(0)
-            defer { (pending.writes, pending.then) = ([], []) }
-            return (pending.writes, pending.then)
+            defer { (pending.writes, pending.then, pending.holds) = ([], [], false) }
+            return (pending.writes, pending.then, pending.holds)
         }
     }
 
@@ -433,20 +484,22 @@ final class LoopWriter: Sendable {
 
     private func drain() {
         let started = self.loop.now
-        let (writes, then) = self.takeQueued()
+        let (writes, then, held) = self.takeQueued()
         // Only the drains that write an event for enough subscribers to wait by the CPU time read
         // the thread's CPU clock, a system call (on 1 000 topics, a drain for each publish); the
         // others leave the last such drain's figure in place.
-        let startedCPU = writes.contains { $0.1.count >= Self.minimumSubscribersToHold } ? self.threadCPUTime() : nil
+        let wide = writes.lazy.map(\.1.count).filter { $0 >= Self.minimumSubscribersToHold }
+        let (wideEvents, wideWrites) = (wide.count, wide.reduce(0, +))
+        let startedCPU = wideEvents > 0 ? self.threadCPUTime() : nil
         defer {
             for body in then { body() }
             // The next drain's wait (see `LoopWriter`).
             let ended = self.loop.now
             let delay = min(ended - started, Self.maximumDelay)
-            let hold = startedCPU.map { min((self.threadCPUTime() - $0) * Self.holdFactor, Self.maximumHold) }
+            let cpu = startedCPU.map { self.threadCPUTime() - $0 }
             self.pending.withLockedValue { pending in
                 (pending.delay, pending.ended) = (delay, ended)
-                if let hold { pending.hold = hold }
+                if let cpu { pending.drained(started: started, held: held, cpu: cpu, events: wideEvents, writes: wideWrites) }
             }
         }
         // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in

@@ -129,15 +129,18 @@ struct HubTests {
             subscriptions.append(subscription)
         }
 
-        // The first drain runs at once; after it, the next waits for more events to share its
-        // writes (see `LoopWriter`). The publishers do not wait while it does, up to the maximum
-        // of events held: then their writes wait in it, and the loop is behind.
-        try await hub.publish(self.update(1))
-        await loop.run()
-        let last = LoopWriter.maximumEventsHeld + 2
+        // The first two drains run at once; after the second, right after the first (the loop's
+        // clock has not moved), the writer is saturated, and the next drain waits for more events
+        // to share its writes (see `LoopWriter`). The publishers do not wait while it does, up to
+        // the maximum of events held: then their writes wait in it, and the loop is behind.
+        for n in 1...2 {
+            try await hub.publish(self.update(n))
+            await loop.run()
+        }
+        let last = LoopWriter.maximumEventsHeld + 3
         let held = NIOLockedValueBox(false)
         let publishing = Task {
-            for n in 2..<last { try await hub.publish(self.update(n)) }
+            for n in 3..<last { try await hub.publish(self.update(n)) }
             held.withLockedValue { $0 = true }
         }
         for _ in 0..<2_000 where !held.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }

@@ -181,8 +181,10 @@ struct LoopWriterTests {
         }
     }
 
-    /// The subscribers, after the first drain of a writer whose drains take `cpu` of CPU time: it
-    /// ran at once, and the writer is busy until the test moves the loop's clock on.
+    /// The subscribers, after the first drains of a writer whose drains take `cpu` of CPU time:
+    /// they ran at once, the second right after the first, which makes the writer saturated (a
+    /// drain's CPU time each time the loop's clock has not moved) and busy until the test moves
+    /// the loop's clock on.
     func afterAFirstDrain(taking cpu: TimeAmount) throws -> Subscribers {
         let loop = EmbeddedEventLoop()
         let channels = (0..<LoopWriter.minimumSubscribersToHold).map { _ in EmbeddedChannel(loop: loop) }
@@ -191,10 +193,13 @@ struct LoopWriterTests {
             channel: channels[0], other: channels[1], all: channels.map(self.subscriber(on:)),
             writer: LoopWriter.forLoop(loop, threadCPUTime: clock.read), clock: clock
         )
+        subscribers.send("zero")
+        loop.run()
+        #expect(try self.written(subscribers.channel) == ["zero"], "nothing to wait for before the first drain")
         subscribers.send("one")
         loop.run()
-        #expect(try self.written(subscribers.channel) == ["one"], "nothing to wait for before the first drain")
-        #expect(try self.written(subscribers.other) == ["one"])
+        #expect(try self.written(subscribers.channel) == ["one"], "no wait: the writer was not known to be saturated")
+        #expect(try self.written(subscribers.other) == ["zero", "one"])
         return subscribers
     }
 
@@ -212,18 +217,86 @@ struct LoopWriterTests {
         subscribers.stop()
     }
 
-    @Test func anIdleWriterWaitsAtMostTheMaximumDelayAndIsBusyAgainAfterADrain() throws {
+    @Test func anIdleWriterWaitsAtMostTheMaximumDelayAndIsSaturatedAgainWhenEventsComeFast() throws {
         let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
         subscribers.loop.advanceTime(by: LoopWriter.idleTime)
         subscribers.send("two")
         subscribers.loop.run()
         #expect(try self.written(subscribers.channel) == ["two"], "no wait: the last drain took no time on the clock")
 
+        // 10 ms of writing in the 200 ms since the drain before: not saturated.
         subscribers.send("three")
-        subscribers.loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(subscribers.channel).isEmpty, "busy: three times the 10 ms of CPU time of the last drain")
-        subscribers.loop.advanceTime(by: .milliseconds(1))
+        subscribers.loop.run()
         #expect(try self.written(subscribers.channel) == ["three"])
+
+        // 10 ms in no time at all: saturated.
+        subscribers.send("four")
+        subscribers.loop.advanceTime(by: .milliseconds(29))
+        #expect(try self.written(subscribers.channel).isEmpty, "three times the 10 ms of CPU time of the last drain")
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["four"])
+        subscribers.stop()
+    }
+
+    /// A writer whose drains would take less than ``LoopWriter/busyShare`` of the time, writing
+    /// each event on its own, writes each when it comes.
+    @Test(arguments: [(Int64(6_500), false), (6_700, true)])
+    func aWriterWaitsByTheCPUTimeOnlyWhileItsWritesWouldTakeTwoThirdsOfTheTime(microseconds: Int64, waits: Bool) throws {
+        let cpu = TimeAmount.microseconds(microseconds)
+        let subscribers = try self.afterAFirstDrain(taking: cpu)
+        subscribers.loop.advanceTime(by: LoopWriter.idleTime)
+        subscribers.send("two")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two"])
+        // Its drain takes `cpu` of the 10 ms since the drain of "two".
+        subscribers.loop.advanceTime(by: .milliseconds(10))
+        subscribers.send("three")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["three"])
+        subscribers.send("four")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == (waits ? [] : ["four"]))
+        subscribers.loop.advanceTime(by: cpu * 3)
+        #expect(try self.written(subscribers.other) == ["two", "three", "four"])
+        subscribers.stop()
+    }
+
+    /// Events that queue behind each other with no wait by choice make the writer saturated, and
+    /// so does the CPU time of their writes each on its own: events that come in a drain's time.
+    @Test func eventsQueuedWithNoWaitByChoiceMakeTheWriterWait() throws {
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(1))
+        subscribers.loop.advanceTime(by: LoopWriter.idleTime)
+        subscribers.send("two")
+        subscribers.send("three")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["two", "three"], "no wait after an idle moment")
+        subscribers.send("four")
+        subscribers.loop.advanceTime(by: .milliseconds(2))
+        #expect(try self.written(subscribers.channel).isEmpty)
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(subscribers.channel) == ["four"])
+        subscribers.stop()
+    }
+
+    /// A writer that waits gathers several events a drain, which measures nothing of what a write
+    /// costs on its own: after ``LoopWriter/maximumWriteCPUAge`` of that, it stops waiting, and a
+    /// drain of one event measures again.
+    @Test func aWriterThatWaitsMeasuresTheCostOfAWriteAgainAfterTheMaximumAge() throws {
+        let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
+        var waited = TimeAmount.zero
+        // Three events each 30 ms wait: 300 writes of the 0.1 ms measured, in the 30 ms since the
+        // drain before, saturated.
+        while waited < LoopWriter.maximumWriteCPUAge {
+            for event in ["a", "b", "c"] { subscribers.send(event) }
+            subscribers.loop.advanceTime(by: .milliseconds(29))
+            #expect(try self.written(subscribers.channel).isEmpty)
+            subscribers.loop.advanceTime(by: .milliseconds(1))
+            #expect(try self.written(subscribers.channel) == ["a", "b", "c"])
+            waited = waited + .milliseconds(30)
+        }
+        subscribers.send("d")
+        subscribers.loop.run()
+        #expect(try self.written(subscribers.channel) == ["d"], "measures again")
         subscribers.stop()
     }
 
