@@ -325,6 +325,10 @@ final class LoopWriter: Sendable {
         var writeCPU: (each: TimeAmount, measured: NIODeadline)?
         /// When the last drain of wide events that did not wait by the CPU time began.
         var lastUnheldDrain: NIODeadline?
+        /// The share of the loop's time that writing each wide event on its own takes, averaged
+        /// over the last drains of wide events (see `drained`); `nil` while `writeCPU` is unknown
+        /// or too old.
+        var load: Double?
         /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
         var ended = NIODeadline.uptimeNanoseconds(0)
         /// Until when the scheduled drain waits by choice: the events queued meanwhile do not make
@@ -337,21 +341,36 @@ final class LoopWriter: Sendable {
         /// `started`, waited by the CPU time or not (`held`), and took `cpu` for `events` wide
         /// events, `writes` writes in all. The writer waits only while it is saturated: when the
         /// events queued behind each other with no wait by choice, or when, a write costing what
-        /// it cost in the last drain of one event, the writes of this drain with no wait would
-        /// have taken at least `busyShare` of the time since the last drain of wide events began.
-        /// That cost is measured in drains of one event only (a drain that gathers several costs
-        /// less a write); when it is older than `maximumWriteCPUAge` and the writer has waited
-        /// that long, the next drain goes with no wait, and the one after knows again.
+        /// it cost in the last drain of one event, writing each event on its own takes at least
+        /// `busyShare` of the loop's time (`load`: the share of the time since the last drain of
+        /// wide events that this drain's writes would take, averaged with `loadWeight` over the
+        /// drains since the writer was last idle, so that one event that comes early does not make
+        /// the writer wait). That cost is measured in drains of one event only (a drain that
+        /// gathers several costs less a write); when it is older than `maximumWriteCPUAge` and the
+        /// writer has waited that long, the next drain goes with no wait, and the one after knows
+        /// again.
         mutating func drained(started: NIODeadline, held: Bool, cpu: TimeAmount, events: Int, writes: Int) {
             if events == 1 { self.writeCPU = (.nanoseconds(cpu.nanoseconds / Int64(writes)), started) }
+            if let writeCPU = self.writeCPU, let last = self.lastWideDrain,
+                started - writeCPU.measured < LoopWriter.maximumWriteCPUAge
+            {
+                let since = started - last
+                // Writes that would take longer than the time since the last drain: the whole of it.
+                let need = Double(writeCPU.each.nanoseconds) * Double(writes)
+                let share = min(1, need / Double(max(since.nanoseconds, 1)))
+                if let load = self.load, since < LoopWriter.idleTime {
+                    self.load = load + (share - load) * LoopWriter.loadWeight
+                } else {
+                    self.load = share
+                }
+            } else {
+                self.load = nil
+            }
             let saturated: Bool
             if events > 1, !held {
                 saturated = true
-            } else if let writeCPU = self.writeCPU, let last = self.lastWideDrain,
-                started - writeCPU.measured < LoopWriter.maximumWriteCPUAge
-            {
-                let need = Double(writeCPU.each.nanoseconds) * Double(writes)
-                saturated = need >= LoopWriter.busyShare * Double((started - last).nanoseconds)
+            } else if let load = self.load {
+                saturated = load >= LoopWriter.busyShare
             } else {
                 saturated = held && started - (self.lastUnheldDrain ?? started) < LoopWriter.maximumWriteCPUAge
             }
@@ -370,10 +389,14 @@ final class LoopWriter: Sendable {
     static let holdFactor: Int64 = 3
     /// The share of the loop's time that writing each event on its own would take, from which a
     /// writer waits by the CPU time. A loop with room to spare writes each event as it comes: at
-    /// 10 000 subscribers and 10 publishes/s (a drain of 42 ms of CPU time a loop every 100 ms),
-    /// the wait made the p50 and p99 latency two to three times as long to save a quarter to a
+    /// 10 000 subscribers and 10 publishes/s (a drain of 42 to 65 ms of CPU time a loop every 100
+    /// ms), the wait made the p50 and p99 latency two to three times as long to save a quarter to a
     /// third of the CPU per delivery (see docs/PERFORMANCE.md).
-    static let busyShare = 2.0 / 3.0
+    static let busyShare = 0.8
+    /// The weight of the last drain in the average share of the loop's time that writing each
+    /// event on its own takes: at 10 publishes/s the publishes come 60 to 140 ms apart on a busy
+    /// machine, and a drain's share alone would make the writer wait after each that came early.
+    static let loadWeight = 0.25
     /// How long the CPU time of a write measured in a drain of one wide event stands, for a writer
     /// that waits (its drains gather several events, and measure nothing).
     static let maximumWriteCPUAge = TimeAmount.seconds(1)

@@ -150,10 +150,8 @@ struct LoopWriterTests {
         #expect(subscribers.clock.reads == reads, "not read for an event for 2 subscribers")
 
         subscribers.send("three")
-        subscribers.loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(subscribers.channel).isEmpty, "three times the 10 ms of the drain of \"one\"")
-        subscribers.loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(subscribers.channel) == ["three"])
+        let three = try self.written(after: .milliseconds(30), to: subscribers, "3 times the drain of \"one\"")
+        #expect(three == ["three"])
         #expect(subscribers.clock.reads == reads + 2)
         subscribers.stop()
     }
@@ -203,6 +201,20 @@ struct LoopWriterTests {
         return subscribers
     }
 
+    /// What the first of `subscribers` was written once the loop's clock moved on by `wait`,
+    /// having been written nothing 1 ms before (`comment` says why the drain waits that long).
+    func written(
+        after wait: TimeAmount,
+        to subscribers: Subscribers,
+        _ comment: Comment? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> [String] {
+        subscribers.loop.advanceTime(by: wait - .milliseconds(1))
+        #expect(try self.written(subscribers.channel).isEmpty, comment, sourceLocation: sourceLocation)
+        subscribers.loop.advanceTime(by: .milliseconds(1))
+        return try self.written(subscribers.channel)
+    }
+
     @Test(arguments: [(Int64(10), Int64(30)), (100, 200)])
     func aBusyWriterWaitsThreeTimesTheCPUTimeOfItsLastDrainAtMostTheMaximumHold(cpu: Int64, wait: Int64) throws {
         #expect(LoopWriter.maximumHold == .milliseconds(200))
@@ -217,6 +229,23 @@ struct LoopWriterTests {
         subscribers.stop()
     }
 
+    /// Sends events one by one, the loop's clock moving on by `interval` before each, until one
+    /// waits (then written once its wait is over) or `count` have gone; returns how many went
+    /// out at once.
+    func sentAtOnce(_ count: Int, every interval: TimeAmount, to subscribers: Subscribers) throws -> Int {
+        for sent in 0..<count {
+            subscribers.loop.advanceTime(by: interval)
+            subscribers.send("\(sent)")
+            subscribers.loop.run()
+            if try self.written(subscribers.channel) != ["\(sent)"] {
+                subscribers.loop.advanceTime(by: LoopWriter.maximumHold)
+                #expect(try self.written(subscribers.channel) == ["\(sent)"], "written once its wait is over")
+                return sent
+            }
+        }
+        return count
+    }
+
     @Test func anIdleWriterWaitsAtMostTheMaximumDelayAndIsSaturatedAgainWhenEventsComeFast() throws {
         let subscribers = try self.afterAFirstDrain(taking: .milliseconds(10))
         subscribers.loop.advanceTime(by: LoopWriter.idleTime)
@@ -224,40 +253,24 @@ struct LoopWriterTests {
         subscribers.loop.run()
         #expect(try self.written(subscribers.channel) == ["two"], "no wait: the last drain took no time on the clock")
 
-        // 10 ms of writing in the 200 ms since the drain before: not saturated.
-        subscribers.send("three")
-        subscribers.loop.run()
-        #expect(try self.written(subscribers.channel) == ["three"])
-
-        // 10 ms in no time at all: saturated.
-        subscribers.send("four")
-        subscribers.loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(subscribers.channel).isEmpty, "three times the 10 ms of CPU time of the last drain")
-        subscribers.loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(subscribers.channel) == ["four"])
+        // 10 ms of writing in the 200 ms since the drain before: a load of 0.05 starts the
+        // average afresh. Then drains of 10 ms in no time at all, a load of 1 each: the average
+        // goes to 0.29, 0.47, 0.60, 0.70, 0.78 and 0.83, past the busy share of 0.8 at the sixth.
+        #expect(LoopWriter.busyShare == 0.8 && LoopWriter.loadWeight == 0.25)
+        #expect(try self.sentAtOnce(10, every: .zero, to: subscribers) == 6)
         subscribers.stop()
     }
 
-    /// A writer whose drains would take less than ``LoopWriter/busyShare`` of the time, writing
-    /// each event on its own, writes each when it comes.
-    @Test(arguments: [(Int64(6_500), false), (6_700, true)])
-    func aWriterWaitsByTheCPUTimeOnlyWhileItsWritesWouldTakeTwoThirdsOfTheTime(microseconds: Int64, waits: Bool) throws {
-        let cpu = TimeAmount.microseconds(microseconds)
-        let subscribers = try self.afterAFirstDrain(taking: cpu)
+    /// A writer whose drains would take less than ``LoopWriter/busyShare`` of the time, on
+    /// average, writing each event on its own, writes each when it comes.
+    @Test(arguments: [(Int64(7_900), false), (8_100, true)])
+    func aWriterWaitsByTheCPUTimeOnlyWhileItsWritesTakeTheBusyShareOfTheTime(microseconds: Int64, waits: Bool) throws {
+        let subscribers = try self.afterAFirstDrain(taking: .microseconds(microseconds))
         subscribers.loop.advanceTime(by: LoopWriter.idleTime)
-        subscribers.send("two")
-        subscribers.loop.run()
-        #expect(try self.written(subscribers.channel) == ["two"])
-        // Its drain takes `cpu` of the 10 ms since the drain of "two".
-        subscribers.loop.advanceTime(by: .milliseconds(10))
-        subscribers.send("three")
-        subscribers.loop.run()
-        #expect(try self.written(subscribers.channel) == ["three"])
-        subscribers.send("four")
-        subscribers.loop.run()
-        #expect(try self.written(subscribers.channel) == (waits ? [] : ["four"]))
-        subscribers.loop.advanceTime(by: cpu * 3)
-        #expect(try self.written(subscribers.other) == ["two", "three", "four"])
+        // Drains taking `microseconds` of each 10 ms: the average goes from the share after the
+        // idle moment up towards it, past 0.8 by the 16th drain if it is above.
+        let sent = try self.sentAtOnce(30, every: .milliseconds(10), to: subscribers)
+        #expect(waits ? sent < 30 : sent == 30)
         subscribers.stop()
     }
 
@@ -271,10 +284,7 @@ struct LoopWriterTests {
         subscribers.loop.run()
         #expect(try self.written(subscribers.channel) == ["two", "three"], "no wait after an idle moment")
         subscribers.send("four")
-        subscribers.loop.advanceTime(by: .milliseconds(2))
-        #expect(try self.written(subscribers.channel).isEmpty)
-        subscribers.loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(subscribers.channel) == ["four"])
+        #expect(try self.written(after: .milliseconds(3), to: subscribers) == ["four"])
         subscribers.stop()
     }
 
@@ -288,10 +298,7 @@ struct LoopWriterTests {
         // drain before, saturated.
         while waited < LoopWriter.maximumWriteCPUAge {
             for event in ["a", "b", "c"] { subscribers.send(event) }
-            subscribers.loop.advanceTime(by: .milliseconds(29))
-            #expect(try self.written(subscribers.channel).isEmpty)
-            subscribers.loop.advanceTime(by: .milliseconds(1))
-            #expect(try self.written(subscribers.channel) == ["a", "b", "c"])
+            #expect(try self.written(after: .milliseconds(30), to: subscribers) == ["a", "b", "c"])
             waited = waited + .milliseconds(30)
         }
         subscribers.send("d")
@@ -310,10 +317,7 @@ struct LoopWriterTests {
         subscribers.writer.afterWrites { subscribers.send("three") }
         subscribers.loop.run()
         #expect(try self.written(subscribers.channel) == ["two"])
-        subscribers.loop.advanceTime(by: .milliseconds(29))
-        #expect(try self.written(subscribers.channel).isEmpty)
-        subscribers.loop.advanceTime(by: .milliseconds(1))
-        #expect(try self.written(subscribers.channel) == ["three"])
+        #expect(try self.written(after: .milliseconds(30), to: subscribers) == ["three"])
         subscribers.stop()
     }
 
