@@ -389,12 +389,12 @@ final class LoopWriter: Sendable {
     static let holdFactor: Int64 = 3
     /// The share of the loop's time that writing each event on its own would take, from which a
     /// writer waits by the CPU time. A loop with room to spare writes each event as it comes: at
-    /// 10 000 subscribers and 10 publishes/s (a drain of 42 to 65 ms of CPU time a loop every 100
-    /// ms), the wait made the p50 and p99 latency two to three times as long to save a quarter to a
-    /// third of the CPU per delivery (see docs/PERFORMANCE.md).
+    /// 10 000 subscribers and 10 publishes/s (a drain of 38 to 75 ms of CPU time a loop every
+    /// 100 ms), the wait made the p50 and p99 latency two to three times as long to save a quarter
+    /// to a third of the CPU per delivery (see docs/PERFORMANCE.md).
     static let busyShare = 0.8
     /// The weight of the last drain in the average share of the loop's time that writing each
-    /// event on its own takes: at 10 publishes/s the publishes come 60 to 140 ms apart on a busy
+    /// event on its own takes: at 10 publishes/s the publishes come 56 to 167 ms apart on a busy
     /// machine, and a drain's share alone would make the writer wait after each that came early.
     static let loadWeight = 0.25
     /// How long the CPU time of a write measured in a drain of one wide event stands, for a writer
