@@ -50,12 +50,12 @@ SCENARIOS = {
                         [("publishesPerSecond", True), ("deliveriesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                          ("latency.p50", False), ("latency.p99", False),
                          ("latencyFromSchedule.p50", False), ("latencyFromSchedule.p99", False), ("serverCPUSeconds", False),
-                         ("generatorCPUSeconds", False)]),
+                         ("serverSystemCPUSeconds", False), ("generatorCPUSeconds", False)]),
     "fanout-10k-100/s": (["--subscribers", "10000", "--rate", "100", "--duration", "10"],
                          [("publishesPerSecond", True), ("deliveriesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                           ("latency.p50", False), ("latency.p99", False),
                           ("latencyFromSchedule.p50", False), ("latencyFromSchedule.p99", False), ("serverCPUSeconds", False),
-                          ("generatorCPUSeconds", False)]),
+                          ("serverSystemCPUSeconds", False), ("generatorCPUSeconds", False)]),
     "topics-1k": (["--subscribers", "1000", "--topics", "1000", "--duration", "10", "--publishers", "8"],
                   [("publishesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                    ("latency.p50", False), ("latency.p99", False), ("generatorCPUSeconds", False)]),
@@ -64,7 +64,7 @@ SCENARIOS = {
     "topics-1k-8000/s": (["--subscribers", "1000", "--topics", "1000", "--duration", "10", "--publishers", "8", "--rate", "8000"],
                          [("publishesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                           ("latency.p50", False), ("latency.p99", False), ("latencyFromSchedule.p99", False),
-                          ("serverCPUSeconds", False), ("generatorCPUSeconds", False)]),
+                          ("serverCPUSeconds", False), ("serverSystemCPUSeconds", False), ("generatorCPUSeconds", False)]),
 }
 # Herald only: durable publishes into SQLite.
 DURABLE = {

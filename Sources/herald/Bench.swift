@@ -37,8 +37,8 @@ struct Bench: AsyncParsableCommand {
             an event is missing or a request failed. Works with any Mercure hub, and with Nchan \
             (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). \
             --server-pid (repeatable) adds the server's memory and CPU time per connection opened, \
-            and its CPU time while publishing, read from /proc; the bench's own CPU time while \
-            publishing is generatorCPUSeconds.
+            and its CPU time while publishing (serverSystemCPUSeconds: the kernel's part), read \
+            from /proc; the bench's own CPU time while publishing is generatorCPUSeconds.
             """
     )
 
@@ -146,7 +146,7 @@ struct Bench: AsyncParsableCommand {
             report.serverKilobytesPerConnection = Double(connected - before) / Double(max(1, channels.count))
         }
         if let before = cpuBeforeConnecting, let connected = server.cpuSeconds() {
-            report.serverCPUMicrosecondsPerConnection = (connected - before) * 1e6 / Double(max(1, channels.count))
+            report.serverCPUMicrosecondsPerConnection = (connected.total - before.total) * 1e6 / Double(max(1, channels.count))
         }
 
         // 2. Publish (or hold the connections).
@@ -191,10 +191,11 @@ struct Bench: AsyncParsableCommand {
         report.subscriberErrors = totals.errors
         report.streamsEnded = totals.ended
         if let cpuBefore, let cpuAfter {
-            report.serverCPUSeconds = cpuAfter - cpuBefore
-            report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(cpuAfter - cpuBefore, 1e-9)
+            report.serverCPUSeconds = cpuAfter.total - cpuBefore.total
+            report.serverSystemCPUSeconds = cpuAfter.system - cpuBefore.system
+            report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(cpuAfter.total - cpuBefore.total, 1e-9)
         }
-        if let generatorCPUBefore, let generatorCPUAfter { report.generatorCPUSeconds = generatorCPUAfter - generatorCPUBefore }
+        if let generatorCPUBefore, let generatorCPUAfter { report.generatorCPUSeconds = generatorCPUAfter.total - generatorCPUBefore.total }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try writeAll(Array(try encoder.encode(report)) + [UInt8(ascii: "\n")])
@@ -816,10 +817,12 @@ private struct ServerProcesses {
         return total
     }
 
-    func cpuSeconds() -> Double? {
+    /// Their CPU time in seconds, in all (user and system) and in the kernel (system).
+    func cpuSeconds() -> (total: Double, system: Double)? {
         guard !self.pids.isEmpty else { return nil }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         var total = 0.0
+        var kernel = 0.0
         for pid in self.pids {
             // Fields after the command (which is in parentheses): utime is the 12th, stime the 13th.
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -828,8 +831,9 @@ private struct ServerProcesses {
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
             total += (user + system) / ticks
+            kernel += system / ticks
         }
-        return total
+        return (total, kernel)
     }
 }
 
@@ -877,6 +881,9 @@ private struct Report: Encodable {
     var subscriberErrors = 0
     var streamsEnded = 0
     var serverCPUSeconds: Double?
+    /// The part of `serverCPUSeconds` spent in the kernel (system time): on loopback, sending an
+    /// event to a subscriber also runs the receiving side's TCP in the sender's time.
+    var serverSystemCPUSeconds: Double?
     var deliveriesPerServerCPUSecond: Double?
     /// This process's CPU time over the same span as `serverCPUSeconds`: when the two together
     /// near the machine's cores, the latencies measure the wait for a core as much as the server.

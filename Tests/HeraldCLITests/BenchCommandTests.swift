@@ -41,7 +41,10 @@ struct BenchCommandTests {
         // At a rate, also from the time each publish was due: never before it was sent.
         let fromSchedule = try #require(report["latencyFromSchedule"] as? [String: Double])
         #expect(fromSchedule["p50"]! >= latency["p50"]! && fromSchedule["max"]! >= latency["max"]!)
-        #expect((report["serverCPUSeconds"] as? Double ?? 0) > 0, "read from /proc")
+        let serverCPU = try #require(report["serverCPUSeconds"] as? Double)
+        #expect(serverCPU > 0, "read from /proc")
+        let kernelCPU = try #require(report["serverSystemCPUSeconds"] as? Double)
+        #expect(kernelCPU >= 0 && kernelCPU <= serverCPU + 1e-9, "the kernel's part: \(kernelCPU) of \(serverCPU)")
         #expect((report["generatorCPUSeconds"] as? Double ?? 0) > 0, "its own, read from /proc")
         // (/proc counts in hundredths of a second: 30 connections may take none.)
         #expect(report["serverCPUMicrosecondsPerConnection"] as? Double != nil)
