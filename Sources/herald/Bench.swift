@@ -191,9 +191,10 @@ struct Bench: AsyncParsableCommand {
         report.subscriberErrors = totals.errors
         report.streamsEnded = totals.ended
         if let cpuBefore, let cpuAfter {
-            report.serverCPUSeconds = cpuAfter.total - cpuBefore.total
+            let serverCPU = cpuAfter.total - cpuBefore.total
+            report.serverCPUSeconds = serverCPU
             report.serverSystemCPUSeconds = cpuAfter.system - cpuBefore.system
-            report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(cpuAfter.total - cpuBefore.total, 1e-9)
+            report.deliveriesPerServerCPUSecond = Double(totals.delivered) / max(serverCPU, 1e-9)
         }
         if let generatorCPUBefore, let generatorCPUAfter { report.generatorCPUSeconds = generatorCPUAfter.total - generatorCPUBefore.total }
         let encoder = JSONEncoder()
@@ -821,8 +822,7 @@ private struct ServerProcesses {
     func cpuSeconds() -> (total: Double, system: Double)? {
         guard !self.pids.isEmpty else { return nil }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        var total = 0.0
-        var kernel = 0.0
+        var (userTicks, systemTicks) = (0.0, 0.0)
         for pid in self.pids {
             // Fields after the command (which is in parentheses): utime is the 12th, stime the 13th.
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -830,10 +830,10 @@ private struct ServerProcesses {
             else { return nil }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-            total += (user + system) / ticks
-            kernel += system / ticks
+            userTicks += user
+            systemTicks += system
         }
-        return (total, kernel)
+        return ((userTicks + systemTicks) / ticks, systemTicks / ticks)
     }
 }
 
