@@ -290,14 +290,19 @@ struct DirectWrites {
 /// event with at least ``minimumSubscribersToHold`` subscribers on the loop, a saturated writer
 /// (one that could not write each event on its own with time to spare: see ``busyShare``) waits
 /// ``holdFactor`` times the CPU time of its last drain that wrote such an event (at most
-/// ``maximumHold``); any busy writer waits the last drain's time on the clock (at most
-/// ``maximumDelay``) if that is longer. Saturated, at 10 000 subscribers and 100 publishes/s, the
-/// wait by the CPU time gave 1.3 times the deliveries per server CPU-second and a lower p99
-/// latency; at 10 publishes/s, where the writer is not saturated, it gave 1.3 to 1.6 times as many
-/// for a p50 and p99 two to three times as long, and so it does not apply there (see
+/// ``maximumHold``); a saturated writer, or one that an event finds less than ``maximumDelay``
+/// after its last drain ended, waits that drain's time on the clock (at most ``maximumDelay``) if
+/// it is longer.
+/// Saturated, at 10 000 subscribers and 100 publishes/s, the wait by the CPU time gave 1.3 times
+/// the deliveries per server CPU-second and a lower p99 latency; at 10 publishes/s, where the
+/// writer is not saturated, it gave 1.3 to 1.6 times as many for a p50 and p99 two to three times
+/// as long, and so it does not apply there, and neither does the wait by the clock (see
 /// docs/PERFORMANCE.md). A writer idle for ``idleTime`` does not wait more than ``maximumDelay``,
 /// so the first event after a quiet moment leaves soon, and there is no wait at all for an event
 /// for one subscriber of the loop (see ``enqueue(_:to:)``).
+///
+/// A drain writes ``maximumSinksAtOnce`` sinks at a time, and the loop runs what else waits for it
+/// between the parts; what waits for the drain's writes runs after the last.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     /// The CPU time of the calling thread so far.
@@ -312,6 +317,10 @@ final class LoopWriter: Sendable {
         var backlog = 0
         /// What runs once `writes` are written.
         var then: [@Sendable () -> Void] = []
+        /// What runs once the drain under way is done (see `afterWrites`).
+        var thenDrained: [@Sendable () -> Void] = []
+        /// Whether a drain came due while another was under way: it begins when that one is done.
+        var drainWhenDone = false
         /// The last drain's time on the clock, at most `maximumDelay`.
         var delay = TimeAmount.zero
         /// `holdFactor` times the CPU time of the last drain that wrote an event for at least
@@ -329,13 +338,29 @@ final class LoopWriter: Sendable {
         /// over the last drains of wide events (see `drained`); `nil` while `writeCPU` is unknown
         /// or too old.
         var load: Double?
-        /// When the last drain ended on the loop's clock, or `distantFuture` while one runs.
+        /// When the last drain ended on the loop's clock, or `distantFuture` while one is under way.
         var ended = NIODeadline.uptimeNanoseconds(0)
+        /// Whether a drain is under way: begun, and its last part not written yet.
+        var draining: Bool { self.ended == .distantFuture }
         /// Until when the scheduled drain waits by choice: the events queued meanwhile do not make
         /// the writer behind, up to ``maximumEventsHeld``.
         var holdUntil = NIODeadline.uptimeNanoseconds(0)
         /// Whether the scheduled drain waits by the CPU time of the last (`hold`).
         var holds = false
+
+        typealias Queued = (
+            writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])], then: [@Sendable () -> Void], held: Bool
+        )
+
+        /// Takes what is queued, what waits for it, and whether the drain waited by the CPU time of
+        /// the last: the next event schedules a drain again.
+        mutating func take() -> Queued {
+            self.scheduled = false
+            self.backlog = 0
+            self.holdUntil = .uptimeNanoseconds(0)
+            defer { (self.writes, self.then, self.holds) = ([], [], false) }
+            return (self.writes, self.then, self.holds)
+        }
 
         /// Sets the next drain's wait by the CPU time after a drain of wide events that began at
         /// `started`, waited by the CPU time or not (`held`), and took `cpu` for `events` wide
@@ -382,6 +407,10 @@ final class LoopWriter: Sendable {
 
     /// The longest a drain waits for more events because the last took that long on the clock.
     static let maximumDelay = TimeAmount.milliseconds(5)
+    /// The sinks a drain writes before it lets the loop run what else waits for it. At 10 000
+    /// subscribers, 5 000 a loop, a drain of one event takes 20 to 40 ms, and the answer to a
+    /// publish on that loop would wait for all of it.
+    static let maximumSinksAtOnce = 256
     /// How many times the CPU time of its last drain of an event for many subscribers (see
     /// ``minimumSubscribersToHold``) a busy writer waits for more events. CPU time, not time on the
     /// clock: a longer wait by the clock cost throughput at 1 000 subscribers flat out, where the
@@ -455,8 +484,12 @@ final class LoopWriter: Sendable {
             pending.backlog += targets.count
             guard !pending.scheduled else { return (false, TimeAmount.zero, behind) }
             pending.scheduled = true
-            // Busy: a drain runs, or the last ended less than `idleTime` ago.
-            let idle = pending.ended < now && now - pending.ended >= Self.idleTime
+            // No drain under way (`ended` is then in the future) for `idleFor`.
+            let idleFor = pending.ended < now ? now - pending.ended : .zero
+            // The wait by the clock is for events that come close together: a writer that is not
+            // saturated, idle for as long as that wait at most, writes at once.
+            if pending.hold == .zero, idleFor >= Self.maximumDelay { return (true, .zero, behind) }
+            let idle = idleFor >= Self.idleTime
             guard !idle, targets.count >= Self.minimumSubscribersToHold else { return (true, pending.delay, behind) }
             let delay = max(pending.delay, pending.hold)
             pending.holdUntil = now + delay
@@ -478,67 +511,87 @@ final class LoopWriter: Sendable {
     /// Drops what is queued, unwritten, and runs what waits for it: the loop shut down before
     /// the drain (see ``enqueue(_:to:)``).
     private func abandon() {
-        for body in self.takeQueued().then { body() }
-    }
-
-    /// Takes what is queued, what waits for it, and whether the drain waited by the CPU time of
-    /// the last: the next event schedules a drain again.
-    private func takeQueued() -> (
-        writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])], then: [@Sendable () -> Void], held: Bool
-    ) {
-        self.pending.withLockedValue { pending in
-            pending.scheduled = false
-            pending.backlog = 0
-            pending.ended = .distantFuture  // a drain runs: the writer is busy
-            pending.holdUntil = .uptimeNanoseconds(0)
-            defer { (pending.writes, pending.then, pending.holds) = ([], [], false) }
-            return (pending.writes, pending.then, pending.holds)
-        }
+        for body in self.pending.withLockedValue({ $0.take() }).then { body() }
     }
 
     /// Runs `body` on the loop once what is queued so far is written.
     func afterWrites(_ body: @escaping @Sendable () -> Void) {
         let now = self.pending.withLockedValue { pending in
-            if pending.scheduled { pending.then.append(body) }
-            return !pending.scheduled
+            if pending.scheduled {
+                pending.then.append(body)
+            } else if pending.draining {
+                pending.thenDrained.append(body)
+            }
+            return !pending.scheduled && !pending.draining
         }
         if now { self.loop.execute(body) }
     }
 
+    /// A drain under way: what it writes, how far it got, and the CPU time its parts took.
+    private struct Drain: Sendable {
+        let writes: [(EncodedEvent, [(SubscriberQueue, ChannelSink)])]
+        let then: [@Sendable () -> Void]
+        /// Whether it waited by the CPU time of the last (see `Pending.drained`).
+        let held: Bool
+        let started: NIODeadline
+        /// The events for at least `minimumSubscribersToHold` subscribers of the loop (wide), and
+        /// their writes.
+        let wideEvents: Int
+        let wideWrites: Int
+        /// The CPU time of the parts written so far; `nil` when there is no wide event (see
+        /// `drain()`).
+        var cpu: TimeAmount?
+        /// The first event of the run being written, and the next of its targets.
+        var run: Int
+        var target = 0
+    }
+
     private func drain() {
         let started = self.loop.now
-        let (writes, then, held) = self.takeQueued()
+        let taken = self.pending.withLockedValue { pending -> Pending.Queued? in
+            // The drain under way begins this one when it is done.
+            if pending.draining {
+                pending.drainWhenDone = true
+                return nil
+            }
+            pending.ended = .distantFuture  // the writer is busy
+            return pending.take()
+        }
+        guard let (writes, then, held) = taken else { return }
         // Only the drains that write an event for enough subscribers to wait by the CPU time read
         // the thread's CPU clock, a system call (on 1 000 topics, a drain for each publish); the
         // others leave the last such drain's figure in place.
         let wide = writes.lazy.map(\.1.count).filter { $0 >= Self.minimumSubscribersToHold }
-        let (wideEvents, wideWrites) = (wide.count, wide.reduce(0, +))
-        let startedCPU = wideEvents > 0 ? self.threadCPUTime() : nil
-        defer {
-            for body in then { body() }
-            // The next drain's wait (see `LoopWriter`).
-            let ended = self.loop.now
-            let delay = min(ended - started, Self.maximumDelay)
-            let cpu = startedCPU.map { self.threadCPUTime() - $0 }
-            self.pending.withLockedValue { pending in
-                (pending.delay, pending.ended) = (delay, ended)
-                if let cpu { pending.drained(started: started, held: held, cpu: cpu, events: wideEvents, writes: wideWrites) }
-            }
-        }
+        self.write(
+            Drain(
+                writes: writes, then: then, held: held, started: started, wideEvents: wide.count,
+                wideWrites: wide.reduce(0, +), cpu: wide.isEmpty ? nil : .zero, run: writes.startIndex
+            )
+        )
+    }
+
+    /// Writes the next part of `drain`, ``maximumSinksAtOnce`` sinks at most, then leaves the loop
+    /// to what else waits for it (a publish's answer, say) before the part after, or ends the drain.
+    private func write(_ drain: Drain) {
+        var drain = drain
+        let startedCPU = drain.cpu.map { _ in self.threadCPUTime() }
         // Sink by sink: each run of events for the same subscribers (one route's) goes to a sink in
         // one go, so that a drain visits each sink, its channel and its pipeline once, not once an
         // event (thousands of them do not stay in the caches from one pass to the next). With one
-        // run, as when the loop keeps up, each sink also flushes at once.
+        // run, as when the loop keeps up, each sink also flushes at once; with several, once the
+        // part is written.
+        let writes = drain.writes
         var flush: [(SubscriberQueue, ChannelSink)] = []
-        var start = writes.startIndex
-        while start < writes.endIndex {
-            let targets = writes[start].1
-            var end = start + 1
+        var sinks = 0
+        while drain.run < writes.endIndex, sinks < Self.maximumSinksAtOnce {
+            let targets = writes[drain.run].1
+            var end = drain.run + 1
             while end < writes.endIndex, Self.same(writes[end].1, targets) { end += 1 }
-            let onlyRun = start == writes.startIndex && end == writes.endIndex
-            let events = writes[start..<end].map(\.0)
+            let onlyRun = drain.run == writes.startIndex && end == writes.endIndex
+            let events = writes[drain.run..<end].map(\.0)
+            let last = min(targets.count, drain.target + Self.maximumSinksAtOnce - sinks)
             var joined: [EncodedEvent]?  // the run as one buffer, made once for the sinks over TLS
-            for (queue, sink) in targets {
+            for (queue, sink) in targets[drain.target..<last] {
                 var run = events
                 if sink.isOverTLS, events.count > 1 {
                     run = joined ?? [EncodedEvent(joining: events)]
@@ -551,11 +604,34 @@ final class LoopWriter: Sendable {
                     flush.append((queue, sink))
                 }
             }
-            start = end
+            sinks += last - drain.target
+            (drain.run, drain.target) = last < targets.count ? (drain.run, last) : (end, 0)
         }
         for (queue, sink) in flush where !sink.flush(maximumBytes: queue.limits.bytes) {
             queue.cut(reason: .tooManyBytes)
         }
+        if let startedCPU, let cpu = drain.cpu { drain.cpu = cpu + (self.threadCPUTime() - startedCPU) }
+        guard drain.run == writes.endIndex else {
+            let rest = drain
+            self.loop.execute { self.write(rest) }
+            return
+        }
+        for body in drain.then { body() }
+        // The next drain's wait (see `LoopWriter`).
+        let ended = self.loop.now
+        let delay = min(ended - drain.started, Self.maximumDelay)
+        let (then, next) = self.pending.withLockedValue { pending in
+            (pending.delay, pending.ended) = (delay, ended)
+            if let cpu = drain.cpu {
+                pending.drained(
+                    started: drain.started, held: drain.held, cpu: cpu, events: drain.wideEvents, writes: drain.wideWrites
+                )
+            }
+            defer { (pending.thenDrained, pending.drainWhenDone) = ([], false) }
+            return (pending.thenDrained, pending.drainWhenDone)
+        }
+        for body in then { body() }
+        if next { self.drain() }
     }
 
     /// Whether two lists of targets are one array (the same route's).

@@ -384,6 +384,85 @@ struct LoopWriterTests {
         loop.run()
     }
 
+    /// A drain of more sinks than ``LoopWriter/maximumSinksAtOnce`` writes them in parts, and the
+    /// loop runs what else waits for it in between; what waits for the drain's writes runs once
+    /// its last part is written, an event that comes meanwhile goes out after it, to each sink in
+    /// order, and the wait by the CPU time counts the CPU time of every part.
+    @Test func aDrainOfManySinksLetsTheLoopRunBetweenItsPartsAndKeepsEachSinksOrder() throws {
+        let loop = EmbeddedEventLoop()
+        let channels = (0...(2 * LoopWriter.maximumSinksAtOnce)).map { _ in EmbeddedChannel(loop: loop) }
+        let targets = channels.map(self.subscriber(on:))
+        let writer = self.writer(on: loop, drainsTaking: .milliseconds(1))  // each part, 3 in all
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "one")), to: targets)
+        let between = NIOLockedValueBox<[[String]]>([])
+        let afterOne = NIOLockedValueBox<[String]?>(nil)
+        loop.execute {
+            // After the first part: the first sink has "one", the last nothing yet.
+            between.withLockedValue { $0 = [(try? self.written(channels[0])) ?? [], (try? self.written(channels.last!)) ?? []] }
+            writer.afterWrites { afterOne.withLockedValue { $0 = (try? self.written(channels.last!)) ?? [] } }
+            writer.enqueue(EncodedEvent(ByteBuffer(string: "two")), to: targets)
+        }
+        loop.run()
+        #expect(between.withLockedValue { $0 } == [["one"], []])
+        #expect(afterOne.withLockedValue { $0 } == ["one"], "once \"one\" is written to every sink, before \"two\"")
+        #expect(try self.written(channels[0]) == ["two"])
+        for channel in channels.dropFirst().dropLast() { #expect(try self.written(channel) == ["one", "two"]) }
+        #expect(try self.written(channels.last!) == ["two"])
+
+        // The drain of "two", right after that of "one", found the writer saturated: the next
+        // waits 3 times its CPU time, 3 parts of 1 ms (a part's alone would make it 3 ms).
+        writer.enqueue(EncodedEvent(ByteBuffer(string: "three")), to: targets)
+        loop.advanceTime(by: .milliseconds(8))
+        #expect(try self.written(channels[0]).isEmpty)
+        loop.advanceTime(by: .milliseconds(1))
+        #expect(try self.written(channels[0]) == ["three"])
+        for (_, sink) in targets { sink.stop() }
+        loop.run()
+    }
+
+    /// A writer that is not saturated waits as long as its last drain took on the clock only for
+    /// an event that comes less than ``LoopWriter/maximumDelay`` after the drain ended.
+    @Test func aWriterNotSaturatedWaitsTheClockTimeOfItsLastDrainOnlyRightAfterIt() throws {
+        let loop = EmbeddedEventLoop()
+        let channels = (0..<LoopWriter.minimumSubscribersToHold).map { _ in EmbeddedChannel(loop: loop) }
+        let clock = CPUClock(step: .microseconds(100))  // never saturated
+        let subscribers = Subscribers(
+            channel: channels[0], other: channels[1], all: channels.map(self.subscriber(on:)),
+            writer: LoopWriter.forLoop(loop, threadCPUTime: clock.read), clock: clock
+        )
+        /// Sends `event`, whose drain takes 4 ms on the clock (what waits for its writes moves the
+        /// clock on), and moves the clock on by 4 ms; returns when the drain ran.
+        func sendTaking4ms(_ event: String) -> NIODeadline? {
+            let ran = NIOLockedValueBox<NIODeadline?>(nil)
+            let end = loop.now + .milliseconds(4)
+            subscribers.send(event)
+            subscribers.writer.afterWrites {
+                ran.withLockedValue { $0 = loop.now }
+                loop.advanceTime(by: .milliseconds(4))
+            }
+            loop.advanceTime(to: end)
+            return ran.withLockedValue { $0 }
+        }
+        #expect(LoopWriter.maximumDelay == .milliseconds(5))
+        let start = loop.now
+        #expect(sendTaking4ms("zero") == start)
+        #expect(try self.written(subscribers.channel) == ["zero"])
+
+        loop.advanceTime(by: .milliseconds(4))
+        subscribers.send("one")
+        #expect(try self.written(after: .milliseconds(4), to: subscribers, "4 ms after a drain of 4 ms") == ["one"])
+
+        // The drain of "one" took no time on the clock; that of "two" takes 4 ms again.
+        let now = loop.now
+        #expect(sendTaking4ms("two") == now)
+        #expect(try self.written(subscribers.channel) == ["two"])
+        loop.advanceTime(by: .milliseconds(5))
+        let later = loop.now
+        #expect(sendTaking4ms("three") == later, "at once, 5 ms after it")
+        #expect(try self.written(subscribers.channel) == ["three"])
+        subscribers.stop()
+    }
+
     @Test func aRunOfEventsGoesToASinkOverTLSAsOneBufferAndToAPlainOneAsItIs() throws {
         let plain = EmbeddedChannel()
         let loop = plain.embeddedEventLoop
