@@ -292,14 +292,14 @@ struct DirectWrites {
 /// ``holdFactor`` times the CPU time of its last drain that wrote such an event (at most
 /// ``maximumHold``); a saturated writer, or one that an event finds less than ``maximumDelay``
 /// after its last drain ended, waits that drain's time on the clock (at most ``maximumDelay``) if
-/// it is longer.
-/// Saturated, at 10 000 subscribers and 100 publishes/s, the wait by the CPU time gave 1.3 times
-/// the deliveries per server CPU-second and a lower p99 latency; at 10 publishes/s, where the
-/// writer is not saturated, it gave 1.3 to 1.6 times as many for a p50 and p99 two to three times
-/// as long, and so it does not apply there, and neither does the wait by the clock (see
-/// docs/PERFORMANCE.md). A writer idle for ``idleTime`` does not wait more than ``maximumDelay``,
-/// so the first event after a quiet moment leaves soon, and there is no wait at all for an event
-/// for one subscriber of the loop (see ``enqueue(_:to:)``).
+/// it is longer. Saturated, at 10 000 subscribers and 100 publishes/s, the wait by the CPU time
+/// gave 1.3 times the deliveries per server CPU-second and a lower p99 latency; at 10 publishes/s,
+/// where the writer is not saturated, it gave 1.3 to 1.6 times as many for a p50 and p99 two to
+/// three times as long, and so it does not apply there, and neither does the wait by the clock,
+/// which made every event wait 5 ms and gathered nothing (see docs/PERFORMANCE.md). A saturated
+/// writer idle for ``idleTime`` does not wait more than ``maximumDelay``, so the first event after
+/// a quiet moment leaves soon, and there is no wait at all for an event for one subscriber of the
+/// loop (see ``enqueue(_:to:)``).
 ///
 /// A drain writes ``maximumSinksAtOnce`` sinks at a time, and the loop runs what else waits for it
 /// between the parts; what waits for the drain's writes runs after the last.
@@ -405,7 +405,8 @@ final class LoopWriter: Sendable {
         }
     }
 
-    /// The longest a drain waits for more events because the last took that long on the clock.
+    /// The longest a drain waits for more events because the last took that long on the clock, and
+    /// how long a writer that is not saturated must have been idle to write an event at once.
     static let maximumDelay = TimeAmount.milliseconds(5)
     /// The sinks a drain writes before it lets the loop run what else waits for it. At 10 000
     /// subscribers, 5 000 a loop, a drain of one event takes 20 to 40 ms, and the answer to a
