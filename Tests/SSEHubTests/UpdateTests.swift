@@ -438,6 +438,59 @@ struct EventStoreTests {
         }
     }
 
+    @Test func whileTheLogSyncsTheSQLiteStoreLeavesAppendsHandedOnAsTheyCameForTheNextSyncUnlessAReadWaits() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            let syncs = NIOLockedValueBox((started: 0, released: false))
+            store.interposeSync { sync in
+                syncs.withLockedValue { $0.started += 1 }
+                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { usleep(5_000) }
+                try sync()
+            }
+            let answered = NIOLockedValueBox<[UInt64]>([])
+            let append = { @Sendable (n: Int) in
+                store.append(self.updates(n...n), idsAreNew: true, written: { _ in }) { result in
+                    answered.withLockedValue { $0 += (try? result.get().map(\.sequence)) ?? [] }
+                }
+            }
+            append(1)
+            for _ in 0..<1_000 where syncs.withLockedValue({ $0.started }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            append(2)
+            append(3)
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(try await store.lastSequence() == 1, "left for the next sync")
+            // A read waits for them: they are written while the sync still runs.
+            #expect(try await store.updates(through: 3).map(\.update.id) == ["e1", "e2", "e3"])
+            #expect(syncs.withLockedValue { $0.started } == 1)
+            append(4)
+            append(5)
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(try await store.lastSequence() == 3)
+            syncs.withLockedValue { $0.released = true }
+            for _ in 0..<1_000 where answered.withLockedValue({ $0.count }) < 5 { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(answered.withLockedValue { $0 }.sorted() == [1, 2, 3, 4, 5])
+            #expect(try await store.lastSequence() == 5)
+            // The first commit's, then that of the two written for the read, then one for the last two.
+            #expect(syncs.withLockedValue { $0.started } == 3)
+        }
+    }
+
+    @Test func aBatchOfRefusedAppendsLeavesTheSQLiteWriterWaitingForNoSync() async throws {
+        try await StoreKind.sqlite.with { store in
+            let store = try #require(store as? SQLiteEventStore)
+            _ = try await store.append(self.updates(1...1))
+            await #expect(throws: EventStoreError.duplicateID) { try await store.append(self.updates(1...1)) }
+            // Nothing of the refused batch is synced: were the writer to wait for that sync, this
+            // append would never be written.
+            let answered = NIOLockedValueBox<[UInt64]>([])
+            store.append(self.updates(2...2), idsAreNew: true, written: { _ in }) { result in
+                answered.withLockedValue { $0 += (try? result.get().map(\.sequence)) ?? [] }
+            }
+            for _ in 0..<1_000 where answered.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(answered.withLockedValue { $0 } == [2])
+        }
+    }
+
     @Test func appendsWithGivenIDsAreNumberedAfterThoseHandedOnAsTheyCame() async throws {
         try await StoreKind.sqlite.with(capacity: 1_000) { store in
             let store = try #require(store as? SQLiteEventStore)
