@@ -357,15 +357,22 @@ struct EventStoreTests {
         }
     }
 
+    /// Holds each sync of `store`'s log until the test sets `released` (5 s at most), counting
+    /// those that started.
+    func holdingSyncs(of store: SQLiteEventStore) -> NIOLockedValueBox<(started: Int, released: Bool)> {
+        let syncs = NIOLockedValueBox((started: 0, released: false))
+        store.interposeSync { sync in
+            syncs.withLockedValue { $0.started += 1 }
+            for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { usleep(5_000) }
+            try sync()
+        }
+        return syncs
+    }
+
     @Test func theSQLiteStoreHandsOnWhatItWroteAndAnswersOnceTheLogIsSynced() async throws {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
-            let syncs = NIOLockedValueBox((started: 0, released: false))
-            store.interposeSync { sync in
-                syncs.withLockedValue { $0.started += 1 }
-                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { usleep(5_000) }
-                try sync()
-            }
+            let syncs = self.holdingSyncs(of: store)
             let written = NIOLockedValueBox<[String]>([])
             let answered = NIOLockedValueBox<[String]>([])
             let append = { @Sendable (n: Int) in
@@ -441,12 +448,7 @@ struct EventStoreTests {
     @Test func whileTheLogSyncsTheSQLiteStoreLeavesAppendsHandedOnAsTheyCameForTheNextSyncUnlessAReadWaits() async throws {
         try await StoreKind.sqlite.with { store in
             let store = try #require(store as? SQLiteEventStore)
-            let syncs = NIOLockedValueBox((started: 0, released: false))
-            store.interposeSync { sync in
-                syncs.withLockedValue { $0.started += 1 }
-                for _ in 0..<1_000 where !syncs.withLockedValue({ $0.released }) { usleep(5_000) }
-                try sync()
-            }
+            let syncs = self.holdingSyncs(of: store)
             let answered = NIOLockedValueBox<[UInt64]>([])
             let append = { @Sendable (n: Int) in
                 store.append(self.updates(n...n), idsAreNew: true, written: { _ in }) { result in
