@@ -700,24 +700,26 @@ private final class HistoryWriter: @unchecked Sendable {
                 return (self.unsynced, self.interposedSync)
             }
             if synced.isEmpty { break }  // the writer has ended
+            var failure: EventStoreError?
             do {
                 if let failure = self.writes.withLock({ self.failure }) { throw failure }
                 if let interpose { try interpose(self.log.sync) } else { try self.log.sync() }
-                for append in synced { append.answer(.success(append.stored)) }
             } catch {
-                let failure = self.writes.withLock {
+                failure = self.writes.withLock {
                     let failure = self.failure ?? EventStoreError(description: "the history could not be synced to disk (\(error))")
                     self.failure = failure
                     return failure
                 }
-                for append in synced { append.answer(.failure(failure)) }
             }
+            // Before the answers: a publisher that publishes again once answered finds the writer
+            // free.
             if self.syncs.withLock({ self.unsynced.isEmpty }) {
                 self.writes.withLock {
                     self.syncing = false
                     self.writes.signal()
                 }
             }
+            for append in synced { append.answer(failure.map { .failure($0) } ?? .success(append.stored)) }
         }
         self.log.unlock()
         let waiting = self.syncs.withLock {
