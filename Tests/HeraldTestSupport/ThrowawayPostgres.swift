@@ -36,6 +36,8 @@ package enum ThrowawayPostgres {
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
+        /// Whether the server could not listen because its port was taken meanwhile.
+        var portTaken = false
     }
 
     /// Runs `body` with the URL of a new, empty server (`postgres://herald@127.0.0.1:PORT/postgres`).
@@ -56,7 +58,16 @@ package enum ThrowawayPostgres {
         let initdb = try server.launch("initdb", ["-D", server.data, "-U", "herald", "--auth=trust", "-E", "UTF8", "--no-sync"])
         try await Server.wait(for: initdb, "initdb") { !initdb.isRunning }
         guard initdb.terminationStatus == 0 else { throw Failure(description: "initdb exited with \(initdb.terminationStatus)") }
-        try await server.start()
+        // The port was free when picked; the tests' own connections may take it before the server
+        // listens (initdb takes a while): then another one.
+        for attempt in 1... {
+            do {
+                try await server.start()
+                break
+            } catch let failure as Failure where failure.portTaken && attempt < 5 {
+                server.port = try Self.freePort()
+            }
+        }
         defer { server.stop() }
         try await body(server)
     }
@@ -67,7 +78,7 @@ package enum ThrowawayPostgres {
         package var url: String { "postgres://herald@127.0.0.1:\(self.port)/postgres" }
         let binaries: URL
         let folder: URL
-        let port: Int
+        fileprivate(set) var port: Int
         var data: String { self.folder.appendingPathComponent("data").path }
         private var process: Process?
 
@@ -86,19 +97,25 @@ package enum ThrowawayPostgres {
                 log: log
             )
             self.process = server
-            try await Self.wait(for: server, "PostgreSQL listening on \(self.port)") { server.isRunning && ThrowawayPostgres.accepts(port: self.port) }
+            try await Self.wait(for: server, "PostgreSQL listening on \(self.port)") {
+                // Or it exited (below says why).
+                !server.isRunning || ThrowawayPostgres.accepts(port: self.port)
+            }
             // Listening is not answering yet ("the database system is starting up"), and a pool
             // refused at that point backs off, for longer each time: wait for an answer.
             let deadline = ContinuousClock.now + .seconds(60)
-            while (try? await self.execute("SELECT 1")) != "1" {
+            while true {
+                let answered = (try? await self.execute("SELECT 1")) == "1"
                 guard server.isRunning else {
-                    // (What listened may have been another server on a port taken meanwhile.)
+                    // What listened, and answered if it did, was another server on the port.
                     let said = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(5)
                     throw Failure(
                         description: "PostgreSQL on \(self.port) exited with \(server.terminationStatus) before it answered a query; "
-                            + "the end of its log: \(said.joined(separator: " | "))"
+                            + "the end of its log: \(said.joined(separator: " | "))",
+                        portTaken: said.contains { $0.contains("Address already in use") }
                     )
                 }
+                if answered { break }
                 guard ContinuousClock.now < deadline else {
                     throw Failure(description: "PostgreSQL on \(self.port) did not answer a query within a minute")
                 }
