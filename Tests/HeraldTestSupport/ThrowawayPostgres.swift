@@ -131,12 +131,21 @@ package enum ThrowawayPostgres {
             self.process = nil
         }
 
-        /// Runs `sql` through `psql`; returns what it printed (unaligned, tuples only).
+        /// Runs `sql` through `psql`; returns what it printed (unaligned, tuples only). psql gives
+        /// up on a server that has not answered its connection within 5 seconds (without a limit
+        /// it waits, up to the minute `wait(for:)` allows, on something else on the port that accepts
+        /// and never answers).
         @discardableResult
         package func execute(_ sql: String) async throws -> String {
             let output = self.folder.appendingPathComponent("psql-\(UUID().uuidString).out")
             defer { try? FileManager.default.removeItem(at: output) }
-            let psql = try self.launch("psql", ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "herald", "-d", "postgres", "-tA", "-o", output.path, "-c", sql])
+            let psql = try self.launch(
+                "psql",
+                [
+                    "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "herald", "-d", "dbname=postgres connect_timeout=5",
+                    "-tA", "-o", output.path, "-c", sql,
+                ]
+            )
             try await Self.wait(for: psql, "psql") { !psql.isRunning }
             guard psql.terminationStatus == 0 else { throw Failure(description: "psql exited with \(psql.terminationStatus)") }
             return ((try? String(contentsOf: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
