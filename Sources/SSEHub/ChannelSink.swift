@@ -11,6 +11,8 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOSSL
+import SSECore
+import SSENIO
 
 #if canImport(Glibc)
 import CoreFoundation  // where Swift finds `timespec`'s members in a release build
@@ -23,28 +25,39 @@ import Darwin
 
 /// An event encoded once for every subscriber: its bytes, and the same bytes framed as one
 /// HTTP/1.1 chunk (`<size in hex>\r\n<bytes>\r\n`), for the connections written below the HTTP
-/// encoder.
+/// encoder. Both are views of one buffer.
 struct EncodedEvent: Sendable {
     let bytes: ByteBuffer
     let chunk: ByteBuffer
 
+    /// `event`, encoded straight into the buffer, framed.
+    init(encoding event: ServerSentEvent, allocator: ByteBufferAllocator) {
+        self.init(size: event.encodedByteCount, allocator: allocator) { $0.writeServerSentEvent(event) }
+    }
+
     /// The events as one: their bytes one after another, framed as one chunk.
     init(joining events: [EncodedEvent]) {
-        var bytes = ByteBuffer()
-        bytes.reserveCapacity(events.reduce(0) { $0 + $1.bytes.readableBytes })
-        for event in events { bytes.writeImmutableBuffer(event.bytes) }
-        self.init(bytes)
+        let size = events.reduce(0) { $0 + $1.bytes.readableBytes }
+        self.init(size: size, allocator: ByteBufferAllocator()) { buffer in
+            for event in events { buffer.writeImmutableBuffer(event.bytes) }
+        }
     }
 
     init(_ bytes: ByteBuffer) {
-        self.bytes = bytes
-        let size = String(bytes.readableBytes, radix: 16)
-        var chunk = ByteBuffer()
-        chunk.reserveCapacity(size.utf8.count + bytes.readableBytes + 4)
-        chunk.writeString(size)
+        self.init(size: bytes.readableBytes, allocator: ByteBufferAllocator()) { $0.writeImmutableBuffer(bytes) }
+    }
+
+    /// The chunk's size line, then what `write` writes (`size` bytes), then the chunk's end.
+    private init(size: Int, allocator: ByteBufferAllocator, write: (inout ByteBuffer) -> Void) {
+        let line = String(size, radix: 16)  // (a few digits: a string that needs no storage of its own)
+        var chunk = allocator.buffer(capacity: line.utf8.count + size + 4)
+        chunk.writeString(line)
         chunk.writeStaticString("\r\n")
-        chunk.writeImmutableBuffer(bytes)
+        let start = chunk.writerIndex
+        write(&chunk)
+        precondition(chunk.writerIndex - start == size, "an encoded event is not the size it said")
         chunk.writeStaticString("\r\n")
+        self.bytes = chunk.getSlice(at: start, length: size)!
         self.chunk = chunk
     }
 }
@@ -562,11 +575,15 @@ final class LoopWriter: Sendable {
         // Only the drains that write an event for enough subscribers to wait by the CPU time read
         // the thread's CPU clock, a system call (on 1 000 topics, a drain for each publish); the
         // others leave the last such drain's figure in place.
-        let wide = writes.lazy.map(\.1.count).filter { $0 >= Self.minimumSubscribersToHold }
+        var (wideEvents, wideWrites) = (0, 0)
+        for index in writes.indices where writes[index].1.count >= Self.minimumSubscribersToHold {
+            wideEvents += 1
+            wideWrites += writes[index].1.count
+        }
         self.write(
             Drain(
-                writes: writes, then: then, held: held, started: started, wideEvents: wide.count,
-                wideWrites: wide.reduce(0, +), cpu: wide.isEmpty ? nil : .zero, run: writes.startIndex
+                writes: writes, then: then, held: held, started: started, wideEvents: wideEvents,
+                wideWrites: wideWrites, cpu: wideEvents == 0 ? nil : .zero, run: writes.startIndex
             )
         )
     }
@@ -589,7 +606,7 @@ final class LoopWriter: Sendable {
             var end = drain.run + 1
             while end < writes.endIndex, Self.same(writes[end].1, targets) { end += 1 }
             let onlyRun = drain.run == writes.startIndex && end == writes.endIndex
-            let events = writes[drain.run..<end].map(\.0)
+            let events = writes[drain.run..<end].map { $0.0 }
             let last = min(targets.count, drain.target + Self.maximumSinksAtOnce - sinks)
             var joined: [EncodedEvent]?  // the run as one buffer, made once for the sinks over TLS
             for (queue, sink) in targets[drain.target..<last] {

@@ -75,7 +75,7 @@ extension Hub {
             subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),
             configuration: configuration
         )
-        self.mercureRoute.withLockedValue { $0 = (authorizer, configuration) }
+        self.mercureRoute.withLockedValue { $0 = authorizer }
         if !configuration.corsOrigins.isEmpty {
             router.add(middleware: CORSAllowList(origins: configuration.corsOrigins))
         }
@@ -365,10 +365,17 @@ extension Hub {
 
     /// Whether `contentType` is a form's.
     static func isForm(_ contentType: String?) -> Bool {
-        let contentType = contentType ?? ""
-        let form = "application/x-www-form-urlencoded".utf8
-        let lowercased = { (byte: UInt8) in (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }  // ASCII letters
-        return contentType.utf8.count >= form.count && zip(contentType.utf8, form).allSatisfy { lowercased($0) == $1 }
+        guard var contentType else { return false }
+        let form: StaticString = "application/x-www-form-urlencoded"
+        return contentType.withUTF8 { bytes in
+            guard bytes.count >= form.utf8CodeUnitCount else { return false }
+            for index in 0..<form.utf8CodeUnitCount {
+                let byte = bytes[index]
+                // ASCII letters in either case.
+                if ((0x41...0x5A).contains(byte) ? byte | 0x20 : byte) != form.utf8Start[index] { return false }
+            }
+            return true
+        }
     }
 
     /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
@@ -391,7 +398,7 @@ extension Hub {
         let update: Update
         var idIsNew = false
         do {
-            update = try Update(form: Array(form.readableBytesView)) {
+            update = try Update(form: form.readableBytesView) {
                 idIsNew = true
                 return Self.makeID()
             }
@@ -482,10 +489,16 @@ final class RandomWords: Sendable {
 
 /// Finds a request's token (the `Authorization` header, else the `authorization` query
 /// parameter, else the `mercureAuthorization` cookie) and checks it.
-struct Authorizer: Sendable {
+final class Authorizer: Sendable {
     let publisher: TokenVerifier?
     let subscriber: TokenVerifier?
     let configuration: Hub.HTTPConfiguration
+
+    init(publisher: TokenVerifier?, subscriber: TokenVerifier?, configuration: Hub.HTTPConfiguration) {
+        self.publisher = publisher
+        self.subscriber = subscriber
+        self.configuration = configuration
+    }
 
     enum Source { case header, query, cookie }
 

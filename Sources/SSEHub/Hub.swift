@@ -150,7 +150,7 @@ public final class Hub: Sendable {
     /// How the Mercure routes check and answer their requests, set by `addRoutes`: the HTTP/1
     /// server's door (``http1Server(configuration:requestTimeout:)``) opens subscriptions and
     /// takes publishes the same way.
-    let mercureRoute = NIOLockedValueBox<(authorizer: Authorizer, configuration: HTTPConfiguration)?>(nil)
+    let mercureRoute = NIOLockedValueBox<Authorizer?>(nil)
     /// The last heartbeat comment the subscribers were given, encoded once for all of them.
     let heartbeat = NIOLockedValueBox<(comment: String, event: EncodedEvent)?>(nil)
     private let allocator = ByteBufferAllocator()
@@ -244,7 +244,7 @@ public final class Hub: Sendable {
         let buffer: EncodedEvent
         do {
             guard !update.topics.isEmpty else { throw PublishError("an update needs at least one topic") }
-            buffer = EncodedEvent(self.allocator.buffer(encoding: try update.event()))  // once, for every subscriber
+            buffer = EncodedEvent(encoding: try update.event(), allocator: self.allocator)  // once, for every subscriber
         } catch {
             return answer(.failure(error))
         }
@@ -287,7 +287,7 @@ public final class Hub: Sendable {
     /// fanned out are skipped; when the history no longer holds the ones before the first given
     /// (retention dropped them), the hub moves on to it.
     public func deliver(_ stored: [StoredUpdate]) throws {
-        let encoded = try stored.map { ($0.sequence, $0.update, EncodedEvent(self.allocator.buffer(encoding: try $0.update.event()))) }
+        let encoded = try stored.map { ($0.sequence, $0.update, EncodedEvent(encoding: try $0.update.event(), allocator: self.allocator)) }
         self.registry.withLockedValue { registry in
             if let first = stored.first, first.sequence > registry.lastSequence + 1, registry.waiting[registry.lastSequence + 1] == nil {
                 registry.lastSequence = first.sequence - 1

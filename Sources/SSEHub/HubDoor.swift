@@ -383,15 +383,15 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch self.state {
         case .waiting:
-            guard case .head(let head) = part, !self.handsOnNextRequest, let route = self.hub.mercureRoute.withLockedValue({ $0 }) else {
+            guard case .head(let head) = part, !self.handsOnNextRequest, let authorizer = self.hub.mercureRoute.withLockedValue({ $0 }) else {
                 self.handsOnNextRequest = false
                 self.handOn(context, parts: [part])
                 return
             }
             if Self.opens(head) {
-                self.open(head, route: route, context: context)
-            } else if Self.takes(head, configuration: route.configuration) {
-                self.state = .reading([part], route.authorizer)
+                self.open(head, authorizer: authorizer, context: context)
+            } else if Self.takes(head, configuration: authorizer.configuration) {
+                self.state = .reading([part], authorizer)
             } else {
                 self.handOn(context, parts: [part])
             }
@@ -450,7 +450,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func open(
         _ head: HTTPRequestHead,
-        route: (authorizer: Authorizer, configuration: Hub.HTTPConfiguration),
+        authorizer: Authorizer,
         context: ChannelHandlerContext
     ) {
         guard let request = try? Request(head: HubHTTP1Codec.request(head), body: RequestBody(buffer: ByteBuffer())) else {
@@ -461,22 +461,22 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let hub = self.hub
         let openedNow: (Subscription, HTTPFields)?
         do {
-            openedNow = try hub.openSubscriptionNow(request, authorizer: route.authorizer, configuration: route.configuration)
+            openedNow = try hub.openSubscriptionNow(request, authorizer: authorizer, configuration: authorizer.configuration)
         } catch {
-            self.opened(nil, for: head, configuration: route.configuration, context: context)  // the route answers
+            self.opened(nil, for: head, configuration: authorizer.configuration, context: context)  // the route answers
             return
         }
         if let openedNow {
-            self.opened(openedNow, for: head, configuration: route.configuration, context: context)
+            self.opened(openedNow, for: head, configuration: authorizer.configuration, context: context)
             return
         }
         let door = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         // Else a task of its own for the check and the replay: it ends when they are done.
         Task {
-            let opened = try? await hub.openSubscription(request, authorizer: route.authorizer, configuration: route.configuration)
+            let opened = try? await hub.openSubscription(request, authorizer: authorizer, configuration: authorizer.configuration)
             door.eventLoop.execute {
                 let (door, context) = door.value
-                door.opened(opened, for: head, configuration: route.configuration, context: context)
+                door.opened(opened, for: head, configuration: authorizer.configuration, context: context)
             }
         }
     }

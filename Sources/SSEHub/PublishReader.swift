@@ -199,9 +199,9 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     /// Takes the requests read whole, one at a time, until one is not.
     private func readRequests(_ context: ChannelHandlerContext) {
         while case .reading = self.state, self.buffered.readableBytes > 0 {
-            guard let route = self.door.hub.mercureRoute.withLockedValue({ $0 }) else { return self.leave(context) }
+            guard let authorizer = self.door.hub.mercureRoute.withLockedValue({ $0 }) else { return self.leave(context) }
             if self.head == nil {
-                switch self.findHead(maximumBody: route.configuration.maximumPublishSize) {
+                switch self.findHead(maximumBody: authorizer.configuration.maximumPublishSize) {
                 case .some(.some(let head)): self.head = head
                 case .some(.none): return self.leave(context)  // not a publish the reader takes
                 case .none: return  // not whole yet
@@ -212,7 +212,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
             if self.buffered.readableBytes == 0 { self.buffered = ByteBuffer() }  // (no read kept while idle)
             self.head = nil
             self.searched = 0
-            self.publish(request, head: head, authorizer: route.authorizer, context: context)
+            self.publish(request, head: head, authorizer: authorizer, context: context)
         }
     }
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 public import SSECore
+import NIOCore
 
 /// A published update: what a publisher POSTs and subscribers of its topics receive.
 public struct Update: Sendable, Hashable {
@@ -60,9 +61,19 @@ extension Update {
     ///   `id` starting with `#` (reserved for IDs the hub makes), a `retry` that is not digits,
     ///   a repeated single-valued field, or a body that is not valid form encoding.
     public init(form body: [UInt8], makeID: () -> String) throws(PublishError) {
+        try self.init(formBytes: body, makeID: makeID)
+    }
+
+    /// As ``init(form:makeID:)``, from the bytes of a request as they are.
+    init(form body: ByteBufferView, makeID: () -> String) throws(PublishError) {
+        try self.init(formBytes: body, makeID: makeID)
+    }
+
+    private init<Body: RandomAccessCollection<UInt8>>(formBytes body: Body, makeID: () -> String) throws(PublishError)
+    where Body.Index == Int {
         var topics: [String] = []
         var data, givenID, givenType, givenRetry, givenPrivate: String?
-        for (name, value) in try FormDecoding.pairs(body) {
+        try FormDecoding.forEachPair(body) { (name, value) throws(PublishError) in
             func once(_ field: inout String?) throws(PublishError) {
                 guard field == nil else { throw PublishError("'\(name)' may be given once") }
                 field = value
@@ -74,7 +85,7 @@ extension Update {
             case "type": try once(&givenType)
             case "retry": try once(&givenRetry)
             case "private": try once(&givenPrivate)
-            default: continue  // unknown fields are ignored, as the reference hub does
+            default: break  // unknown fields are ignored, as the reference hub does
             }
         }
         guard !topics.isEmpty else { throw PublishError("missing 'topic': an update needs at least one topic") }
@@ -117,18 +128,27 @@ extension Update {
 
 /// `application/x-www-form-urlencoded`, as browsers and HTTP clients send it.
 enum FormDecoding {
-    static func pairs(_ body: [UInt8]) throws(PublishError) -> [(String, String)] {
-        var pairs: [(String, String)] = []
-        for part in body.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
-            let nameEnd = part.firstIndex(of: UInt8(ascii: "=")) ?? part.endIndex
-            let name = try self.decode(part[part.startIndex..<nameEnd])
-            let value = nameEnd < part.endIndex ? try self.decode(part[(nameEnd + 1)...]) : ""
-            pairs.append((name, value))
+    /// Calls `pair` with each name and value of `body`, decoded, in order.
+    static func forEachPair<Body: RandomAccessCollection<UInt8>>(
+        _ body: Body,
+        _ pair: (String, String) throws(PublishError) -> Void
+    ) throws(PublishError) where Body.Index == Int {
+        var start = body.startIndex
+        while start < body.endIndex {
+            let end = body[start...].firstIndex(of: UInt8(ascii: "&")) ?? body.endIndex
+            if end > start {  // (empty parts are skipped)
+                let part = body[start..<end]
+                let nameEnd = part.firstIndex(of: UInt8(ascii: "=")) ?? part.endIndex
+                let name = try self.decode(part[part.startIndex..<nameEnd])
+                let value = nameEnd < part.endIndex ? try self.decode(part[(nameEnd + 1)...]) : ""
+                try pair(name, value)
+            }
+            start = end + 1
         }
-        return pairs
     }
 
-    static func decode(_ bytes: ArraySlice<UInt8>) throws(PublishError) -> String {
+    static func decode<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes) throws(PublishError) -> String
+    where Bytes.Index == Int {
         if !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "%") }) {
             // Nothing to decode (a topic or data without spaces or reserved characters, say).
             guard let string = String(validating: bytes, as: UTF8.self) else {

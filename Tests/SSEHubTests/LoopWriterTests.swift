@@ -489,6 +489,21 @@ struct LoopWriterTests {
         for (_, sink) in both { sink.stop() }
         loop.run()
     }
+
+    /// The sizes either side of one more hex digit in the chunk's size line.
+    @Test(arguments: [0, 1, 15, 16, 255, 256, 4_095, 4_096])
+    func anEncodedEventIsItsBytesAndTheSameBytesFramedAsAChunk(size: Int) throws {
+        let data = String(repeating: "x", count: size)
+        let event = try ServerSentEvent(type: "message", data: data, id: "i")
+        let expected = String(buffer: ByteBufferAllocator().buffer(encoding: event))
+        let frame = { (bytes: String) in String(bytes.utf8.count, radix: 16) + "\r\n" + bytes + "\r\n" }
+        let encoded = EncodedEvent(encoding: event, allocator: ByteBufferAllocator())
+        #expect(String(buffer: encoded.bytes) == expected)
+        #expect(String(buffer: encoded.chunk) == frame(expected))
+        let joined = EncodedEvent(joining: [encoded, EncodedEvent(ByteBuffer(string: "more"))])
+        #expect(String(buffer: joined.bytes) == expected + "more")
+        #expect(String(buffer: joined.chunk) == frame(expected + "more"))
+    }
 }
 
 /// Takes the response parts written to its channel, and records the bodies.
