@@ -49,9 +49,13 @@ struct EncodedEvent: Sendable {
 
     /// The chunk's size line, then what `write` writes (`size` bytes), then the chunk's end.
     private init(size: Int, allocator: ByteBufferAllocator, write: (inout ByteBuffer) -> Void) {
-        let line = String(size, radix: 16)  // (a few digits: a string that needs no storage of its own)
-        var chunk = allocator.buffer(capacity: line.utf8.count + size + 4)
-        chunk.writeString(line)
+        var digits = 1
+        while size >> (4 * digits) > 0 { digits += 1 }
+        var chunk = allocator.buffer(capacity: digits + size + 4)
+        for digit in (0..<digits).reversed() {
+            let value = UInt8(truncatingIfNeeded: size >> (4 * digit) & 0xF)
+            chunk.writeInteger(value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10)
+        }
         chunk.writeStaticString("\r\n")
         let start = chunk.writerIndex
         write(&chunk)

@@ -398,7 +398,7 @@ extension Hub {
         let update: Update
         var idIsNew = false
         do {
-            update = try Update(form: form.readableBytesView) {
+            update = try Update(form: form) {
                 idIsNew = true
                 return Self.makeID()
             }

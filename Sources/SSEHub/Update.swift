@@ -61,16 +61,17 @@ extension Update {
     ///   `id` starting with `#` (reserved for IDs the hub makes), a `retry` that is not digits,
     ///   a repeated single-valued field, or a body that is not valid form encoding.
     public init(form body: [UInt8], makeID: () -> String) throws(PublishError) {
-        try self.init(formBytes: body, makeID: makeID)
+        self = try body.withUnsafeBufferPointer { (body) throws(PublishError) in try Update(formBytes: body, makeID: makeID) }
     }
 
-    /// As ``init(form:makeID:)``, from the bytes of a request as they are.
-    init(form body: ByteBufferView, makeID: () -> String) throws(PublishError) {
-        try self.init(formBytes: body, makeID: makeID)
+    /// As ``init(form:makeID:)``, from the readable bytes of `body` as they are.
+    init(form body: ByteBuffer, makeID: () -> String) throws(PublishError) {
+        self = try body.withUnsafeReadableBytes { (body) throws(PublishError) in
+            try Update(formBytes: body.bindMemory(to: UInt8.self), makeID: makeID)
+        }
     }
 
-    private init<Body: RandomAccessCollection<UInt8>>(formBytes body: Body, makeID: () -> String) throws(PublishError)
-    where Body.Index == Int {
+    private init(formBytes body: UnsafeBufferPointer<UInt8>, makeID: () -> String) throws(PublishError) {
         var topics: [String] = []
         var data, givenID, givenType, givenRetry, givenPrivate: String?
         try FormDecoding.forEachPair(body) { (name, value) throws(PublishError) in
@@ -129,42 +130,37 @@ extension Update {
 /// `application/x-www-form-urlencoded`, as browsers and HTTP clients send it.
 enum FormDecoding {
     /// Calls `pair` with each name and value of `body`, decoded, in order.
-    static func forEachPair<Body: RandomAccessCollection<UInt8>>(
-        _ body: Body,
+    static func forEachPair(
+        _ body: UnsafeBufferPointer<UInt8>,
         _ pair: (String, String) throws(PublishError) -> Void
-    ) throws(PublishError) where Body.Index == Int {
-        var start = body.startIndex
-        while start < body.endIndex {
-            let end = body[start...].firstIndex(of: UInt8(ascii: "&")) ?? body.endIndex
+    ) throws(PublishError) {
+        var start = 0
+        while start < body.count {
+            let end = body[start...].firstIndex(of: UInt8(ascii: "&")) ?? body.count
             if end > start {  // (empty parts are skipped)
-                let part = body[start..<end]
-                let nameEnd = part.firstIndex(of: UInt8(ascii: "=")) ?? part.endIndex
-                let name = try self.decode(part[part.startIndex..<nameEnd])
-                let value = nameEnd < part.endIndex ? try self.decode(part[(nameEnd + 1)...]) : ""
+                let nameEnd = body[start..<end].firstIndex(of: UInt8(ascii: "=")) ?? end
+                let name = try self.decode(UnsafeBufferPointer(rebasing: body[start..<nameEnd]))
+                let value = nameEnd < end ? try self.decode(UnsafeBufferPointer(rebasing: body[(nameEnd + 1)..<end])) : ""
                 try pair(name, value)
             }
             start = end + 1
         }
     }
 
-    static func decode<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes) throws(PublishError) -> String
-    where Bytes.Index == Int {
+    static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(PublishError) -> String {
         if !bytes.contains(where: { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "%") }) {
             // Nothing to decode (a topic or data without spaces or reserved characters, say).
-            guard let string = String(validating: bytes, as: UTF8.self) else {
-                throw PublishError("the body is not valid UTF-8 once decoded")
-            }
-            return string
+            return try self.string(validating: bytes)
         }
         var decoded: [UInt8] = []
         decoded.reserveCapacity(bytes.count)
-        var index = bytes.startIndex
-        while index < bytes.endIndex {
+        var index = 0
+        while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "+") {
                 decoded.append(UInt8(ascii: " "))
             } else if byte == UInt8(ascii: "%") {
-                guard index + 2 < bytes.endIndex, let high = hexValue(bytes[index + 1]),
+                guard index + 2 < bytes.count, let high = hexValue(bytes[index + 1]),
                     let low = hexValue(bytes[index + 2])
                 else { throw PublishError("the body is not valid form encoding (a '%' not followed by two hex digits)") }
                 decoded.append(high << 4 | low)
@@ -174,7 +170,15 @@ enum FormDecoding {
             }
             index += 1
         }
-        guard let string = String(validating: decoded, as: UTF8.self) else {
+        return try decoded.withUnsafeBufferPointer { (decoded) throws(PublishError) in try self.string(validating: decoded) }
+    }
+
+    /// `bytes` as a string, if they are valid UTF-8. Decoding with repair changes bytes that are
+    /// not (each goes as U+FFFD), and is the standard library's fast path for contiguous bytes,
+    /// where `String(validating:as:)` is generic and slow.
+    private static func string(validating bytes: UnsafeBufferPointer<UInt8>) throws(PublishError) -> String {
+        var string = String(decoding: bytes, as: UTF8.self)
+        guard string.withUTF8({ $0.elementsEqual(bytes) }) else {
             throw PublishError("the body is not valid UTF-8 once decoded")
         }
         return string
