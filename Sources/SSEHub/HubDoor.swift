@@ -73,7 +73,8 @@ extension Hub {
         if let authorization, let claims = authorizer.knownPublisher(authorization: authorization, contentType: contentType),
             let checked = try? self.update(form: form, claims: claims)
         {
-            self.publish(checked.update, idIsNew: checked.idIsNew) { answer((try? $0.get()).map { checked.update.id }) }
+            let id = checked.update.id
+            self.publish(checked.update, idIsNew: checked.idIsNew) { answer((try? $0.get()).map { id }) }
             return
         }
         guard let request = try? Request(head: request(), body: RequestBody(buffer: ByteBuffer())) else {
@@ -125,9 +126,7 @@ struct HubHTTP1Channel: ServerChildChannel {
                 logger: logger
             )
             // Ahead of NIO's decoder: publish requests of one plain shape, read as bytes.
-            let reader = PublishReader(door: door, limits: limits)
-            door.publishReader = reader
-            try pipeline.addHandler(reader)
+            try pipeline.addHandler(PublishReader(door: door, limits: limits))
             try pipeline.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,
                 withErrorHandling: false,
@@ -280,8 +279,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Checks `requestDue`; it runs late rather than again for every request on a busy connection.
     private var requestTimer: Scheduled<Void>?
     let hub: Hub
-    /// The reader of publish requests ahead of the decoder, while it is in the pipeline.
-    weak var publishReader: PublishReader?
     /// Whether the next request goes on to Hummingbird: the publish reader's that failed its checks.
     var handsOnNextRequest = false
     private let http1: HTTP1Channel.Configuration
@@ -339,13 +336,17 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// else with a `408`.
     private func closeIfTheRequestIsLate(_ context: ChannelHandlerContext) {
         let begun: Bool
+        // The reader of publish requests ahead of the decoder, while it is in the pipeline. (Looked
+        // up here, not held weakly: a weak reference makes every retain of the reader, one a
+        // publish or more, take the runtime's slow path.)
+        let publishReader = try? context.pipeline.syncOperations.handler(type: PublishReader.self)
         switch self.state {
-        case .waiting where self.publishReader?.isPublishing == true:
+        case .waiting where publishReader?.isPublishing == true:
             // A request came whole to the publish reader: look again after its answer.
             self.requestDue = max(self.requestDue, context.eventLoop.now + TimeAmount(self.requestTimeout ?? .zero))
             begun = false
         case .waiting:
-            begun = self.publishReader?.holdsPartialRequest == true
+            begun = publishReader?.holdsPartialRequest == true
         case .reading:
             begun = true
         case .opening, .publishing, .streaming, .handedOn, .closed:
