@@ -53,8 +53,7 @@ struct EncodedEvent: Sendable {
         while size >> (4 * digits) > 0 { digits += 1 }
         var chunk = allocator.buffer(capacity: digits + size + 4)
         for digit in (0..<digits).reversed() {
-            let value = UInt8(truncatingIfNeeded: size >> (4 * digit) & 0xF)
-            chunk.writeInteger(value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10)
+            chunk.writeInteger(UInt8.hexDigit(UInt8(truncatingIfNeeded: size >> (4 * digit) & 0xF)))
         }
         chunk.writeStaticString("\r\n")
         let start = chunk.writerIndex

@@ -444,11 +444,18 @@ extension Hub {
                     end += 1
                 }
                 let nibble = UInt8(truncatingIfNeeded: (position < 16 ? high : low) >> (60 - 4 * (position % 16)) & 0xF)
-                text[end] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+                text[end] = .hexDigit(nibble)
                 end += 1
             }
             return end
         }
+    }
+}
+
+extension UInt8 {
+    /// The lowercase ASCII hex digit of `nibble` (0 to 15).
+    static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
     }
 }
 
