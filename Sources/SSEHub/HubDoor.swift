@@ -751,10 +751,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// What is left of a connection once the door has answered a subscription: the stream is the whole
 /// response, so the HTTP handlers and the door leave the pipeline (an idle subscriber then costs
-/// about 3 KB less) and this takes their place. The hub writes the events through its context,
-/// already framed (see ``ChannelSink``). Whatever the client still sends is dropped; when the
-/// server stops, the stream ends (then the connection closes); when the client closes its side,
-/// so does the connection.
+/// about 3 KB less) and this takes their place. The hub writes the events already framed: through
+/// its context over TLS, else straight to the channel (see ``ChannelSink``). Whatever the client
+/// still sends is dropped; when the server stops, the stream ends (then the connection closes);
+/// when the client closes its side, so does the connection.
 final class EventStreamConnection: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
