@@ -200,8 +200,8 @@ final class ChannelSink: @unchecked Sendable {
                 // only reads, the publish reader passes writes on), so the sink writes to the core
                 // as the pipeline's head would. NIO keeps `_channelCore` for its own handlers: it
                 // is used here because the way down the pipeline touches three cold objects of
-                // each connection a write, and at 10 000 subscribers that was 7 % of the server's
-                // CPU time (see docs/PERFORMANCE.md).
+                // each connection a write, and at 10 000 subscribers that was 4 to 7 % of the
+                // server's CPU time (see docs/PERFORMANCE.md).
                 self.core = channel._channelCore
             }
         } else if let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self),
@@ -458,8 +458,9 @@ final class LoopWriter: Sendable {
     /// publish on that loop would wait for all of it.
     static let maximumSinksAtOnce = 256
     /// How many sinks a drain reads ahead of its writes (see ``ChannelSink/readAhead()``). At
-    /// 10 000 subscribers and 10 publishes/s it gave 3 to 6 % more deliveries per server
-    /// CPU-second, more in 14 of 16 alternated pairs (see docs/PERFORMANCE.md).
+    /// 10 000 subscribers and 10 publishes/s it gave 4 to 6 % more deliveries per server
+    /// CPU-second (medians of two runs of 6 alternated pairs), more in 15 of 16 pairs in all (see
+    /// docs/PERFORMANCE.md).
     static let sinksReadAhead = 32
     /// How many times the CPU time of its last drain of an event for many subscribers (see
     /// ``minimumSubscribersToHold``) a busy writer waits for more events. CPU time, not time on the
