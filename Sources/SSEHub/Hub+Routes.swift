@@ -218,18 +218,25 @@ extension Hub {
         guard let encoder = try? pipeline.context(handlerType: HTTPResponseEncoder.self) else { return }
         let holder = ResponseEndHolder { events.finish() }
         guard (try? pipeline.addHandler(holder, position: .after(encoder.handler))) != nil else { return }
-        self.writeDirectly(events, to: channel, configuration: configuration) { holder.release() }
+        self.writeDirectly(events, to: channel, noDelay: true, configuration: configuration) { holder.release() }
     }
 
     /// Hands an HTTP/1 subscriber's channel to the hub's direct writes. When the subscription
     /// ends, `end` ends the response, or, when the subscriber was cut, the connection closes; and
     /// the subscription ends when the connection closes. Call on the channel's event loop, once
-    /// the head, the opening comment and the replay are written.
-    func writeDirectly(_ events: Subscription, to channel: any Channel, configuration: HTTPConfiguration, end: @escaping () -> Void) {
+    /// the head, the opening comment and the replay are written. `noDelay` says whether the
+    /// connection has `TCP_NODELAY` on now.
+    func writeDirectly(
+        _ events: Subscription,
+        to channel: any Channel,
+        noDelay: Bool,
+        configuration: HTTPConfiguration,
+        end: @escaping () -> Void
+    ) {
         let sink = ChannelSink(channel: channel)
-        if !configuration.tcpNoDelay {
+        if noDelay != configuration.tcpNoDelay {
             // See `HTTPConfiguration.tcpNoDelay` (SwiftNIO's servers turn `TCP_NODELAY` on).
-            try? channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 0)
+            try? channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: configuration.tcpNoDelay ? 1 : 0)
         }
         guard events.queue.attach(sink) else {
             sink.stop()

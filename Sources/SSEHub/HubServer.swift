@@ -65,7 +65,7 @@ extension Hub {
                 logger.debug("unanswered error", metadata: ["error": "\(String(reflecting: error))"])
                 response = Response(status: .internalServerError)
             }
-            response.headers[.date] = HubDoor.httpDate(Int(Date().timeIntervalSince1970))
+            response.headers[.date] = HubDoor.currentDate()
             if let serverName { response.headers[.server] = serverName }
             try await writer.write(response: response.head, body: response.body)
         }
@@ -76,10 +76,15 @@ extension Hub {
                 requestTimeout: requestTimeout,
                 responder: respond
             )
-            return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
+            return HubServer(child: child, host: host, port: port, noDelay: true, onServerRunning: onServerRunning, logger: logger)
         }
-        let child = HubHTTP1Channel(hub: self, http1: HTTP1Channel(responder: respond), requestTimeout: requestTimeout)
-        return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
+        let child = HubHTTP1Channel(
+            hub: self,
+            http1: HTTP1Channel(responder: respond),
+            requestTimeout: requestTimeout,
+            acceptedWithNoDelay: false
+        )
+        return HubServer(child: child, host: host, port: port, noDelay: false, onServerRunning: onServerRunning, logger: logger)
     }
 }
 
@@ -115,6 +120,9 @@ struct HubServer<Child: HubChildChannel>: Service {
     let child: Child
     let host: String
     let port: Int
+    /// Whether the listener's connections come with `TCP_NODELAY` on (see
+    /// ``HubHTTP1Channel/acceptedWithNoDelay``); HTTP/2's always do.
+    let noDelay: Bool
     let onServerRunning: (@Sendable (any Channel) async -> Void)?
     let logger: Logger
 
@@ -127,6 +135,7 @@ struct HubServer<Child: HubChildChannel>: Service {
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: self.noDelay ? 1 : 0)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))

@@ -240,6 +240,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     /// Checks and stores the update of publish `request`, read whole, and answers it.
     private func publish(_ request: ByteBuffer, head: Head, authorizer: Authorizer, context: ChannelHandlerContext) {
         self.state = .publishing(request)
+        self.door.answersAtOnce(context)
         let (authorization, contentType, form) = request.withUnsafeReadableBytes { bytes in
             (
                 head.authorizations == 1 ? head.authorization.map { String(decoding: bytes[$0], as: UTF8.self) } : nil,
@@ -277,7 +278,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         answer.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
         answer.writeString(String(id.utf8.count))
         answer.writeStaticString("\r\nDate: ")
-        answer.writeString(self.door.currentDate())
+        answer.writeString(HubDoor.currentDate())
         if self.quiescing { answer.writeStaticString("\r\nConnection: close") }
         answer.writeStaticString("\r\n\r\n")
         answer.writeString(id)

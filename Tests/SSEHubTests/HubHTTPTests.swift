@@ -452,7 +452,7 @@ struct HubHTTPTests {
     }
 
     /// The `TCP_NODELAY` option of this process's socket on `port` connected to `peerPort`.
-    private static func noDelayOption(ofSocketFrom peerPort: Int, to port: Int) -> Int32? {
+    static func noDelayOption(ofSocketFrom peerPort: Int, to port: Int) -> Int32? {
         for fd in Int32(0)..<65_536 {
             var local = sockaddr_in()
             var peer = sockaddr_in()

@@ -113,6 +113,42 @@ struct HubServerTests {
         }
     }
 
+    /// Without TLS the listener leaves `TCP_NODELAY` off, which a subscriber's connection keeps
+    /// (the default configuration); the door turns it on for a publisher's connection and for one
+    /// it hands on to the app. Over TLS (on for HTTP/2) the door turns it off for a subscriber.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func onlyASubscribersConnectionLetsTheKernelMergeWrites(tls: Bool) async throws {
+        try await self.withServer(tls: tls) { port, hub in
+            let alpn = tls ? ["http/1.1"] : nil
+            let (subscriber, stream) = try await connectRaw(to: port, alpn: alpn)
+            try await subscriber.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: ":\n", in: stream)
+            let (publisher, answers) = try await connectRaw(to: port, alpn: alpn)
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+            let form = "topic=t&id=one&data=x"
+            try await publisher.writeAndFlush(
+                ByteBuffer(
+                    string: "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
+                )
+            )
+            try await self.wait(for: "\r\n\r\none", in: answers)
+            // The update went through the subscriber's direct writes, set up after the option.
+            try await self.wait(for: "id: one\ndata: x\n\n", in: stream)
+            let (app, hello) = try await connectRaw(to: port, alpn: alpn)
+            try await app.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: "\r\n\r\nhi", in: hello)
+            for (channel, noDelay) in [(subscriber, false), (publisher, true), (app, true)] {
+                let option = try #require(
+                    HubHTTPTests.noDelayOption(ofSocketFrom: channel.localAddress!.port!, to: port),
+                    "the server's end of the connection is in this process"
+                )
+                #expect((option != 0) == noDelay, "\(noDelay ? "on" : "off") expected")
+            }
+            for channel in [subscriber, publisher, app] { try await channel.close() }
+        }
+    }
+
     /// Stopping gracefully ends the subscriptions' streams and closes the connections the app
     /// has, then the server returns.
     @Test(.timeLimit(.minutes(1))) func aGracefulStopEndsStreamsAndClosesConnections() async throws {
