@@ -281,7 +281,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the request the door waits for must have come whole.
     private var requestDue = NIODeadline.distantFuture
     /// Checks `requestDue`; it runs late rather than again for every request on a busy connection.
-    private var requestTimer: Scheduled<Void>?
+    private var requestTimer: NIOScheduledCallback?
     /// Whether the connection has `TCP_NODELAY` on.
     private var noDelay: Bool
     let hub: Hub
@@ -333,9 +333,22 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Checks the connection when `requestDue` comes.
     private func checkRequestDue(_ context: ChannelHandlerContext) {
-        self.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: self.requestDue) {
-            self.requestTimer = nil
-            self.closeIfTheRequestIsLate(context)
+        // A callback rather than a task: no promise and no closures to make, for a timer that a
+        // subscriber's connection cancels at once (see docs/PERFORMANCE.md).
+        self.requestTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            at: self.requestDue,
+            handler: RequestDue(door: self, context: context)
+        )
+    }
+
+    /// The door's check when `requestDue` comes.
+    private struct RequestDue: NIOScheduledCallbackHandler {
+        let door: HubDoor
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.door.requestTimer = nil
+            self.door.closeIfTheRequestIsLate(self.context)
         }
     }
 
