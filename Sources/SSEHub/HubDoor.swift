@@ -140,9 +140,9 @@ struct HubHTTP1Channel: ServerChildChannel {
                 withEncoderConfiguration: .init(),
                 withDecoderLimitConfiguration: limits
             )
-            // The door reads NIO's parts: the codec converts only what it hands on.
+            // The door reads NIO's parts (the codec that converts them for Hummingbird comes
+            // when the door hands the connection on).
             try pipeline.addHandler(door)
-            try pipeline.addHandler(HubHTTP1Codec())
             return Value(channel: channel, handedOn: handedOn.futureResult)
         }
     }
@@ -233,9 +233,9 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 /// Hummingbird's handlers, which the door adds behind it before it leaves the pipeline; so does a
 /// publish or a subscription that fails its checks, and the route answers it with its reason.
 ///
-/// The door reads and writes NIO's HTTP/1 parts, ahead of the codec that converts them to HTTP
-/// types for Hummingbird: what the door answers itself is not converted (the conversion was 4.6 %
-/// of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most publish requests do not
+/// The door reads and writes NIO's HTTP/1 parts; the codec that converts them to HTTP types for
+/// Hummingbird comes with Hummingbird's handlers. What the door answers itself is not converted
+/// (the conversion was 4.6 % of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most publish requests do not
 /// reach it: the ``PublishReader`` ahead of the decoder reads and answers them, and leaves the
 /// connection to the decoder and the door at the first request it does not take.
 ///
@@ -542,7 +542,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             try pipeline.addHandler(EventStreamConnection(events: events))
             // The decoder last: what it still decodes goes to the stream, which drops it.
             for handler in [
-                try pipeline.handler(type: HubHTTP1Codec.self), self, try pipeline.handler(type: HTTPResponseEncoder.self),
+                self, try pipeline.handler(type: HTTPResponseEncoder.self),
                 try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
             ] as [any RemovableChannelHandler] {
                 pipeline.removeHandler(handler, promise: nil)
@@ -681,7 +681,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             + "\(two(seconds / 3_600)):\(two(seconds / 60 % 60)):\(two(seconds % 60)) GMT"
     }
 
-    /// Adds Hummingbird's handlers behind the door, passes them what was read, and leaves.
+    /// Adds the codec and Hummingbird's handlers behind the door, passes them what was read, and
+    /// leaves.
     private func handOn(_ context: ChannelHandlerContext, parts: [HTTPServerRequestPart], error: (any Error)? = nil) {
         self.answersAtOnce(context)
         let parts = parts + self.unread
@@ -691,6 +692,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let pipeline = context.pipeline.syncOperations
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
+            try pipeline.addHandler(HubHTTP1Codec())
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
             if let timeout = self.requestTimeout {
