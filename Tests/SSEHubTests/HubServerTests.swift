@@ -61,6 +61,18 @@ struct HubServerTests {
         for _ in 0..<1_000 where !received.text.contains(expected) { try await Task.sleep(for: .milliseconds(10)) }
     }
 
+    /// Sends on `channel` a publish at the door of update `one` (`data: x`) on topic `t`.
+    func publishOne(on channel: any Channel) async throws {
+        let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+        let form = "topic=t&id=one&data=x"
+        try await channel.writeAndFlush(
+            ByteBuffer(
+                string: "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
+            )
+        )
+    }
+
     @Test(.timeLimit(.minutes(1)), arguments: [false, true])
     func theHubsRequestsAndTheAppsAreServed(tls: Bool) async throws {
         try await self.withServer(tls: tls) { port, hub in
@@ -73,14 +85,7 @@ struct HubServerTests {
             // A publish at the door, then the app's route and a subscription the route refuses,
             // on the same connection (handed on after the publish).
             let (client, answers) = try await connectRaw(to: port, alpn: alpn)
-            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
-            let form = "topic=t&id=one&data=x"
-            try await client.writeAndFlush(
-                ByteBuffer(
-                    string: "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
-                        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
-                )
-            )
+            try await self.publishOne(on: client)
             try await self.wait(for: "\r\n\r\none", in: answers)
             try await self.wait(for: "id: one\ndata: x\n\n", in: stream)
             #expect(stream.text.contains("id: one\ndata: x\n\n"), "the subscriber has the update")
@@ -124,14 +129,7 @@ struct HubServerTests {
             try await subscriber.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
             try await self.wait(for: ":\n", in: stream)
             let (publisher, answers) = try await connectRaw(to: port, alpn: alpn)
-            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
-            let form = "topic=t&id=one&data=x"
-            try await publisher.writeAndFlush(
-                ByteBuffer(
-                    string: "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
-                        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)"
-                )
-            )
+            try await self.publishOne(on: publisher)
             try await self.wait(for: "\r\n\r\none", in: answers)
             // The update went through the subscriber's direct writes, set up after the option.
             try await self.wait(for: "id: one\ndata: x\n\n", in: stream)
