@@ -235,9 +235,10 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 ///
 /// The door reads and writes NIO's HTTP/1 parts; the codec that converts them to HTTP types for
 /// Hummingbird comes with Hummingbird's handlers. What the door answers itself is not converted
-/// (the conversion was 4.6 % of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most publish requests do not
-/// reach it: the ``PublishReader`` ahead of the decoder reads and answers them, and leaves the
-/// connection to the decoder and the door at the first request it does not take.
+/// (the conversion was 4.6 % of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most
+/// publish requests do not reach it: the ``PublishReader`` ahead of the decoder reads and answers
+/// them, and leaves the connection to the decoder and the door at the first request it does not
+/// take.
 ///
 /// The connection closes when the stream ends (the hub stopping, or the subscriber cut), and when
 /// a request it waits for does not come whole in time.
