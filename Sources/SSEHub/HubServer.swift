@@ -76,7 +76,7 @@ extension Hub {
                 requestTimeout: requestTimeout,
                 responder: respond
             )
-            return HubServer(child: child, host: host, port: port, noDelay: true, onServerRunning: onServerRunning, logger: logger)
+            return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
         }
         let child = HubHTTP1Channel(
             hub: self,
@@ -84,12 +84,16 @@ extension Hub {
             requestTimeout: requestTimeout,
             acceptedWithNoDelay: false
         )
-        return HubServer(child: child, host: host, port: port, noDelay: false, onServerRunning: onServerRunning, logger: logger)
+        return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
     }
 }
 
 /// A connection's setup whose connections may need no task: those the hub's door answered.
 protocol HubChildChannel: ServerChildChannel {
+    /// Whether the listener gives its connections `TCP_NODELAY` on (see
+    /// ``HubHTTP1Channel/acceptedWithNoDelay``).
+    var acceptedWithNoDelay: Bool { get }
+
     /// Calls `body` once it is known that the connection of `value` needs
     /// ``handle(value:logger:)``; never if it does not.
     func whenItNeedsHandling(_ value: Value, _ body: @escaping @Sendable () -> Void)
@@ -104,6 +108,9 @@ extension HubHTTP1Channel: HubChildChannel {
 }
 
 extension HubTLSChannel: HubChildChannel {
+    /// On: HTTP/2, which the connection may speak, sends at once.
+    var acceptedWithNoDelay: Bool { true }
+
     func whenItNeedsHandling(_ value: Value, _ body: @escaping @Sendable () -> Void) {
         value.negotiated.whenSuccess { negotiated in
             switch negotiated {
@@ -120,9 +127,6 @@ struct HubServer<Child: HubChildChannel>: Service {
     let child: Child
     let host: String
     let port: Int
-    /// Whether the listener's connections come with `TCP_NODELAY` on (see
-    /// ``HubHTTP1Channel/acceptedWithNoDelay``); HTTP/2's always do.
-    let noDelay: Bool
     let onServerRunning: (@Sendable (any Channel) async -> Void)?
     let logger: Logger
 
@@ -135,7 +139,7 @@ struct HubServer<Child: HubChildChannel>: Service {
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: self.noDelay ? 1 : 0)
+            .serverChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: self.child.acceptedWithNoDelay ? 1 : 0)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))

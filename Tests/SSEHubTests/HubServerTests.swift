@@ -123,7 +123,7 @@ struct HubServerTests {
     /// it hands on to the app. Over TLS (on for HTTP/2) the door turns it off for a subscriber.
     @Test(.timeLimit(.minutes(1)), arguments: [false, true])
     func onlyASubscribersConnectionLetsTheKernelMergeWrites(tls: Bool) async throws {
-        try await self.withServer(tls: tls) { port, hub in
+        try await self.withServer(tls: tls) { port, _ in
             let alpn = tls ? ["http/1.1"] : nil
             let (subscriber, stream) = try await connectRaw(to: port, alpn: alpn)
             try await subscriber.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
