@@ -167,9 +167,10 @@ final class ChannelSink: @unchecked Sendable {
     private var bytesWhileUnwritable = 0
     private var unflushedBytes = 0
     /// Over HTTP/1, the context events are written through, already framed: as chunks unless
-    /// `chunked` is false (HTTP/1.0); and whether the sink added it, and takes it out at the end.
+    /// `chunked` is false (HTTP/1.0, and the door's streams); and whether the sink added it, and
+    /// takes it out at the end.
     private var raw: ChannelHandlerContext?
-    /// On the door's connection without TLS, the channel's core, which the chunks are written to
+    /// On the door's connection without TLS, the channel's core, which the events are written to
     /// instead (see `init`).
     private var core: (any ChannelCore)?
     private var chunked = true
@@ -191,8 +192,9 @@ final class ChannelSink: @unchecked Sendable {
         self.isOverTLS = (try? pipeline.handler(type: NIOSSLServerHandler.self)) != nil
             || (try? connection?.handler(type: NIOSSLServerHandler.self)) != nil
         if let stream = try? pipeline.handler(type: EventStreamConnection.self) {
-            // The door's connection, whose HTTP handlers are gone (chunked: the door opens no
-            // HTTP/1.0 stream).
+            // The door's connection, whose HTTP handlers are gone: its body is not chunked (see
+            // `HubDoor.streamHead`).
+            self.chunked = false
             if self.isOverTLS {
                 self.raw = try? pipeline.context(handler: stream)
             } else {
@@ -225,7 +227,7 @@ final class ChannelSink: @unchecked Sendable {
         // By index: each event's buffers are read in place, not copied (and retained) first.
         for index in events.indices {
             if let core = self.core {
-                core.write0(NIOAny(events[index].chunk), promise: nil)
+                core.write0(NIOAny(events[index].bytes), promise: nil)
             } else if let raw = self.raw {
                 raw.write(NIOAny(self.chunked ? events[index].chunk : events[index].bytes), promise: nil)
             } else {

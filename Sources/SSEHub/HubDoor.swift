@@ -531,10 +531,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         if let origin = head.headers.first(name: "Origin"), configuration.corsOrigins.contains(origin) {
             headers.allowCORS(from: origin)
         }
-        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(HTTPResponse(status: .ok, headerFields: headers)))), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: ServerSentEvent.encodedComment())))), promise: nil)
-        for buffer in events.replay { context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil) }
-        context.flush()
         // The connection waits for no more requests: the HTTP handlers and the door leave it.
         let channel = context.channel
         let pipeline = context.pipeline.syncOperations
@@ -552,8 +548,15 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             channel.close(promise: nil)  // (never: the door set the pipeline up)
             return
         }
+        // The body is the stream to the close: no chunks (see `Self.streamHead`).
+        var start = Self.streamHead(headers, allocator: channel.allocator)
+        start.writeBytes(ServerSentEvent.encodedComment())
+        channel.write(start, promise: nil)
+        for buffer in events.replay { channel.write(buffer, promise: nil) }
+        channel.flush()
         self.hub.writeDirectly(events, to: channel, noDelay: self.noDelay, configuration: configuration) {
-            channel.writeAndFlush(ByteBuffer(staticString: "0\r\n\r\n")).assumeIsolated().whenComplete { _ in
+            // Once what was written is sent.
+            channel.writeAndFlush(ByteBuffer()).assumeIsolated().whenComplete { _ in
                 channel.close(promise: nil)
             }
         }
@@ -636,6 +639,24 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         case .publishing, .streaming, .handedOn, .closed:
             break  // the next answer looks again; a connection handed on was told
         }
+    }
+
+    /// The head of a `200 OK` stream with `fields`, as bytes. Written by the door rather than NIO's
+    /// encoder, which frames an HTTP/1.1 body without a length as chunks: the stream's connection
+    /// closes at its end (`Connection: close`), which is all the framing it needs (RFC 9112,
+    /// section 6.3). Without chunks each event is its bytes alone, for the hub to write and every
+    /// client to read.
+    static func streamHead(_ fields: HTTPFields, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var head = allocator.buffer(capacity: 256)
+        head.writeStaticString("HTTP/1.1 200 OK\r\n")
+        for field in fields {
+            head.writeString(field.name.rawName)
+            head.writeStaticString(": ")
+            head.writeString(field.value)
+            head.writeStaticString("\r\n")
+        }
+        head.writeStaticString("\r\n")
+        return head
     }
 
     /// Turns `TCP_NODELAY` on, if it is off, for a connection that is not a subscription's (a

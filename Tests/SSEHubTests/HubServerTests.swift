@@ -165,7 +165,7 @@ struct HubServerTests {
         let (subscriber, stream) = try #require(connections.withLockedValue { $0.first })
         let (idle, _) = try #require(connections.withLockedValue { $0.last })
         for _ in 0..<500 where subscriber.isActive || idle.isActive { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(stream.text.hasSuffix("\r\n0\r\n\r\n"), "the stream ended cleanly")
-        #expect(!subscriber.isActive && !idle.isActive, "and the connections closed")
+        #expect(stream.text.hasSuffix("\r\n\r\n:\n"), "nothing after the stream's last bytes")
+        #expect(!subscriber.isActive && !idle.isActive, "the connections closed: the end of a stream")
     }
 }

@@ -92,6 +92,7 @@ struct HubTLSTests {
                 hub,
                 idle: (idle, answer),
                 streaming: (streaming, stream),
+                chunked: false,
                 timeout: Self.requestTimeout
             )
         }
