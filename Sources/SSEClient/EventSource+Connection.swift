@@ -183,12 +183,6 @@ extension EventSource {
         var error: (any Error)?
     }
 
-    /// Which of the reader and the watchdog finished first.
-    enum ReadFinished: Sendable {
-        case reader(StreamEnd)
-        case watchdog(fired: Bool)
-    }
-
     struct ReadTimeout: Error, CustomStringConvertible {
         let timeout: Duration
         var description: String { "no bytes for \(self.timeout): the stream stalled" }
@@ -203,32 +197,32 @@ extension EventSource {
     ) async -> StreamEnd {
         // When the reader started waiting for bytes; `nil` while it hands events to the consumer.
         let waitingSince = NIOLockedValueBox<C.Instant?>(clock.now)
-        return await withTaskGroup(of: ReadFinished.self) { group in
+        let end = NIOLockedValueBox<StreamEnd?>(nil)
+        // Each child tells whether the watchdog fired; the reader's result comes back in `end`. Not
+        // as the payload of an enum of both children's results: built for release with Swift
+        // 6.3.1, that gave a garbage error to `connect` now and then when `close()` ended both at
+        // once, and `herald listen --timeout` crashed in 37 of 60 runs on a loaded machine.
+        let stalled = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                .reader(await self.readEvents(body, parser: parser, waitingSince: waitingSince, clock: clock))
+                let result = await self.readEvents(body, parser: parser, waitingSince: waitingSince, clock: clock)
+                end.withLockedValue { $0 = result }
+                return false
             }
             if let timeout = self.configuration.readTimeout {
-                group.addTask {
-                    .watchdog(fired: await Self.watch(waitingSince, timeout: timeout, clock: clock))
-                }
+                group.addTask { await Self.watch(waitingSince, timeout: timeout, clock: clock) }
             }
-            var end: StreamEnd?
             var stalled = false
-            while let finished = await group.next() {
-                switch finished {
-                case .reader(let result):
-                    end = result
-                case .watchdog(let fired):
-                    stalled = fired
-                }
+            while let fired = await group.next() {
+                stalled = stalled || fired
                 group.cancelAll()
             }
-            var result = end!
-            if stalled, let timeout = self.configuration.readTimeout {
-                result.error = ReadTimeout(timeout: timeout)
-            }
-            return result
+            return stalled
         }
+        var result = end.withLockedValue { $0 }!
+        if stalled, let timeout = self.configuration.readTimeout {
+            result.error = ReadTimeout(timeout: timeout)
+        }
+        return result
     }
 
     private func readEvents<C: Clock<Duration>>(
