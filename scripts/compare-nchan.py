@@ -266,7 +266,9 @@ def main():
         for server in results[name]:
             for report in results[name][server]:
                 if report["exitStatus"] != 0:
-                    print(f"| {name} | {server} run incomplete | {report.get('failed') or report.get('completeness')} | | |")
+                    why = report.get("failed") or (f"completeness {report.get('completeness')}, publish errors "
+                                                    f"{report.get('publishErrors')}, subscriber errors {report.get('subscriberErrors')}")
+                    print(f"| {name} | {server} run failed (exit status {report['exitStatus']}) | {why} | | |")
     print(f"\nall runs: {OUT / 'results.json'}")
 
 
