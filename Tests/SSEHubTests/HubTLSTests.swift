@@ -21,9 +21,9 @@ import Testing
 /// The hub's HTTPS server (`Hub.http2Server`) and its request timeout, on a live server.
 @Suite("Hub over TLS")
 struct HubTLSTests {
-    /// Long enough for a loaded machine's handshakes and requests to come in time (the timeout
-    /// counts from the connection, handshake included: with 1 s, a stream's connection was now and
-    /// then closed before its request on a busy machine).
+    /// Long enough for a loaded machine's handshakes and requests to come in time: the timeout
+    /// counts from the connection, handshake included (with 1 s, two suite runs on a busy machine
+    /// failed on a connection closed early).
     static let requestTimeout = Duration.seconds(2)
 
     /// Serves `hub`'s routes over TLS, with the test certificate; `body` gets the server's port.
