@@ -166,14 +166,13 @@ final class ChannelSink: @unchecked Sendable {
     private var unwritableSince: NIODeadline?
     private var bytesWhileUnwritable = 0
     private var unflushedBytes = 0
-    /// Over HTTP/1, the context events are written through, already framed: as chunks unless
-    /// `chunked` is false (HTTP/1.0, and the door's streams); and whether the sink added it, and
-    /// takes it out at the end.
+    /// Over HTTP/1, the context events are written through, already framed: as chunks when the
+    /// sink added it below the response encoder (`addedRaw`: it then takes it out at the end), as
+    /// they are on the door's connection over TLS, whose body runs to the close.
     private var raw: ChannelHandlerContext?
     /// On the door's connection without TLS, the channel's core, which the events are written to
     /// instead (see `init`).
     private var core: (any ChannelCore)?
-    private var chunked = true
     private var addedRaw = false
     /// Whether the connection is over TLS, which encrypts each buffer written as a record of its
     /// own (a header, a tag and a call into BoringSSL each): several events are better written as
@@ -194,7 +193,6 @@ final class ChannelSink: @unchecked Sendable {
         if let stream = try? pipeline.handler(type: EventStreamConnection.self) {
             // The door's connection, whose HTTP handlers are gone: its body is not chunked (see
             // `HubDoor.streamHead`).
-            self.chunked = false
             if self.isOverTLS {
                 self.raw = try? pipeline.context(handler: stream)
             } else {
@@ -229,7 +227,7 @@ final class ChannelSink: @unchecked Sendable {
             if let core = self.core {
                 core.write0(NIOAny(events[index].bytes), promise: nil)
             } else if let raw = self.raw {
-                raw.write(NIOAny(self.chunked ? events[index].chunk : events[index].bytes), promise: nil)
+                raw.write(NIOAny(self.addedRaw ? events[index].chunk : events[index].bytes), promise: nil)
             } else {
                 self.channel.write(HTTPResponsePart.body(events[index].bytes), promise: nil)
             }
