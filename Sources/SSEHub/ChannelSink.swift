@@ -197,7 +197,7 @@ final class ChannelSink: @unchecked Sendable {
                 self.raw = try? pipeline.context(handler: stream)
             } else {
                 // Nothing below the stream's handler changes what is written (the request decoder
-                // only reads, the publish reader passes writes on), so the sink writes to the core
+                // only reads, the request reader passes writes on), so the sink writes to the core
                 // as the pipeline's head would. NIO keeps `_channelCore` for its own handlers: it
                 // is used here because the way down the pipeline touches three cold objects of
                 // each connection a write, and at 10 000 subscribers that was 4 to 7 % of the

@@ -126,22 +126,16 @@ struct HubHTTP1Channel: ServerChildChannel {
             let door = HubDoor(
                 hub: self.hub,
                 http1: self.http1.configuration,
+                limits: limits,
                 requestTimeout: self.requestTimeout,
                 noDelay: self.acceptedWithNoDelay,
                 handedOn: handedOn,
                 logger: logger
             )
-            // Ahead of NIO's decoder: publish requests of one plain shape, read as bytes.
-            try pipeline.addHandler(PublishReader(door: door, limits: limits))
-            try pipeline.configureHTTPServerPipeline(
-                withPipeliningAssistance: false,
-                withErrorHandling: false,
-                withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(),
-                withDecoderLimitConfiguration: limits
-            )
-            // The door reads NIO's parts (the codec that converts them for Hummingbird comes
-            // when the door hands the connection on).
+            // Publish and subscribe requests of one plain shape, read as bytes. NIO's decoder and
+            // encoder come between the two when the reader meets any other request, and the codec
+            // that converts NIO's parts for Hummingbird when the door hands the connection on.
+            try pipeline.addHandler(RequestReader(door: door, limits: limits))
             try pipeline.addHandler(door)
             return Value(channel: channel, handedOn: handedOn.futureResult)
         }
@@ -236,9 +230,9 @@ final class HubHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 /// The door reads and writes NIO's HTTP/1 parts; the codec that converts them to HTTP types for
 /// Hummingbird comes with Hummingbird's handlers. What the door answers itself is not converted
 /// (the conversion was 4.6 % of the server's CPU on 1 000 topics, see docs/PERFORMANCE.md). Most
-/// publish requests do not reach it: the ``PublishReader`` ahead of the decoder reads and answers
-/// them, and leaves the connection to the decoder and the door at the first request it does not
-/// take.
+/// requests do not reach it through NIO's decoder: the ``RequestReader`` ahead of it reads them as
+/// bytes, answers publishes and gives subscribe requests to the door, and adds the decoder and
+/// encoder, and leaves, at the first request it does not take.
 ///
 /// The connection closes when the stream ends (the hub stopping, or the subscriber cut), and when
 /// a request it waits for does not come whole in time.
@@ -251,8 +245,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private enum State {
         /// No request yet, or the last one answered.
         case waiting
-        /// A subscribe request being checked, and the parts read since its head.
-        case opening([HTTPServerRequestPart])
+        /// A subscribe request being read and checked, its parts and those read since (the next
+        /// requests of a pipelining client), and who checks it.
+        case opening([HTTPServerRequestPart], Authorizer)
         /// The subscription's stream is the response (the door leaves the pipeline).
         case streaming
         /// A publish request being read: its parts so far, and who checks it.
@@ -286,9 +281,13 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the connection has `TCP_NODELAY` on.
     private var noDelay: Bool
     let hub: Hub
-    /// Whether the next request goes on to Hummingbird: the publish reader's that failed its checks.
+    /// Whether the next request goes on to Hummingbird: the request reader's that failed its checks.
     var handsOnNextRequest = false
     private let http1: HTTP1Channel.Configuration
+    /// The limits of NIO's decoder on a request's head.
+    private let limits: NIOHTTPDecoderLimitConfiguration
+    /// Whether NIO's decoder and encoder are in the pipeline, ahead of the door.
+    private var hasHTTPCodec = false
     private let requestTimeout: Duration?
     /// Completed when the door answers a subscription, hands the connection on, or sees it close.
     private let handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
@@ -297,6 +296,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     init(
         hub: Hub,
         http1: HTTP1Channel.Configuration,
+        limits: NIOHTTPDecoderLimitConfiguration,
         requestTimeout: Duration?,
         noDelay: Bool,
         handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>,
@@ -304,6 +304,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     ) {
         self.hub = hub
         self.http1 = http1
+        self.limits = limits
         self.requestTimeout = requestTimeout
         self.noDelay = noDelay
         self.handedOn = handedOn
@@ -326,7 +327,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         if self.requestTimer == nil { self.checkRequestDue(context) }
     }
 
-    /// Gives the client `requestTimeout` from `now`, when the publish reader answered a request.
+    /// Gives the client `requestTimeout` from `now`, when the request reader answered a request.
     func requestAnswered(_ now: NIODeadline) {
         guard let timeout = self.requestTimeout else { return }
         self.requestDue = now + TimeAmount(timeout)
@@ -361,14 +362,14 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         // The reader of publish requests ahead of the decoder, while it is in the pipeline. (Looked
         // up here, not held weakly: a weak reference makes every retain of the reader, one a
         // publish or more, take the runtime's slow path.)
-        let publishReader = try? context.pipeline.syncOperations.handler(type: PublishReader.self)
+        let requestReader = try? context.pipeline.syncOperations.handler(type: RequestReader.self)
         switch self.state {
-        case .waiting where publishReader?.isPublishing == true:
-            // A request came whole to the publish reader: look again after its answer.
+        case .waiting where requestReader?.isPublishing == true:
+            // A request came whole to the request reader: look again after its answer.
             self.requestDue = max(self.requestDue, context.eventLoop.now + TimeAmount(self.requestTimeout ?? .zero))
             begun = false
         case .waiting:
-            begun = publishReader?.holdsPartialRequest == true
+            begun = requestReader?.holdsPartialRequest == true
         case .reading:
             begun = true
         case .opening, .publishing, .streaming, .handedOn, .closed:
@@ -384,6 +385,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.state = .closed
         self.handedOn.succeed(nil)
+        guard (try? self.addHTTPCodec(to: context.pipeline.syncOperations)) != nil else {
+            context.close(promise: nil)  // (never: the door is in the pipeline)
+            return
+        }
         let reason = "the request did not come whole within \(self.requestTimeout ?? .zero)\n"
         let headers: HTTPHeaders = [
             "Content-Type": "text/plain; charset=utf-8",
@@ -412,16 +417,20 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             if Self.opens(head) {
-                self.open(head, authorizer: authorizer, context: context)
+                self.state = .opening([part], authorizer)  // opened once the request has come whole
             } else if Self.takes(head, configuration: authorizer.configuration) {
                 self.state = .reading([part], authorizer)
             } else {
                 self.handOn(context, parts: [part])
             }
-        case .opening(var parts):
+        case .opening(var parts, let authorizer):
             self.state = .closed  // (so that `parts` is not copied)
             parts.append(part)
-            self.state = .opening(parts)
+            self.state = .opening(parts, authorizer)
+            // (A subscribe request has no body: its end follows its head.)
+            if case .end = part, parts.count == 2, case .head(let head) = parts[0] {
+                self.open(head, authorizer: authorizer, context: context)
+            }
         case .reading(var parts, let authorizer):
             self.state = .closed
             parts.append(part)
@@ -477,10 +486,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         context: ChannelHandlerContext
     ) {
         guard let request = try? Request(head: HubHTTP1Codec.request(head), body: RequestBody(buffer: ByteBuffer())) else {
-            self.handOn(context, parts: [.head(head)])  // Hummingbird answers a request HTTP types cannot take
+            self.opened(nil, for: head, configuration: authorizer.configuration, context: context)  // Hummingbird answers it
             return
         }
-        self.state = .opening([.head(head)])
         let hub = self.hub
         let openedNow: (Subscription, HTTPFields)?
         do {
@@ -510,13 +518,22 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         configuration: Hub.HTTPConfiguration,
         context: ChannelHandlerContext
     ) {
-        guard case .opening(let parts) = self.state else {
+        guard case .opening(let parts, _) = self.state else {
             opened?.0.finish()  // the connection closed meanwhile
             return
         }
+        let pipeline = context.pipeline.syncOperations
+        // The reader, if it read the request (and holds what came since).
+        let reader = try? pipeline.handler(type: RequestReader.self)
         guard let (events, fields) = opened else {
-            // The route answers it, with its reason.
-            self.handOn(context, parts: parts)
+            // The route answers it, with its reason: from the request's bytes, through NIO's
+            // decoder, if the reader read it.
+            if let reader, reader.isSubscribing, let readerContext = try? pipeline.context(handler: reader) {
+                self.state = .waiting
+                reader.subscriptionFailed(readerContext)
+            } else {
+                self.handOn(context, parts: parts)
+            }
             return
         }
         self.state = .streaming
@@ -533,17 +550,17 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // The connection waits for no more requests: the HTTP handlers and the door leave it.
         let channel = context.channel
-        let pipeline = context.pipeline.syncOperations
-        let held = self.readHeld
+        let held = self.readHeld || reader?.readHeld == true
         do {
             try pipeline.addHandler(EventStreamConnection(events: events))
-            // The decoder last: what it still decodes goes to the stream, which drops it.
-            for handler in [
-                self, try pipeline.handler(type: HTTPResponseEncoder.self),
-                try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
-            ] as [any RemovableChannelHandler] {
-                pipeline.removeHandler(handler, promise: nil)
+            var handlers: [any RemovableChannelHandler] = [self]
+            if let reader { handlers.append(reader) }
+            if self.hasHTTPCodec {
+                // The decoder last: what it still decodes goes to the stream, which drops it.
+                handlers.append(try pipeline.handler(type: HTTPResponseEncoder.self))
+                handlers.append(try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self))
             }
+            for handler in handlers { pipeline.removeHandler(handler, promise: nil) }
         } catch {
             channel.close(promise: nil)  // (never: the door set the pipeline up)
             return
@@ -668,6 +685,21 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         try? context.channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
     }
 
+    /// Adds NIO's decoder and encoder ahead of the door, unless they are there: at the first
+    /// request the reader does not take, or for an answer the door writes as NIO's parts.
+    func addHTTPCodec(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        guard !self.hasHTTPCodec else { return }
+        try pipeline.configureHTTPServerPipeline(
+            position: .before(self),
+            withPipeliningAssistance: false,
+            withErrorHandling: false,
+            withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: self.limits
+        )
+        self.hasHTTPCodec = true
+    }
+
     /// The `Date` header of the last response, and its second: one for every connection, so that
     /// a new one does not format it again (a door of its own each was about 1 % of the server's CPU
     /// a subscriber's connection).
@@ -714,6 +746,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let pipeline = context.pipeline.syncOperations
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
+            try self.addHTTPCodec(to: pipeline)
             try pipeline.addHandler(HubHTTP1Codec())
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
@@ -752,7 +785,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// loop waits for.
     private var holdsReads: Bool {
         switch self.state {
-        case .opening(let parts): parts.count > 2  // a subscribe request is a head and an end
+        case .opening(let parts, _): parts.count > 2  // a subscribe request is a head and an end
         case .publishing(_, let next): !next.isEmpty
         case .waiting, .streaming, .reading, .handedOn, .closed: false
         }

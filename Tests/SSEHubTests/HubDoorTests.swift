@@ -405,10 +405,10 @@ struct HubDoorTests {
         }
     }
 
-    /// Whether the publish reader is still ahead of the decoder on `channel`.
-    func hasPublishReader(_ channel: NIOAsyncTestingChannel) async throws -> Bool {
+    /// Whether the request reader is still ahead of the decoder on `channel`.
+    func hasRequestReader(_ channel: NIOAsyncTestingChannel) async throws -> Bool {
         try await channel.testingEventLoop.executeInContext {
-            (try? channel.pipeline.syncOperations.handler(type: PublishReader.self)) != nil
+            (try? channel.pipeline.syncOperations.handler(type: RequestReader.self)) != nil
         }
     }
 
@@ -420,7 +420,7 @@ struct HubDoorTests {
             }
             let answer = try await self.written(by: channel, until: "\r\n\r\none")
             #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nDate: "))
-            #expect(try await self.hasPublishReader(channel), "the reader stays for the next publish")
+            #expect(try await self.hasRequestReader(channel), "the reader stays for the next publish")
             #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
             try await channel.close()
             #expect(try await handedOn.get() == nil)
@@ -434,7 +434,7 @@ struct HubDoorTests {
             func answer(_ request: String, id: String) async throws -> (String, readerStays: Bool) {
                 let (channel, _) = try await self.openConnection(server, reading: request)
                 let answer = try await self.written(by: channel, until: "\r\n\r\n\(id)")
-                let stays = try await self.hasPublishReader(channel)
+                let stays = try await self.hasRequestReader(channel)
                 try await channel.close()
                 // The date, which may have turned a second between the two.
                 let lines = answer.components(separatedBy: "\r\n").filter { !$0.hasPrefix("Date: ") }
@@ -467,7 +467,7 @@ struct HubDoorTests {
             let request = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
                 + "Content-Type: application/x-www-form-urlencoded\r\n\(fields)\r\ntopic=t&data=1"
             let (channel, _) = try await self.openConnection(server, reading: request)
-            #expect(try await !self.hasPublishReader(channel))
+            #expect(try await !self.hasRequestReader(channel))
             await channel.testingEventLoop.run()
             #expect(try await hub.store.updates(through: .max).isEmpty)
             try? await channel.close()
@@ -478,8 +478,8 @@ struct HubDoorTests {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldCount = 5
         limits.maxHeaderFieldSize = 40
-        func head(_ text: String) -> PublishReader.Head? {
-            Array(text.utf8).withUnsafeBytes { PublishReader.Head.parse($0, maximumBody: 100, limits: limits) }
+        func head(_ text: String) -> RequestReader.Head? {
+            Array(text.utf8).withUnsafeBytes { RequestReader.Head.parse($0, maximumBody: 100, limits: limits) }
         }
         let line = "POST /.well-known/mercure HTTP/1.1\r\n"
         let text = line + "host: x\r\nCONTENT-length:  12 \r\nAuthorization: Bearer t\r\nConnection: Keep-Alive\r\nX:\r\n\r\n"
@@ -522,6 +522,107 @@ struct HubDoorTests {
         }
     }
 
+    @Test func theShapeOfSubscribeRequestsTheReaderTakes() throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldCount = 4
+        func head(_ text: String) -> RequestReader.Head? {
+            Array(text.utf8).withUnsafeBytes { RequestReader.Head.parse($0, maximumBody: 100, limits: limits) }
+        }
+        let line = "GET /.well-known/mercure?topic=%2Fa&topic=b HTTP/1.1\r\n"
+        let text = line + "host: x\r\nOrigin: https://a.example\r\nLast-Event-ID:  e 1 \r\nConnection: keep-alive\r\n\r\n"
+        let taken = try #require(head(text)?.subscribe, "a subscription, with no body")
+        #expect(head(text)?.length == text.utf8.count)
+        // As NIO's decoder gives it.
+        #expect(taken.method == .GET)
+        #expect(taken.version == .http1_1)
+        #expect(taken.uri == "/.well-known/mercure?topic=%2Fa&topic=b")
+        #expect(taken.headers.map { "\($0.name)=\($0.value)" } == ["host=x", "Origin=https://a.example", "Last-Event-ID=e 1", "Connection=keep-alive"])
+        #expect(taken.isKeepAlive)
+        #expect(head("GET /.well-known/mercure HTTP/1.1\r\nContent-Length: 0\r\n\r\n")?.subscribe?.uri == "/.well-known/mercure")
+        #expect(head("POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 0\r\n\r\n")?.subscribe == nil, "a publish")
+        for refused in [
+            "GET /.well-known/mercure?topic=t HTTP/1.0\r\n\r\n",
+            "GET /.well-known/mercure?topic=t  HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercurex HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercure?topic=t#f HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercure?topic=\u{E9} HTTP/1.1\r\n\r\n",
+            "GET /.well-known/mercure?topic=t\tx HTTP/1.1\r\n\r\n",
+            "GET http://x/.well-known/mercure HTTP/1.1\r\n\r\n",
+            "get /.well-known/mercure HTTP/1.1\r\n\r\n",
+            "HEAD /.well-known/mercure HTTP/1.1\r\n\r\n",
+            line + "Content-Length: 1\r\n\r\n",
+            line + "Content-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            line + "Transfer-Encoding: chunked\r\n\r\n",
+            line + "Upgrade: websocket\r\n\r\n",
+            line + "Expect: 100-continue\r\n\r\n",
+            line + "Connection: close\r\n\r\n",
+            line + "Connection: keep-alive, Upgrade\r\n\r\n",
+            line + "X: 1\r\n folded\r\n\r\n",
+            line + "X: 1\nY: 2\r\n\r\n",
+            line + "X y: 1\r\n\r\n",
+            line + "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",  // five fields, NIO's decoder takes four
+        ] {
+            #expect(head(refused) == nil, "\(refused.debugDescription)")
+        }
+    }
+
+    /// A subscribe request read as bytes never brings NIO's decoder and encoder into the pipeline,
+    /// even when it comes a byte at a time.
+    @Test func aSubscriptionCutIntoReadsOfAByteIsReadWithNoDecoder() async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "")
+            let decoders = DecoderWatch()
+            try await channel.pipeline.addHandler(decoders, position: .first).get()
+            for byte in "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n".utf8 {
+                try await channel.writeInbound(ByteBuffer(bytes: [byte]))
+            }
+            #expect(try await self.written(by: channel, until: "\r\n\r\n:\n").hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(try await handedOn.get() == nil)
+            #expect(hub.subscriberCount == 1)
+            #expect(decoders.seen.withLockedValue { $0 } == false, "no decoder was added")
+            try await channel.close()
+        }
+    }
+
+    /// A subscribe request that fails its checks goes on to the route, and what the client sent
+    /// after it goes on too, whole and in order; the answer to a `HEAD` among them has no body.
+    @Test(arguments: [false, true])
+    func aSubscriptionThatFailsItsChecksGoesOnToTheRouteWithWhatCameAfter(replay: Bool) async throws {
+        try await self.withDoor { hub, server in
+            // No topic: refused at once, or after a task when there is a replay to read first.
+            let target = replay ? "/.well-known/mercure?lastEventID=earliest" : "/.well-known/mercure"
+            let (channel, handedOn) = try await self.openConnection(
+                server,
+                reading: "GET \(target) HTTP/1.1\r\nHost: x\r\n\r\nHEAD /healthz HTTP/1.1\r\nHost: y\r\n\r\n"
+            )
+            let connection = try #require(try await handedOn.get())
+            #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "the door answered nothing")
+            #expect(hub.subscriberCount == 0)
+            var parts: [String] = []
+            try await connection.executeThenClose { inbound, outbound in
+                for try await part in inbound {
+                    switch part {
+                    case .head(let head): parts.append("\(head.method) \(head.path ?? "")")
+                    case .body: parts.append("body")
+                    case .end: parts.append("end")
+                    }
+                    guard case .end = part else { continue }
+                    let body = parts.count == 2 ? "nope" : "hello"
+                    try await outbound.write(.head(HTTPResponse(status: .ok, headerFields: [.contentLength: "\(body.utf8.count)"])))
+                    try await outbound.write(.body(ByteBuffer(string: body)))
+                    try await outbound.write(.end(nil))
+                    if parts.count == 4 { break }
+                }
+            }
+            #expect(parts == ["GET \(target)", "end", "HEAD /healthz", "end"])
+            var answers = ""
+            while let bytes = try await channel.readOutbound(as: ByteBuffer.self) { answers += String(buffer: bytes) }
+            #expect(answers.contains("\r\n\r\nnope"), "\(answers)")
+            #expect(!answers.contains("hello"), "a response to HEAD has no body: \(answers)")
+        }
+    }
+
     /// A subscription being opened or a publish being stored: the connection reads on until the
     /// next request begins to come.
     @Test(arguments: [false, true])
@@ -548,7 +649,8 @@ struct HubDoorTests {
             }
             #expect(whileChecking == 1, "a read goes on while the request is checked")
             #expect(onceNextCame == 0, "and waits once the next request came")
-            _ = try await self.written(by: channel, until: subscribes ? "\r\n\r\n2\r\n:\n\r\n" : "\r\n\r\none")
+            let answer = try await self.written(by: channel, until: subscribes ? "\r\n\r\n:\n" : "\r\n\r\none")
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(answer)")
             #expect(reads.count.withLockedValue { $0 } == held + 1, "the held read goes on once it is answered")
             if subscribes {
                 #expect(hub.subscriberCount == 1)
@@ -708,6 +810,28 @@ private final class HeldStore: EventStore {
     }
     func updates(through last: UInt64) async throws -> [StoredUpdate] { try await self.store.updates(through: last) }
     func size() async throws -> EventStoreSize { try await self.store.size() }
+}
+
+/// Sees whether NIO's decoder is ever added behind it.
+private final class DecoderWatch: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let seen = NIOLockedValueBox(false)
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.look(context)
+        context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.look(context)
+        context.fireChannelReadComplete()
+    }
+
+    private func look(_ context: ChannelHandlerContext) {
+        if (try? context.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)) != nil {
+            self.seen.withLockedValue { $0 = true }
+        }
+    }
 }
 
 /// Counts the reads that reach the start of the pipeline.

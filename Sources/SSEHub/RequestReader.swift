@@ -12,25 +12,32 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
-/// The first handler of a connection: it reads publish requests of one plain shape from the bytes
-/// themselves, stores their updates and answers them, one after another, with no HTTP decoder or
-/// encoder between (they were a tenth of the server's CPU a publish on 1 000 topics, see
-/// docs/PERFORMANCE.md). At the first bytes of any other request it leaves the pipeline, and NIO's
-/// decoder and the door read the connection from then on, from those bytes.
+/// The first handler of a connection: it reads publish and subscribe requests of one plain shape
+/// from the bytes themselves, with no HTTP decoder or encoder in the pipeline. It stores the
+/// updates of publishes and answers them, one after another (the decoder and encoder were a tenth
+/// of the server's CPU a publish on 1 000 topics), and gives a subscribe request to the door as
+/// NIO's decoder would, for the door to open the subscription (adding the decoder and encoder to
+/// remove them again was about a sixth of the server's CPU a subscriber's connection); see
+/// docs/PERFORMANCE.md. At the first bytes of any other request it adds NIO's decoder and encoder
+/// and leaves the pipeline, and the decoder and the door read the connection from then on, from
+/// those bytes.
 ///
 /// The shape, which any HTTP/1.1 parser frames the same way:
 ///
-/// - exactly `POST /.well-known/mercure HTTP/1.1` as the request line;
+/// - exactly `POST /.well-known/mercure HTTP/1.1` as the request line; or `GET`, the hub's URL
+///   with a query of visible ASCII characters or none, and `HTTP/1.1`;
 /// - header lines of a token, a colon and a value of visible characters, spaces and tabs, each
 ///   ended by CR LF (no folded lines, no bare LF or CR);
-/// - exactly one `Content-Length` of digits only, within the configuration's publish size;
-/// - no `Transfer-Encoding`, `Expect`, `Upgrade` or `Origin` (a browser's: CORS is the route's),
-///   and `Connection` only as `keep-alive`;
+/// - for a publish, exactly one `Content-Length` of digits only, within the configuration's
+///   publish size; for a subscription, none or one of `0`;
+/// - no `Transfer-Encoding`, `Expect` or `Upgrade`, no `Origin` on a publish (a browser's: CORS is
+///   the route's), and `Connection` only as `keep-alive`;
 /// - within the limits of NIO's decoder on the head's fields (their number, their size).
 ///
 /// A publish whose checks fail goes on to the decoder too, with the door told to hand it to the
-/// route, which answers with the reason.
-final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
+/// route, which answers with the reason; a subscription that fails its checks the door hands on
+/// itself, and the reader then passes what came after it to the decoder.
+final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -47,16 +54,40 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         var contentType: Range<Int>?
         var contentTypes = 0
 
+        /// A subscribe request's head, as NIO's decoder would give it; `nil` for a publish.
+        var subscribe: HTTPRequestHead?
+
         static let requestLine = Array("POST /.well-known/mercure HTTP/1.1\r\n".utf8)
+        /// How a subscribe request's line begins: its target, up to its query if it has one.
+        static let subscribeLine = Array("GET /.well-known/mercure".utf8)
+        static let version = Array(" HTTP/1.1\r\n".utf8)
 
         /// The head of `bytes`, which end with the head's empty line, if it has the shape of
-        /// publish requests the reader takes, within `limits` (those of NIO's decoder); else `nil`.
+        /// publish or subscribe requests the reader takes, within `limits` (those of NIO's
+        /// decoder); else `nil`.
         static func parse(_ bytes: UnsafeRawBufferPointer, maximumBody: Int, limits: NIOHTTPDecoderLimitConfiguration) -> Head? {
-            guard bytes.starts(with: Self.requestLine) else { return nil }
             var head = Head()
+            var position: Int
+            if bytes.starts(with: Self.requestLine) {
+                position = Self.requestLine.count
+            } else if bytes.starts(with: Self.subscribeLine) {
+                // The target: the hub's URL, and a query of visible characters (no fragment).
+                position = Self.subscribeLine.count
+                guard position < bytes.count, bytes[position] == UInt8(ascii: " ") || bytes[position] == UInt8(ascii: "?") else {
+                    return nil
+                }
+                while position < bytes.count, bytes[position] > 0x20, bytes[position] < 0x7F, bytes[position] != UInt8(ascii: "#") {
+                    position += 1
+                }
+                let target = UnsafeRawBufferPointer(rebasing: bytes[4..<position])
+                guard UnsafeRawBufferPointer(rebasing: bytes[position...]).starts(with: Self.version) else { return nil }
+                position += Self.version.count
+                head.subscribe = HTTPRequestHead(version: .http1_1, method: .GET, uri: String(decoding: target, as: UTF8.self))
+            } else {
+                return nil
+            }
             var contentLengths = 0
             var fields = 0
-            var position = Self.requestLine.count
             while true {
                 guard position + 1 < bytes.count else { return nil }
                 if bytes[position] == UInt8(ascii: "\r") {  // the empty line
@@ -86,6 +117,10 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
                 let value = valueStart..<valueEnd
                 fields += 1
                 guard fields <= limits.maxHeaderFieldCount, name.count + value.count <= limits.maxHeaderFieldSize else { return nil }
+                head.subscribe?.headers.add(
+                    name: String(decoding: name, as: UTF8.self),
+                    value: String(decoding: UnsafeRawBufferPointer(rebasing: bytes[value]), as: UTF8.self)
+                )
                 if Self.equal(name, "content-length") {
                     contentLengths += 1
                     guard value.count >= 1, value.count <= 9 else { return nil }
@@ -104,12 +139,17 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
                 } else if Self.equal(name, "connection") {
                     guard Self.equal(UnsafeRawBufferPointer(rebasing: bytes[value]), "keep-alive") else { return nil }
                 } else if Self.equal(name, "transfer-encoding") || Self.equal(name, "expect") || Self.equal(name, "upgrade")
-                    || Self.equal(name, "origin")
+                    || (head.subscribe == nil && Self.equal(name, "origin"))
                 {
                     return nil
                 }
             }
-            guard contentLengths == 1, head.contentLength <= maximumBody else { return nil }
+            // A subscribe request has no body; a publish has exactly one length.
+            guard head.subscribe == nil ? contentLengths == 1 : contentLengths <= 1 && head.contentLength == 0,
+                head.contentLength <= maximumBody
+            else {
+                return nil
+            }
             return head
         }
 
@@ -141,6 +181,10 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         case reading
         /// A publish being checked and stored: the request's bytes (for the route, if it fails).
         case publishing(ByteBuffer)
+        /// A subscribe request given to the door, which checks it: the request's bytes (for the
+        /// route, if it fails). When the door opens the subscription, the reader leaves with them
+        /// and what it read since.
+        case subscribing(ByteBuffer)
         /// The connection closed, or the reader left.
         case done
     }
@@ -152,8 +196,9 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     private var searched = 0
     /// The head of the request being read, once it has come whole.
     private var head: Head?
-    /// Whether a read was held back while a publish was stored (the next request had begun).
-    private var readHeld = false
+    /// Whether a read was held back while a publish was stored or a subscription checked (the next
+    /// request had begun).
+    private(set) var readHeld = false
     /// Whether the server stops: the publish under way is the last answered, then the connection
     /// closes.
     private var quiescing = false
@@ -184,7 +229,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = Self.unwrapInboundIn(data)
         switch self.state {
-        case .reading, .publishing:
+        case .reading, .publishing, .subscribing:
             if self.buffered.readableBytes == 0 {
                 self.buffered = bytes
             } else {
@@ -212,6 +257,13 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
             if self.buffered.readableBytes == 0 { self.buffered = ByteBuffer() }  // (no read kept while idle)
             self.head = nil
             self.searched = 0
+            if let subscribe = head.subscribe {
+                // To the door, as NIO's decoder would give it: the door opens the subscription.
+                self.state = .subscribing(request)
+                context.fireChannelRead(NIOAny(HTTPServerRequestPart.head(subscribe)))
+                context.fireChannelRead(NIOAny(HTTPServerRequestPart.end(nil)))
+                return
+            }
             self.publish(request, head: head, authorizer: authorizer, context: context)
         }
     }
@@ -220,7 +272,7 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
     /// `.some(nil)` when it is not one the reader takes.
     private func findHead(maximumBody: Int) -> Head?? {
         self.buffered.withUnsafeReadableBytes { bytes -> Head?? in
-            let line = Head.requestLine
+            let line = bytes.first == UInt8(ascii: "G") ? Head.subscribeLine : Head.requestLine
             guard bytes.prefix(line.count).elementsEqual(line.prefix(bytes.count)) else { return .some(nil) }
             let (cr, lf) = (UInt8(ascii: "\r"), UInt8(ascii: "\n"))
             var index = max(self.searched - 3, line.count - 2)
@@ -300,9 +352,34 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Passes what was read on to the decoder, with the events held back, and leaves the pipeline.
+    /// Whether the reader gave the door a subscribe request, which the door is checking.
+    var isSubscribing: Bool {
+        if case .subscribing = self.state { return true }
+        return false
+    }
+
+    /// Passes the subscribe request it gave the door, which failed its checks, on to NIO's decoder,
+    /// with what came after it, and leaves: the door hands it to the route, which answers with the
+    /// reason. (Its bytes, rather than its parts as the door has them: the decoder tells NIO's
+    /// encoder each request's method, for the answer to a `HEAD` pipelined behind it.)
+    func subscriptionFailed(_ context: ChannelHandlerContext) {
+        guard case .subscribing(var bytes) = self.state else { return }
+        bytes.writeBuffer(&self.buffered)
+        self.buffered = bytes
+        self.door.handsOnNextRequest = true
+        self.leave(context)
+    }
+
+    /// Passes what was read on to NIO's decoder, which it adds, with the events held back, and
+    /// leaves the pipeline.
     private func leave(_ context: ChannelHandlerContext) {
         self.state = .done
+        do {
+            try self.door.addHTTPCodec(to: context.pipeline.syncOperations)
+        } catch {
+            context.close(promise: nil)  // (never: the door is in the pipeline)
+            return
+        }
         if self.buffered.readableBytes > 0 {
             context.fireChannelRead(Self.wrapInboundOut(self.buffered))
             context.fireChannelReadComplete()
@@ -314,10 +391,13 @@ final class PublishReader: ChannelDuplexHandler, RemovableChannelHandler {
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
-    /// Whether reads wait: while a publish is stored and the next request has begun to come.
+    /// Whether reads wait: while a publish is stored or a subscription checked, and the next
+    /// request has begun to come.
     private var holdsReads: Bool {
-        if case .publishing = self.state { return self.buffered.readableBytes > 0 }
-        return false
+        switch self.state {
+        case .publishing, .subscribing: self.buffered.readableBytes > 0
+        case .reading, .done: false
+        }
     }
 
     func read(context: ChannelHandlerContext) {
