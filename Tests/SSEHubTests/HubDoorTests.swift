@@ -587,7 +587,7 @@ struct HubDoorTests {
 
     /// A subscribe request that fails its checks goes on to the route, and what the client sent
     /// after it goes on too, whole and in order; the answer to a `HEAD` among them has no body.
-    @Test(arguments: [false, true])
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
     func aSubscriptionThatFailsItsChecksGoesOnToTheRouteWithWhatCameAfter(replay: Bool) async throws {
         try await self.withDoor { hub, server in
             // No topic: refused at once, or after a task when there is a replay to read first.
