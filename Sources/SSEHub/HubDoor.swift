@@ -548,7 +548,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         if let origin = head.headers.first(name: "Origin"), configuration.corsOrigins.contains(origin) {
             headers.allowCORS(from: origin)
         }
-        // The connection waits for no more requests: the HTTP handlers and the door leave it.
+        // The connection waits for no more requests: the door, the reader and NIO's HTTP handlers,
+        // if there, leave it.
         let channel = context.channel
         let held = self.readHeld || reader?.readHeld == true
         do {

@@ -182,8 +182,8 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
         /// A publish being checked and stored: the request's bytes (for the route, if it fails).
         case publishing(ByteBuffer)
         /// A subscribe request given to the door, which checks it: the request's bytes (for the
-        /// route, if it fails). When the door opens the subscription, the reader leaves with them
-        /// and what it read since.
+        /// route, if it fails). When the door opens the subscription, it removes the reader, and
+        /// what the reader read since is dropped (an event stream's client has nothing more to say).
         case subscribing(ByteBuffer)
         /// The connection closed, or the reader left.
         case done
@@ -248,7 +248,7 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
             if self.head == nil {
                 switch self.findHead(maximumBody: authorizer.configuration.maximumPublishSize) {
                 case .some(.some(let head)): self.head = head
-                case .some(.none): return self.leave(context)  // not a publish the reader takes
+                case .some(.none): return self.leave(context)  // not a request the reader takes
                 case .none: return  // not whole yet
                 }
             }
