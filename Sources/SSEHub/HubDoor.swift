@@ -359,9 +359,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// else with a `408`.
     private func closeIfTheRequestIsLate(_ context: ChannelHandlerContext) {
         let begun: Bool
-        // The reader of publish requests ahead of the decoder, while it is in the pipeline. (Looked
-        // up here, not held weakly: a weak reference makes every retain of the reader, one a
-        // publish or more, take the runtime's slow path.)
+        // The request reader, while it is in the pipeline. (Looked up here, not held weakly: a weak
+        // reference makes every retain of the reader, one a publish or more, take the runtime's
+        // slow path.)
         let requestReader = try? context.pipeline.syncOperations.handler(type: RequestReader.self)
         switch self.state {
         case .waiting where requestReader?.isPublishing == true:

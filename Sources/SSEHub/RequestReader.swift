@@ -17,7 +17,7 @@ import NIOHTTP1
 /// updates of publishes and answers them, one after another (the decoder and encoder were a tenth
 /// of the server's CPU a publish on 1 000 topics), and gives a subscribe request to the door as
 /// NIO's decoder would, for the door to open the subscription (adding the decoder and encoder to
-/// remove them again was about a sixth of the server's CPU a subscriber's connection); see
+/// remove them again was about a fifth of the server's CPU a subscriber's connection); see
 /// docs/PERFORMANCE.md. At the first bytes of any other request it adds NIO's decoder and encoder
 /// and leaves the pipeline, and the decoder and the door read the connection from then on, from
 /// those bytes.
