@@ -28,8 +28,8 @@ import NIOHTTP1
 ///   with a query of visible ASCII characters or none, and `HTTP/1.1`;
 /// - header lines of a token, a colon and a value of visible characters, spaces and tabs, each
 ///   ended by CR LF (no folded lines, no bare LF or CR);
-/// - for a publish, exactly one `Content-Length` of digits only, within the configuration's
-///   publish size; for a subscription, none or one of `0`;
+/// - for a publish, exactly one `Content-Length` of digits only (no tab after them), within the
+///   configuration's publish size; for a subscription, none or one of `0`;
 /// - no `Transfer-Encoding`, `Expect` or `Upgrade`, no `Origin` on a publish (a browser's: CORS is
 ///   the route's), and `Connection` only as `keep-alive`;
 /// - within the limits of NIO's decoder on the head's fields (their number, their size).
@@ -123,7 +123,10 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
                 )
                 if Self.equal(name, "content-length") {
                     contentLengths += 1
-                    guard value.count >= 1, value.count <= 9 else { return nil }
+                    // (NIO's decoder refuses a tab after the digits, so the reader leaves it the request.)
+                    guard value.count >= 1, value.count <= 9, !bytes[valueEnd..<(position - 2)].contains(UInt8(ascii: "\t")) else {
+                        return nil
+                    }
                     var length = 0
                     for byte in bytes[value] {
                         guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
@@ -431,7 +434,7 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Publish `request` as HTTP types, as the door would have it from NIO's decoder, for the
     /// checks of a token not accepted before.
-    private static func request(_ request: ByteBuffer, head: Head) throws -> HTTPRequest {
+    static func request(_ request: ByteBuffer, head: Head) throws -> HTTPRequest {
         var headers = HTTPHeaders()
         let text = String(decoding: request.readableBytesView.prefix(head.length - 4), as: UTF8.self)
         for line in text.split(separator: "\r\n").dropFirst() {

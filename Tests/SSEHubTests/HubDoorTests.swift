@@ -499,6 +499,7 @@ struct HubDoorTests {
             line + "Content-Length: 1\r\nContent-Length: 1\r\n\r\n",
             line + "Content-Length: +1\r\n\r\n",
             line + "Content-Length: 1 1\r\n\r\n",
+            line + "Content-Length: 1\t\r\n\r\n",  // NIO's decoder refuses it
             line + "Content-Length:\r\n\r\n",
             line + "Content-Length: 1234567890\r\n\r\n",
             line + "Content-Length: 101\r\n\r\n",
@@ -553,6 +554,7 @@ struct HubDoorTests {
             "HEAD /.well-known/mercure HTTP/1.1\r\n\r\n",
             line + "Content-Length: 1\r\n\r\n",
             line + "Content-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            line + "Content-Length: 0 \t\r\n\r\n",
             line + "Transfer-Encoding: chunked\r\n\r\n",
             line + "Upgrade: websocket\r\n\r\n",
             line + "Expect: 100-continue\r\n\r\n",
