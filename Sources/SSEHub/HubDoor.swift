@@ -29,7 +29,8 @@ extension Hub {
     /// connection (a sixth less server CPU a publish); see `docs/PERFORMANCE.md`. Any other request
     /// goes to the app as usual, and so does a subscription or publish that fails its checks (a
     /// missing token, say): the route then answers it, with its reason, and serves the connection
-    /// from then on.
+    /// from then on. Until then, a request that does not parse as HTTP/1.1 is answered `400 Bad
+    /// Request` with the parser's reason, and the connection closes.
     ///
     /// - Parameters:
     ///   - configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
@@ -383,24 +384,40 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        self.refuse(context, .requestTimeout, reason: "the request did not come whole within \(self.requestTimeout ?? .zero)")
+    }
+
+    /// Answers the request the door waits for with `status` and `reason`, through NIO's encoder,
+    /// then closes the connection; no task serves it.
+    private func refuse(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, reason: String) {
         self.state = .closed
         self.handedOn.succeed(nil)
         guard (try? self.addHTTPCodec(to: context.pipeline.syncOperations)) != nil else {
             context.close(promise: nil)  // (never: the door is in the pipeline)
             return
         }
-        let reason = "the request did not come whole within \(self.requestTimeout ?? .zero)\n"
+        let reason = reason + "\n"
         let headers: HTTPHeaders = [
             "Content-Type": "text/plain; charset=utf-8",
             "Content-Length": String(reason.utf8.count),
             "Connection": "close",
             "Date": Self.currentDate(),
         ]
-        let head = HTTPResponseHead(version: .http1_1, status: .requestTimeout, headers: headers)
-        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: reason)))), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
+        }
+    }
+
+    /// Takes `error`, caught while the door waits for a request: a request that NIO's decoder
+    /// cannot parse is answered `400` with the decoder's reason (what follows it cannot be framed,
+    /// so the connection closes); any other error goes on to Hummingbird's handlers.
+    private func caughtBetweenRequests(_ error: any Error, context: ChannelHandlerContext) {
+        if let error = error as? HTTPParserError {
+            self.refuse(context, .badRequest, reason: "the request is not valid HTTP/1.1: \(String(reflecting: error))")
+        } else {
+            self.handOn(context, parts: [], error: error)
         }
     }
 
@@ -645,7 +662,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.unread = next[...]
         while let part = self.unread.popFirst() { self.receive(part, context: context) }
         if case .waiting = self.state, let error = self.caughtError {
-            self.handOn(context, parts: [], error: error)  // as when it comes between requests
+            self.caughtError = nil
+            self.caughtBetweenRequests(error, context: context)  // as when it comes alone
         }
         self.resumeReading(context)
         guard let ended else { return }
@@ -823,8 +841,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch self.state {
         case .waiting:
-            // A request that does not parse, say: Hummingbird answers it.
-            self.handOn(context, parts: [], error: error)
+            self.caughtBetweenRequests(error, context: context)
         case .publishing:
             // The requests read whole before it are answered first (see `published`).
             if self.caughtError == nil { self.caughtError = error }
