@@ -662,7 +662,6 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.unread = next[...]
         while let part = self.unread.popFirst() { self.receive(part, context: context) }
         if case .waiting = self.state, let error = self.caughtError {
-            self.caughtError = nil
             self.caughtBetweenRequests(error, context: context)  // as when it comes alone
         }
         self.resumeReading(context)
