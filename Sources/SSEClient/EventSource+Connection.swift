@@ -30,11 +30,18 @@ extension EventSource {
         let ownsClient = self.httpClient == nil
         let client = self.httpClient ?? HTTPClient(
             eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-            configuration: HTTPClient.Configuration(
-                redirectConfiguration: .follow(max: 10, allowCycles: false),
-                timeout: .init(connect: .init(self.configuration.connectTimeout)),
-                decompression: .enabled(limit: .none)
-            )
+            configuration: {
+                var configuration = HTTPClient.Configuration(
+                    redirectConfiguration: .follow(max: 10, allowCycles: false),
+                    timeout: .init(connect: .init(self.configuration.connectTimeout)),
+                    decompression: .enabled(limit: .none)
+                )
+                // The source backs off and reconnects itself: a connection that cannot be made
+                // fails the attempt at once (which the source reports), rather than being tried
+                // again in silence until the connect timeout.
+                configuration.connectionPool.retryConnectionEstablishment = false
+                return configuration
+            }()
         )
         var machine = ReconnectionStateMachine<C.Instant>(
             policy: .init(
@@ -61,7 +68,7 @@ extension EventSource {
                 self.logger.debug("server answered 204: closing", metadata: ["url": "\(self.url)"])
                 break attempts
             case .failed(let error):
-                self.logger.error("event source failed", metadata: ["url": "\(self.url)", "error": "\(error)"])
+                self.logger.debug("failed: closing", metadata: ["url": "\(self.url)", "error": "\(error)"])  // (thrown to the reader)
                 failure = error
                 break attempts
             case .lost(let error):
@@ -75,7 +82,9 @@ extension EventSource {
                     failure = EventSourceError(
                         .attemptsExhausted,
                         underlying: error,
-                        detail: "\(attempts) reconnection attempt\(attempts == 1 ? "" : "s") to \(self.url)"
+                        detail: attempts == 0
+                            ? "one connection to \(self.url), with reconnection off"
+                            : "\(attempts) reconnection attempt\(attempts == 1 ? "" : "s") to \(self.url)"
                     )
                     break attempts
                 case .reconnect(after: let delay):

@@ -111,9 +111,12 @@ public final class EventSource: AsyncSequence, Sendable {
     ///   - url: An `http` or `https` URL.
     ///   - configuration: How to connect and reconnect.
     ///   - httpClient: The client to use. By default the source makes one of its own that follows
-    ///     redirects and decompresses gzip, and shuts it down when it closes. A client you pass is
-    ///     used as configured (decompression needs `decompression: .enabled`) and not shut down.
-    ///   - logger: Where connections, reconnections and failures are logged.
+    ///     redirects, decompresses gzip and does not retry a connection that cannot be made (the
+    ///     source backs off and reconnects itself), and shuts it down when it closes. A client you
+    ///     pass is used as configured (decompression needs `decompression: .enabled`; by default
+    ///     AsyncHTTPClient retries such a connection until the connect timeout) and not shut down.
+    ///   - logger: Where reconnections are logged (at `info`), and the rest at `debug`; a failure
+    ///     that ends the source is thrown to its reader.
     public convenience init(
         url: String,
         configuration: Configuration = .init(),

@@ -51,6 +51,8 @@ public final class SQLiteEventStore: EventStore {
     static let checkpointFrames: CInt = 1_000
 
     /// Opens (or creates) the history in the file at `path`, keeping what `retention` says.
+    ///
+    /// - Throws: ``EventStoreError``, saying why the file cannot serve as the history and naming it.
     public static func open(path: String, retention: Retention = Retention()) async throws -> SQLiteEventStore {
         try await self.open(path: path, retention: retention, now: Date.init)
     }
@@ -65,7 +67,7 @@ public final class SQLiteEventStore: EventStore {
             return SQLiteEventStore(path: path, writer: writer, reader: reader, retention: retention)
         } catch {
             await writer.close()
-            throw error
+            throw EventStoreError(description: "cannot open the SQLite history \(path): \(error)")
         }
     }
 

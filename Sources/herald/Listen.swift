@@ -20,7 +20,8 @@ struct Listen: AsyncParsableCommand {
             Last-Event-ID when the stream ends) and prints each event at once. Exits 0 after \
             --max-events or --timeout, or when the server answers 204; a failed connection (another \
             status, a wrong content type, an unreachable host once --max-attempts are used up) is \
-            reported on standard error with exit status 1.
+            reported on standard error with exit status 1. Each reconnection, with its reason and \
+            its wait, is logged on standard error.
             """
     )
 
@@ -94,7 +95,7 @@ struct Listen: AsyncParsableCommand {
         configuration.readTimeout = .seconds(self.readTimeout)
 
         var logger = Logger(label: "herald.listen")
-        logger.logLevel = .warning
+        logger.logLevel = .info  // the source's reconnections: what a user waits on
         let source = EventSource(url: self.url, configuration: configuration, logger: logger)
 
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -208,7 +208,7 @@ struct Serve: AsyncParsableCommand {
             do {
                 store = try await SQLiteEventStore.open(path: self.database, retention: retention)
             } catch {
-                throw CommandFailure("cannot open the SQLite history '\(self.database)': \(error)")
+                throw CommandFailure("\(error)")  // what failed, and the file's name
             }
             storeDescription = "history in SQLite file \(self.database)"
         }

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import Foundation
 import HeraldTestSupport
 import NIOCore
 import NIOHTTP1
@@ -154,13 +155,19 @@ struct ListenCommandTests {
         }
     }
 
-    @Test func anUnreachableHostExitsNonZeroOnceTheAttemptsAreUsedUp() async throws {
+    @Test func anUnreachableHostExitsNonZeroOnceTheAttemptsAreUsedUpAndSaysEachReconnection() async throws {
         let server = try await TestServer.start { _, _, _ in }
         let url = server.url
         await server.shutdown()
-        let result = try await runHerald(["listen", url, "--max-attempts", "2", "--connect-timeout", "0.3"])
+        // A connect timeout past the run's time limit: each refused connection fails at once.
+        let result = try await runHerald(["listen", url, "--max-attempts", "1", "--connect-timeout", "100"])
         #expect(result.status == 1)
-        #expect(result.standardError.contains("gave up after 2 reconnection attempts"))
+        #expect(result.standardError.components(separatedBy: "reconnecting").count == 2, "\(result.standardError)")
+        #expect(result.standardError.contains("gave up after 1 reconnection attempt to \(url): "), "\(result.standardError)")
+        let once = try await runHerald(["listen", url, "--no-reconnect", "--connect-timeout", "100"])
+        #expect(once.status == 1)
+        #expect(!once.standardError.contains("reconnecting"), "\(once.standardError)")
+        #expect(once.standardError.contains("gave up after one connection to \(url), with reconnection off: "), "\(once.standardError)")
     }
 
     @Test(arguments: [

@@ -285,6 +285,15 @@ struct ServeCommandTests {
         #expect(hub.isRunning, "the first hub goes on")
     }
 
+    @Test func aDatabaseThatCannotBeOpenedIsRefusedWithSQLitesReasonSaidOnce() async throws {
+        let database = "/nonexistent-\(UInt32.random(in: 0...UInt32.max))/history.sqlite"
+        let refused = try await runHerald(["serve", "--port", "0", "--database", database])
+        #expect(refused.status == 1)
+        let said = "cannot open the SQLite history \(database): unable to open database file"
+        #expect(refused.standardError.components(separatedBy: "cannot open the SQLite history").count == 2, "\(refused.standardError)")
+        #expect(refused.standardError.contains(said), "\(refused.standardError)")
+    }
+
     @Test func aPortInUseIsRefusedWithAReason() async throws {
         let other = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(other.localAddress?.port)
