@@ -109,7 +109,7 @@ struct Bench: AsyncParsableCommand {
         if self.wireProtocol == .mercure, !self.idle, (self.token == nil) == (self.key == nil) {
             throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
         }
-        guard !self.hub.isEmpty, self.hub.allSatisfy({ URL(string: $0)?.host != nil }) else {
+        guard !self.hub.isEmpty, self.hub.allSatisfy(Publish.isHTTPURL) else {
             throw ValidationError("--hub must be an http:// or https:// URL.")
         }
     }

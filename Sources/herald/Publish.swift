@@ -8,6 +8,7 @@
 
 import ArgumentParser
 import AsyncHTTPClient
+import Foundation
 import NIOCore
 import NIOHTTP1
 import SSEHub
@@ -51,6 +52,7 @@ struct Publish: AsyncParsableCommand {
     func validate() throws {
         guard !self.topic.isEmpty else { throw ValidationError("give at least one --topic.") }
         guard (self.token == nil) != (self.key == nil) else { throw ValidationError("give either --token or --key.") }
+        guard Self.isHTTPURL(self.hub) else { throw ValidationError("--hub must be an http:// or https:// URL.") }
         if let retry, retry < 0 { throw ValidationError("--retry must not be negative.") }
     }
 
@@ -78,17 +80,30 @@ struct Publish: AsyncParsableCommand {
             Self.formEncode(value, into: &form)
         }
         request.body = .bytes(form)
+        var configuration = HTTPClient.Configuration.singletonConfiguration  // as `HTTPClient.shared`'s
+        // A hub that is not there is said at once, not after the connection is retried to the timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let response: HTTPClientResponse
+        let body: String
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            response = try await client.execute(request, timeout: .seconds(30))
+            body = String(buffer: try await response.body.collect(upTo: 1 << 20))
         } catch {
+            try? await client.shutdown()
             throw CommandFailure("cannot reach the hub at \(self.hub): \(error)")
         }
-        let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        try? await client.shutdown()
         guard response.status == .ok else {
             throw CommandFailure("the hub answered \(response.status.code) \(response.status.reasonPhrase): \(body)")
         }
         try writeAll(Array((body + "\n").utf8))
+    }
+
+    /// Whether `text` is an `http` or `https` URL with a host.
+    static func isHTTPURL(_ text: String) -> Bool {
+        guard let url = URL(string: text), let scheme = url.scheme?.lowercased() else { return false }
+        return (scheme == "http" || scheme == "https") && url.host?.isEmpty == false
     }
 
     /// Writes `value` form-encoded: unreserved characters as they are, every other byte of its

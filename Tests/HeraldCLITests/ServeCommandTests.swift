@@ -203,6 +203,25 @@ struct ServeCommandTests {
         #expect(usage.status == 64, "either --token or --key")
     }
 
+    @Test func heraldPublishToAHubThatIsNotThereOrNotAnHTTPURLSaysSo() async throws {
+        // A port that was just free: nothing listens there.
+        let free = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(free.localAddress?.port)
+        try await free.close()
+        let hub = "http://127.0.0.1:\(port)/.well-known/mercure"
+        let key = String(repeating: "s", count: 40)
+        // Within `runHerald`'s time limit, under the request's own timeout: a refused connection
+        // is not retried.
+        let refused = try await runHerald(["publish", "--hub", hub, "--topic", "t", "--key", key], timeLimit: 20)
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("cannot reach the hub at \(hub): "), "\(refused.standardError)")
+        for notHTTP in ["notaurl", "ftp://127.0.0.1/.well-known/mercure", "http:///.well-known/mercure"] {
+            let usage = try await runHerald(["publish", "--hub", notHTTP, "--topic", "t", "--key", key])
+            #expect(usage.status == 64, "\(notHTTP)")
+            #expect(usage.standardError.contains("--hub must be an http:// or https:// URL."), "\(usage.standardError)")
+        }
+    }
+
     /// The path of the file `name` in `Tests/Fixtures/tls`.
     static func tlsFixture(_ name: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
