@@ -29,8 +29,9 @@ extension Hub {
     /// connection (a sixth less server CPU a publish); see `docs/PERFORMANCE.md`. Any other request
     /// goes to the app as usual, and so does a subscription or publish that fails its checks (a
     /// missing token, say): the route then answers it, with its reason, and serves the connection
-    /// from then on. Until then, a request that does not parse as HTTP/1.1 is answered `400 Bad
-    /// Request` with the parser's reason, and the connection closes.
+    /// from then on. A request that does not parse as HTTP/1.1 is answered `400 Bad Request` with
+    /// the parser's reason, and the connection closes (once the app has the connection, when that
+    /// request comes after the last one was answered; else the app's server answers it).
     ///
     /// - Parameters:
     ///   - configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
@@ -396,6 +397,12 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)  // (never: the door is in the pipeline)
             return
         }
+        Self.writeRefusal(context, status, reason: reason)
+    }
+
+    /// Writes, from `context` (a handler of NIO's HTTP/1 parts), a `text/plain` answer of
+    /// `status` saying `reason`, then closes the connection.
+    static func writeRefusal(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, reason: String) {
         let reason = reason + "\n"
         let headers: HTTPHeaders = [
             "Content-Type": "text/plain; charset=utf-8",
@@ -403,11 +410,16 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             "Connection": "close",
             "Date": Self.currentDate(),
         ]
-        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: reason)))), promise: nil)
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: reason)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+    }
+
+    /// The reason of the `400` for a request that NIO's decoder could not parse.
+    static func unparsable(_ error: HTTPParserError) -> String {
+        "the request is not valid HTTP/1.1: \(String(reflecting: error))"
     }
 
     /// Takes `error`, caught while the door waits for a request: a request that NIO's decoder
@@ -415,7 +427,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// so the connection closes); any other error goes on to Hummingbird's handlers.
     private func caughtBetweenRequests(_ error: any Error, context: ChannelHandlerContext) {
         if let error = error as? HTTPParserError {
-            self.refuse(context, .badRequest, reason: "the request is not valid HTTP/1.1: \(String(reflecting: error))")
+            self.refuse(context, .badRequest, reason: Self.unparsable(error))
         } else {
             self.handOn(context, parts: [], error: error)
         }
@@ -765,6 +777,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
             try self.addHTTPCodec(to: pipeline)
+            try pipeline.addHandler(UnparsableRequestAnswer())
             try pipeline.addHandler(HubHTTP1Codec())
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
@@ -894,6 +907,39 @@ final class EventStreamConnection: ChannelInboundHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// On a connection handed on to Hummingbird, answers a request that NIO's decoder cannot parse as
+/// the door does, with a `400` that says why (Hummingbird's has no body), then closes it: when the
+/// request is the next one, every one before it answered. A request under way that turns out not
+/// to parse (its body, say) is left to Hummingbird, whose answer to it may have begun.
+final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Requests begun and not answered yet.
+    private var unanswered = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = Self.unwrapInboundIn(data) { self.unanswered += 1 }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = Self.unwrapOutboundIn(data) { self.unanswered -= 1 }
+        context.write(data, promise: promise)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard self.unanswered == 0, let error = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        self.unanswered = 1  // the refusal's end
+        HubDoor.writeRefusal(context, .badRequest, reason: HubDoor.unparsable(error))
     }
 }
 

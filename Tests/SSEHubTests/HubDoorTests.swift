@@ -222,6 +222,47 @@ struct HubDoorTests {
         }
     }
 
+    /// Once the connection is Hummingbird's: a request that does not parse, coming after the last
+    /// one was answered, gets the door's 400 with the reason; one that comes while a request is
+    /// under way is left to Hummingbird, whose answer to that request may have begun.
+    @Test(.timeLimit(.minutes(1)), arguments: [true, false])
+    func aRequestThatDoesNotParseAfterAHandOnIsAnsweredWithTheReasonIfNoneIsUnderWay(answeredFirst: Bool) async throws {
+        try await self.withDoor { hub, server in
+            let (channel, handedOn) = try await self.openConnection(server, reading: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let connection = try #require(try await handedOn.get())
+            let malformed = "GET /healthz HTTP/1.1\r\nHost: x\r\nX:\u{1}\r\n\r\n"
+            try await connection.executeThenClose { inbound, outbound in
+                var requests = inbound.makeAsyncIterator()
+                guard case .head(let head)? = try await requests.next(), case .end? = try await requests.next() else {
+                    Issue.record("not the handed-on request whole")
+                    return
+                }
+                #expect(head.path == "/healthz")
+                if answeredFirst {
+                    try await outbound.write(.head(HTTPResponse(status: .ok, headerFields: [.contentLength: "2"])))
+                    try await outbound.write(.body(ByteBuffer(string: "ok")))
+                    try await outbound.write(.end(nil))
+                    #expect(try await self.written(by: channel, until: "\r\n\r\nok").hasPrefix("HTTP/1.1 200 OK\r\n"))
+                }
+                do {
+                    try await channel.writeInbound(ByteBuffer(string: malformed))
+                } catch is HTTPParserError {
+                    // (What reaches the end of the pipeline: the error Hummingbird's handlers get.)
+                }
+                if answeredFirst {
+                    let refusal = try await self.written(by: channel, until: "invalid character in header")
+                    #expect(refusal.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && refusal.contains("\r\nConnection: close\r\n"), "\(refusal)")
+                    #expect(refusal.hasSuffix("\r\n\r\nthe request is not valid HTTP/1.1: invalid character in header\n"), "\(refusal)")
+                    #expect(try await requests.next() == nil, "then the connection closes, and Hummingbird's handlers get no error")
+                } else {
+                    await #expect(throws: HTTPParserError.self, "Hummingbird's handlers get the error") { _ = try await requests.next() }
+                    #expect(try await channel.readOutbound(as: ByteBuffer.self) == nil, "and nothing was answered for them")
+                }
+            }
+            #expect(hub.subscriberCount == 0)
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func publishesAreAnsweredAtTheDoorOneAfterAnother() async throws {
         try await self.withDoor { hub, server in
             let (subscription, _) = try await hub.subscribe([TopicSelector("t")], lastEventID: nil)
