@@ -482,7 +482,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private static func opens(_ head: HTTPRequestHead) -> Bool {
         guard head.method == .GET, Self.isHubURL(head), Self.keepsConnection(head) else { return false }
         let headers = head.headers
-        if let length = headers.first(name: "Content-Length"), length != "0" { return false }
+        if let length = headers.field("Content-Length"), length != "0" { return false }
         return !headers.contains(name: "Transfer-Encoding")
     }
 
@@ -493,7 +493,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         guard head.method == .POST, Self.isHubURL(head), Self.keepsConnection(head) else { return false }
         let headers = head.headers
         let lengths = headers["Content-Length"]
-        guard lengths.count == 1, let length = Int(lengths[0]), length <= configuration.maximumPublishSize else { return false }
+        guard lengths.count == 1, let length = headers.field("Content-Length").flatMap({ Int($0) }), length <= configuration.maximumPublishSize
+        else { return false }
         return !headers.contains(name: "Transfer-Encoding") && !headers.contains(name: "Origin") && !headers.contains(name: "Expect")
     }
 
@@ -574,7 +575,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         // The connection closes when the stream ends (it serves no other request): said now, so
         // that a client that keeps connections for its next requests does not send one on it.
         headers[.connection] = "close"
-        if let origin = head.headers.first(name: "Origin"), configuration.corsOrigins.contains(origin) {
+        if let origin = head.headers.field("Origin"), configuration.corsOrigins.contains(origin) {
             headers.allowCORS(from: origin)
         }
         // The connection waits for no more requests: the door, the reader and NIO's HTTP handlers,
@@ -629,11 +630,10 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
                 door.published(id, context: context)
             }
         }
-        let authorizations = head.headers["Authorization"]
         self.hub.publish(
             form: form,
-            authorization: authorizations.count == 1 ? authorizations[0] : nil,
-            contentType: head.headers.first(name: "Content-Type"),
+            authorization: head.headers["Authorization"].count == 1 ? head.headers.field("Authorization") : nil,
+            contentType: head.headers.field("Content-Type"),
             authorizer: authorizer,
             request: { try HubHTTP1Codec.request(head) },
             answer: answer
@@ -907,6 +907,19 @@ final class EventStreamConnection: ChannelInboundHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+extension HTTPHeaders {
+    /// The value of the first field `name`, without the spaces and tabs at its end: NIO's decoder
+    /// keeps them, where RFC 9110 (section 5.5) has a parser drop them, as HTTP types do for the
+    /// routes (and the ``RequestReader`` does).
+    func field(_ name: String) -> String? {
+        guard let value = self.first(name: name) else { return nil }
+        guard value.last == " " || value.last == "\t" else { return value }
+        var trimmed = value[...]
+        while trimmed.last == " " || trimmed.last == "\t" { trimmed = trimmed.dropLast() }
+        return String(trimmed)
     }
 }
 

@@ -30,9 +30,14 @@ struct HubDoorTests {
 
     /// A hub with its routes added (anonymous subscribers, publishers with tokens signed with
     /// `key`, no heartbeat), and its HTTP/1 channel.
-    func withDoor(store: any EventStore = InMemoryEventStore(), _ body: (Hub, HubHTTP1Channel) async throws -> Void) async throws {
+    func withDoor(
+        store: any EventStore = InMemoryEventStore(),
+        corsOrigins: [String] = [],
+        _ body: (Hub, HubHTTP1Channel) async throws -> Void
+    ) async throws {
         let hub = try await Hub(store: store)
         var http = Hub.HTTPConfiguration()
+        http.corsOrigins = corsOrigins
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil
         http.publisherKey = JWTKey(algorithm: .hs256, key: Self.key)
@@ -219,6 +224,39 @@ struct HubDoorTests {
             #expect(!channel.isActive, "then the connection closes")
             #expect(try await handedOn.get() == nil, "with no task for it")
             #expect(try await hub.store.updates(through: .max).map(\.update.id) == (afterAPublish ? ["first"] : []))
+        }
+    }
+
+    /// A field's value is read without the spaces and tabs after it, which NIO's decoder keeps, as
+    /// the request reader and the routes read it.
+    @Test(arguments: [
+        "",  // read by the request reader
+        "Connection: te\r\n",  // read by NIO's decoder: the reader takes only `Connection: keep-alive`
+    ])
+    func anOriginIsReadWithoutTheSpacesAfterIt(fields: String) async throws {
+        try await self.withDoor(corsOrigins: ["https://a.example"]) { hub, server in
+            let request = "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\(fields)Origin: https://a.example \t\r\n\r\n"
+            let (channel, handedOn) = try await self.connection(server, reading: request)
+            #expect(handedOn == nil, "opened at the door")
+            let head = try await self.written(by: channel, until: "\r\n\r\n")
+            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\n"), "\(head)")
+            try await channel.close()
+        }
+    }
+
+    @Test func aPublishReadByNIOsDecoderIsTakenWithSpacesAfterItsFieldsValues() async throws {
+        try await self.withDoor { hub, server in
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: Self.key)
+            let form = "topic=t&id=spaced&data=1"
+            // `Connection: te`: not the reader's, whose own reading of such values the shape tests check.
+            let request = "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nConnection: te\r\nAuthorization: Bearer \(token) \r\n"
+                + "Content-Type: application/x-www-form-urlencoded\t\r\nContent-Length: \(form.utf8.count) \r\n\r\n\(form)"
+            let (channel, handedOn) = try await self.openConnection(server, reading: request)
+            let answer = try await self.written(by: channel, until: "\r\n\r\nspaced")
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n") && answer.hasSuffix("\r\n\r\nspaced"), "\(answer)")
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["spaced"])
+            try await channel.close()
+            #expect(try await handedOn.get() == nil, "answered at the door")
         }
     }
 
