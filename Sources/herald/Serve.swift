@@ -117,6 +117,26 @@ struct Serve: AsyncParsableCommand {
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP.")
         }
+        for (option, origins) in [("--publish-origin", self.publishOrigin), ("--cors-origin", self.corsOrigin)] {
+            for origin in origins where !Self.isOrigin(origin) {
+                if origin == "*" {
+                    throw ValidationError("\(option) '*' is not taken: the hub allows credentials, so each origin is listed.")
+                }
+                throw ValidationError(
+                    "\(option) '\(origin)' is not an origin as a browser sends it: scheme://host, then :port unless it is "
+                        + "the scheme's default, in lower case, with no path (not even '/'), such as https://app.example.com."
+                )
+            }
+        }
+    }
+
+    /// Whether `text` is an origin as a browser's `Origin` header serializes it (the hub compares
+    /// them as strings, so that any other spelling would never match).
+    static func isOrigin(_ text: String) -> Bool {
+        guard let url = URL(string: text), let scheme = url.scheme, let host = url.host, !host.isEmpty else { return false }
+        let defaultPort = ["http": 80, "https": 443][scheme]
+        let port = url.port.flatMap { $0 == defaultPort ? nil : ":\($0)" } ?? ""
+        return text == scheme + "://" + (host.contains(":") ? "[\(host)]" : host) + port && text == text.lowercased()
     }
 
     /// The keys from the options, else the environment; both `nil` means development mode.
@@ -318,8 +338,16 @@ struct Serve: AsyncParsableCommand {
         )
         do {
             try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
-        } catch let error as IOError where error.errnoCode == EADDRINUSE {
-            throw CommandFailure("cannot listen on \(self.host):\(self.port): the address is in use (another server listens there; choose another --port)")
+        } catch let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode) {
+            let why =
+                switch error.errnoCode {
+                case EADDRINUSE: "the address is in use (another server listens there; choose another --port)"
+                case EADDRNOTAVAIL: "this machine has no such address (choose another --host: 127.0.0.1, or 0.0.0.0 for all)"
+                default: "permission denied (a port below 1024 needs privileges; choose another --port)"
+                }
+            throw CommandFailure("cannot listen on \(self.host):\(self.port): \(why)")
+        } catch let error as SocketAddressError.UnknownHost {
+            throw CommandFailure("cannot listen on \(self.host):\(self.port): \(error.errorDescription) (--host is an address or name of this machine)")
         }
         // The ends of the subscriptions just closed, unless the store cannot take them (a
         // database that went away must not keep the hub from stopping).

@@ -313,6 +313,22 @@ struct ServeCommandTests {
         #expect(refused.standardError.contains(said), "\(refused.standardError)")
     }
 
+    @Test(arguments: ["https://app.example.com/", "https://App.example.com", "https://app.example.com:443", "app.example.com", "*"])
+    func anOriginNotAsABrowserSendsItIsAUsageError(_ origin: String) async throws {
+        for option in ["--cors-origin", "--publish-origin"] {
+            let refused = try await runHerald(["serve", "--port", "0", "--in-memory", option, "https://ok.example:8443", option, origin])
+            #expect(refused.status == 64, "\(refused.standardError)")
+            #expect(refused.standardError.contains("\(option) '\(origin)' is not"), "\(refused.standardError)")
+        }
+    }
+
+    @Test func anAddressThatIsNotThisMachinesIsRefusedWithAReason() async throws {
+        // 192.0.2.0/24 is for documentation (RFC 5737): no interface has it.
+        let refused = try await runHerald(["serve", "--port", "0", "--in-memory", "--host", "192.0.2.1"])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("cannot listen on 192.0.2.1:0: this machine has no such address"), "\(refused.standardError)")
+    }
+
     @Test func aPortInUseIsRefusedWithAReason() async throws {
         let other = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(other.localAddress?.port)
