@@ -116,6 +116,14 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let targets = try self.hub.map { try Target(hub: $0, wireProtocol: self.wireProtocol) }
+        // A connection each, and some for the event loops, standard streams and the like.
+        let needed = self.subscribers + self.publishers * targets.count + 64
+        if let openFiles = raiseOpenFileLimit(), needed > openFiles {
+            throw CommandFailure(
+                "--subscribers \(self.subscribers) needs about \(needed) open files, and this process may have \(openFiles): "
+                    + "raise its hard limit (ulimit -Hn), or open fewer (the hub needs as many too)"
+            )
+        }
         let tls = try self.tlsConfiguration()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let stats = group.makeIterator().map { _ in LoopStats() }
@@ -290,7 +298,7 @@ struct Bench: AsyncParsableCommand {
             )
         } catch {
             channel.close(promise: nil)
-            throw CommandFailure("a subscription was refused: \(error)")
+            throw CommandFailure("a subscription failed: \(error)")
         }
         return channel
     }
@@ -447,6 +455,8 @@ private struct Target: Sendable {
     /// The URL's path, without a final `/`.
     private let basePath: String
     let hostHeader: String
+    /// How long a connection may take to open, and a subscription's stream then.
+    static let connectTimeout = TimeAmount.seconds(10)
 
     init(hub: String, wireProtocol: Bench.WireProtocol) throws {
         guard let url = URL(string: hub), url.scheme == "http" || url.scheme == "https", let host = url.host else {
@@ -505,7 +515,7 @@ private struct Target: Sendable {
     /// `last` makes.
     func bootstrap(on loop: any EventLoop, tls: NIOSSLContext?, last: @escaping @Sendable () -> some ChannelHandler) -> ClientBootstrap {
         ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(10))
+            .connectTimeout(Self.connectTimeout)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -687,6 +697,9 @@ private final class SubscriberHandler: ChannelInboundHandler {
     /// time they were due if known (kept to reuse the storage).
     private var latencies: [(fromSend: UInt64, fromSchedule: UInt64?)] = []
 
+    /// Fails the subscription if its stream has not opened by then.
+    private var answerDeadline: Scheduled<Void>?
+
     init(request: HTTPRequestHead, stats: LoopStats, opened: EventLoopPromise<Void>) {
         self.request = request
         self.stats = stats
@@ -696,12 +709,18 @@ private final class SubscriberHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         context.write(self.wrapOutboundOut(.head(self.request)), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        self.answerDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: Target.connectTimeout) {
+            // A hub out of open files leaves new connections waiting, unanswered.
+            self.opened.fail(CommandFailure("the hub did not answer within \(Target.connectTimeout.nanoseconds / 1_000_000_000) s"))
+            context.close(promise: nil)
+        }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
+            self.answerDeadline?.cancel()
             if head.status == .ok {
                 self.open = true
                 self.stats.counts.withLockedValue { $0.connected += 1 }
@@ -759,6 +778,7 @@ private final class SubscriberHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.answerDeadline?.cancel()
         self.opened.fail(CommandFailure("the connection closed before the stream opened"))
         context.fireChannelInactive()
     }

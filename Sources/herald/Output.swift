@@ -76,3 +76,22 @@ func writeAll(_ bytes: [UInt8], to descriptor: Int32 = STDOUT_FILENO) throws {
 func errorDescription() -> String {
     String(cString: strerror(errno))
 }
+
+/// Raises this process's limit of open files (each connection takes one) to the most it may have,
+/// as Go's runtime does for its programs, and returns the limit it has then (`nil` if unknown).
+@discardableResult
+func raiseOpenFileLimit() -> Int? {
+    #if os(Linux)
+    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+    let resource = RLIMIT_NOFILE
+    #endif
+    var limit = rlimit()
+    guard getrlimit(resource, &limit) == 0 else { return nil }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(resource, &raised) == 0 { limit = raised }  // (on macOS, an unlimited one fails: kept as it was)
+    }
+    return limit.rlim_cur >= rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
+}

@@ -161,6 +161,9 @@ struct Serve: AsyncParsableCommand {
         return (publisher, JWTKey(algorithm: subscriberAlgorithm, key: subscriberKey))
     }
 
+    /// Fewer open files than this, once raised to the hard limit, get a warning at start.
+    static let fewOpenFiles = 10_000
+
     /// `--request-timeout` as the hub takes it: `nil` for no limit.
     var requestTimeLimit: Duration? { self.requestTimeout > 0 ? .seconds(self.requestTimeout) : nil }
 
@@ -200,6 +203,18 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let keys = try self.keys()  // refuse a bad configuration before touching the history
+        if let openFiles = raiseOpenFileLimit(), openFiles < Self.fewOpenFiles {
+            try? writeAll(
+                Array(
+                    """
+                    herald: this process may have only \(openFiles) open files, and each connection takes one: raise its
+                    herald: hard limit for more connections (ulimit -Hn; LimitNOFILE= in a systemd unit).
+
+                    """.utf8
+                ),
+                to: STDERR_FILENO
+            )
+        }
         let tls = try self.tls()
         let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore

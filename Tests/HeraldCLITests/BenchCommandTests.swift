@@ -8,6 +8,8 @@
 
 import Foundation
 import HeraldTestSupport
+import NIOCore
+import NIOPosix
 import Testing
 
 /// A short run of `herald bench` against `herald serve`: a smoke test of the load generator (the
@@ -111,5 +113,29 @@ struct BenchCommandTests {
         let nobody = try await runHerald(["bench", "--hub", "http://127.0.0.1:1/.well-known/mercure", "--idle", "--subscribers", "1"])
         #expect(nobody.status == 1)
         #expect(nobody.standardError.contains("cannot connect subscriber"))
+    }
+
+    /// A hub out of open files leaves new connections waiting in its backlog: connected, never
+    /// answered. The bench says so rather than wait for ever.
+    @Test func aHubThatNeverAnswersIsReportedWithAnExitStatus() async throws {
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { _ in MultiThreadedEventLoopGroup.singleton.any().makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(silent.localAddress?.port)
+        let result = try await runHerald(["bench", "--hub", "http://127.0.0.1:\(port)/.well-known/mercure", "--idle", "--subscribers", "2"])
+        try await silent.close()
+        #expect(result.status == 1)
+        #expect(result.standardError.contains("a subscription failed: the hub did not answer within 10 s"), "\(result.standardError)")
+    }
+
+    @Test func moreSubscribersThanOpenFilesIsAnErrorBeforeConnecting() async throws {
+        let result = try await runHerald(
+            ["bench", "--hub", "http://127.0.0.1:1/.well-known/mercure", "--idle", "--subscribers", "1000"],
+            openFiles: (soft: 256, hard: 512)
+        )
+        #expect(result.status == 1)
+        // The soft limit was raised to the hard one; then the connections do not fit.
+        #expect(result.standardError.contains("--subscribers 1000 needs about 1068 open files, and this process may have 512"), "\(result.standardError)")
+        #expect(!result.standardError.contains("cannot connect"), "before connecting")
     }
 }

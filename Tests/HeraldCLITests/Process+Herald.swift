@@ -39,8 +39,14 @@ struct ProcessResult {
 struct ProcessTimeout: Error {}
 
 /// Runs `herald` with `arguments` and `input` on standard input, through files so that no pipe can
-/// fill up, and waits at most `timeLimit` seconds for it.
-func runHerald(_ arguments: [String], input: [UInt8] = [], timeLimit: Double = 30) async throws -> ProcessResult {
+/// fill up, and waits at most `timeLimit` seconds for it; with `openFiles`, under those limits of
+/// open files.
+func runHerald(
+    _ arguments: [String],
+    input: [UInt8] = [],
+    timeLimit: Double = 30,
+    openFiles: (soft: Int, hard: Int)? = nil
+) async throws -> ProcessResult {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("herald-test-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -52,8 +58,15 @@ func runHerald(_ arguments: [String], input: [UInt8] = [], timeLimit: Double = 3
     _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
 
     let process = Process()
-    process.executableURL = heraldExecutable
-    process.arguments = arguments
+    if let openFiles {
+        // Through a shell that sets the limits of open files, then becomes `herald`.
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        let limits = "ulimit -Sn \(openFiles.soft) && ulimit -Hn \(openFiles.hard) && exec \"$0\" \"$@\""
+        process.arguments = ["-c", limits, heraldExecutable.path] + arguments
+    } else {
+        process.executableURL = heraldExecutable
+        process.arguments = arguments
+    }
     process.standardInput = try FileHandle(forReadingFrom: inputURL)
     process.standardOutput = try FileHandle(forWritingTo: outputURL)
     process.standardError = try FileHandle(forWritingTo: errorURL)

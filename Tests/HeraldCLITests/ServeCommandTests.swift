@@ -329,6 +329,16 @@ struct ServeCommandTests {
         #expect(refused.standardError.contains("cannot listen on 192.0.2.1:0: this machine has no such address"), "\(refused.standardError)")
     }
 
+    @Test func theLimitOfOpenFilesIsRaisedToTheHardOneAndALowOneIsSaid() async throws {
+        // The address fails after the warning: the process ends on its own.
+        let low = try await runHerald(["serve", "--port", "0", "--in-memory", "--host", "192.0.2.1"], openFiles: (soft: 256, hard: 2_048))
+        #expect(low.status == 1)
+        #expect(low.standardError.contains("herald: this process may have only 2048 open files"), "\(low.standardError)")
+        let enough = try await runHerald(["serve", "--port", "0", "--in-memory", "--host", "192.0.2.1"], openFiles: (soft: 256, hard: 10_000))
+        #expect(enough.status == 1)
+        #expect(!enough.standardError.contains("open files"), "\(enough.standardError)")
+    }
+
     @Test func aPortInUseIsRefusedWithAReason() async throws {
         let other = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(other.localAddress?.port)
