@@ -79,7 +79,6 @@ func errorDescription() -> String {
 
 /// Raises this process's limit of open files (each connection takes one) to the most it may have,
 /// as Go's runtime does for its programs, and returns the limit it has then (`nil` if unknown).
-@discardableResult
 func raiseOpenFileLimit() -> Int? {
     #if os(Linux)
     let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
