@@ -143,6 +143,7 @@ struct HubServer<Child: HubChildChannel>: Service {
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                    try channel.pipeline.syncOperations.addHandler(AcceptFailureLog(logger: logger))
                 }
             }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -168,5 +169,34 @@ struct HubServer<Child: HubChildChannel>: Service {
         }
         // Cancelled (the service group stopped without a graceful shutdown): stop listening.
         try? await listener.close()
+    }
+}
+
+/// Logs why the listener cannot accept a connection, at most once every 10 s. Most often it is out
+/// of open files: new connections then wait in the backlog, unanswered, until some close (NIO tries
+/// to accept again every second), which an operator would not see otherwise.
+final class AcceptFailureLog: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+
+    private let logger: Logger
+    private var lastLogged: NIODeadline?
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let now = NIODeadline.now()
+        if self.lastLogged.map({ now - $0 >= .seconds(10) }) ?? true {
+            self.lastLogged = now
+            let outOfFiles = (error as? IOError).map { $0.errnoCode == EMFILE || $0.errnoCode == ENFILE } ?? false
+            self.logger.error(
+                outOfFiles
+                    ? "cannot accept connections: out of open files; new ones wait until some close (raise the limit of open files)"
+                    : "cannot accept a connection",
+                metadata: ["error": "\(error)"]
+            )
+        }
+        context.fireErrorCaught(error)
     }
 }

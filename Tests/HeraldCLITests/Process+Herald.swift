@@ -38,6 +38,21 @@ struct ProcessResult {
 
 struct ProcessTimeout: Error {}
 
+extension Process {
+    /// Makes the process `herald` with `arguments`; with `openFiles`, under those limits of open
+    /// files (through a shell that sets them, then becomes `herald`).
+    func runHerald(_ arguments: [String], openFiles: (soft: Int, hard: Int)? = nil) {
+        if let openFiles {
+            self.executableURL = URL(fileURLWithPath: "/bin/sh")
+            let limits = "ulimit -Sn \(openFiles.soft) && ulimit -Hn \(openFiles.hard) && exec \"$0\" \"$@\""
+            self.arguments = ["-c", limits, heraldExecutable.path] + arguments
+        } else {
+            self.executableURL = heraldExecutable
+            self.arguments = arguments
+        }
+    }
+}
+
 /// Runs `herald` with `arguments` and `input` on standard input, through files so that no pipe can
 /// fill up, and waits at most `timeLimit` seconds for it; with `openFiles`, under those limits of
 /// open files.
@@ -58,15 +73,7 @@ func runHerald(
     _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
 
     let process = Process()
-    if let openFiles {
-        // Through a shell that sets the limits of open files, then becomes `herald`.
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        let limits = "ulimit -Sn \(openFiles.soft) && ulimit -Hn \(openFiles.hard) && exec \"$0\" \"$@\""
-        process.arguments = ["-c", limits, heraldExecutable.path] + arguments
-    } else {
-        process.executableURL = heraldExecutable
-        process.arguments = arguments
-    }
+    process.runHerald(arguments, openFiles: openFiles)
     process.standardInput = try FileHandle(forReadingFrom: inputURL)
     process.standardOutput = try FileHandle(forWritingTo: outputURL)
     process.standardError = try FileHandle(forWritingTo: errorURL)

@@ -25,20 +25,24 @@ import Glibc
 struct ServeCommandTests {
     /// Starts `herald serve` on a free port with its history in `database` (by default, a new one
     /// removed when the process ends), and no key: development mode. Returns the process, the
-    /// hub's URL and the publisher token it printed.
+    /// hub's URL and the publisher token it printed (its `standardError` is a `Pipe`, read up to
+    /// there).
     func startHub(
         database: String? = nil,
         key: String? = nil,
-        arguments: [String] = []
+        arguments: [String] = [],
+        openFiles: (soft: Int, hard: Int)? = nil
     ) throws -> (Process, String, String) {
         let process = Process()
         let path = database ?? temporarySQLitePath()
         if database == nil {
             process.terminationHandler = { _ in removeSQLiteFiles(path) }
         }
-        process.executableURL = heraldExecutable
-        process.arguments = ["serve", "--port", "0", "--heartbeat", "1", "--database", path]
-            + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? []) + arguments
+        process.runHerald(
+            ["serve", "--port", "0", "--heartbeat", "1", "--database", path]
+                + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? []) + arguments,
+            openFiles: openFiles
+        )
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
         environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
@@ -337,6 +341,26 @@ struct ServeCommandTests {
         let enough = try await runHerald(["serve", "--port", "0", "--in-memory", "--host", "192.0.2.1"], openFiles: (soft: 256, hard: 10_000))
         #expect(enough.status == 1)
         #expect(!enough.standardError.contains("open files"), "\(enough.standardError)")
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aHubOutOfOpenFilesSaysSo() async throws {
+        let (hub, url, _) = try self.startHub(key: String(repeating: "k", count: 40), openFiles: (soft: 64, hard: 64))
+        defer { if hub.isRunning { hub.terminate() } }
+        let errors = try #require(hub.standardError as? Pipe)
+        let port = try #require(URL(string: url)?.port)
+        // More connections than the hub may have open files: the kernel takes them all into the
+        // listener's backlog, and the hub cannot accept the last ones.
+        var connections: [any Channel] = []
+        for _ in 0..<100 {
+            connections.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get())
+        }
+        var said = ""
+        let deadline = Date().addingTimeInterval(10)
+        while !said.contains("cannot accept connections: out of open files"), Date() < deadline {
+            said = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
+        }
+        #expect(said.contains("new ones wait until some close (raise the limit of open files)"), "\(said)")
+        for connection in connections { try? await connection.close() }
     }
 
     @Test func aPortInUseIsRefusedWithAReason() async throws {
