@@ -91,7 +91,7 @@ extension EventSource {
                     self.logger.info(
                         "reconnecting",
                         metadata: [
-                            "url": "\(self.url)", "delay": "\(delay)", "error": "\(error.map { "\($0)" } ?? "stream ended")",
+                            "url": "\(self.url)", "delay": "\(delay)", "error": "\(error.map { describe(networkError: $0) } ?? "stream ended")",
                             "last-event-id": "\(parser.lastEventID)",
                         ]
                     )

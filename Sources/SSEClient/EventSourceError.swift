@@ -86,7 +86,7 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
             "\(self.detail) answered with Content-Type \(self.contentType.map { "'\($0)'" } ?? "(none)"), "
                 + "not text/event-stream: not reconnecting"
         case .attemptsExhausted:
-            "gave up after \(self.detail)" + (self.underlying.map { ": \($0)" } ?? "")
+            "gave up after \(self.detail)" + (self.underlying.map { ": \(describe(networkError: $0))" } ?? "")
         default:
             "\(self.code): \(self.detail)"
         }

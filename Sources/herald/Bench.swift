@@ -14,6 +14,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import SSEClient
 import SSECore
 import SSEHub
 
@@ -287,7 +288,7 @@ struct Bench: AsyncParsableCommand {
             channel = try await bootstrap.connect(host: target.host, port: target.port).get()
         } catch {
             opened.fail(error)
-            throw CommandFailure("cannot connect subscriber to \(target.host):\(target.port): \(error)")
+            throw CommandFailure("cannot connect a subscriber: \(describe(networkError: error))")
         }
         do {
             try await opened.futureResult.get()
@@ -298,7 +299,7 @@ struct Bench: AsyncParsableCommand {
             )
         } catch {
             channel.close(promise: nil)
-            throw CommandFailure("a subscription failed: \(error)")
+            throw CommandFailure("a subscription failed: \(describe(networkError: error))")
         }
         return channel
     }

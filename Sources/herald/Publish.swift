@@ -11,6 +11,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SSEClient
 import SSEHub
 
 struct Publish: AsyncParsableCommand {
@@ -91,7 +92,7 @@ struct Publish: AsyncParsableCommand {
             body = String(buffer: try await response.body.collect(upTo: 1 << 20))
         } catch {
             try? await client.shutdown()
-            throw CommandFailure("cannot reach the hub at \(self.hub): \(error)")
+            throw CommandFailure("cannot reach the hub at \(self.hub): \(describe(networkError: error))")
         }
         try? await client.shutdown()
         guard response.status == .ok else {

@@ -218,7 +218,7 @@ struct ServeCommandTests {
         // is not retried.
         let refused = try await runHerald(["publish", "--hub", hub, "--topic", "t", "--key", key], timeLimit: 20)
         #expect(refused.status == 1)
-        #expect(refused.standardError.contains("cannot reach the hub at \(hub): "), "\(refused.standardError)")
+        #expect(refused.standardError.contains("cannot reach the hub at \(hub): connection refused\n"), "\(refused.standardError)")
         for notHTTP in ["notaurl", "ftp://127.0.0.1/.well-known/mercure", "http:///.well-known/mercure"] {
             let usage = try await runHerald(["publish", "--hub", notHTTP, "--topic", "t", "--key", key])
             #expect(usage.status == 64, "\(notHTTP)")

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+import AsyncHTTPClient
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -13,6 +14,12 @@ import NIOHTTP1
 import Testing
 
 import HeraldTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 @testable import SSEClient
 
@@ -392,7 +399,24 @@ struct EventSourceTests {
         let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
         #expect(error.code == .attemptsExhausted)
         #expect(error.underlying != nil)
+        #expect("\(error)" == "gave up after 3 reconnection attempts to \(url): connection refused")
         #expect(source.state == .closed)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func aHostThatDoesNotResolveIsSaidByName() async throws {
+        // `.invalid` never resolves (RFC 6761), with or without a network.
+        let source = EventSource(url: "http://nonexistent.invalid/events", configuration: quick { $0.maximumAttempts = 0 })
+        let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
+        #expect(error.code == .attemptsExhausted)
+        let reason = "with reconnection off: cannot resolve nonexistent.invalid: "
+        #expect("\(error)".hasPrefix("gave up after one connection to http://nonexistent.invalid/events, \(reason)"), "\(error)")
+    }
+
+    @Test func networkErrorsItDoesNotKnowKeepTheirOwnDescription() {
+        let reset = IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)")
+        #expect(describe(networkError: reset) == "connection reset by peer")
+        #expect(describe(networkError: HTTPClientError.remoteConnectionClosed) == "the server closed the connection")
+        #expect(describe(networkError: HTTPClientError.invalidURL) == "\(HTTPClientError.invalidURL)")
     }
 
     @Test func withoutReconnectionTheSourceEndsWithTheStream() async throws {
