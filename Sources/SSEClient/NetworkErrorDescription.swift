@@ -35,7 +35,7 @@ package func describe(networkError error: any Error) -> String {
         let failures = error.connectionErrors.map { failure in
             let target = failure.target
             let address = target.ipAddress.map { target.protocol == .inet6 ? "[\($0)]" : $0 } ?? "\(target)"
-            return "\(address):\(failure.target.port ?? error.port): \(describe(networkError: failure.error))"
+            return "\(address):\(target.port ?? error.port): \(describe(networkError: failure.error))"
         }
         return failures.isEmpty ? "cannot connect to \(error.host):\(error.port)" : failures.joined(separator: "; ")
     case let error as HTTPClientError where error == .remoteConnectionClosed:
