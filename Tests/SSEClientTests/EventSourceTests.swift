@@ -412,7 +412,7 @@ struct EventSourceTests {
         #expect("\(error)".hasPrefix("gave up after one connection to http://nonexistent.invalid/events, \(reason)"), "\(error)")
     }
 
-    @Test func networkErrorsItDoesNotKnowKeepTheirOwnDescription() {
+    @Test func networkErrorsAreSaidPlainlyAndOthersKeepTheirOwnDescription() {
         let reset = IOError(errnoCode: ECONNRESET, reason: "read(descriptor:pointer:size:)")
         #expect(describe(networkError: reset) == "connection reset by peer")
         #expect(describe(networkError: HTTPClientError.remoteConnectionClosed) == "the server closed the connection")
