@@ -61,6 +61,7 @@ extension Hub {
         context: NIOSSLContext,
         configuration: HTTP2UpgradeChannel.Configuration,
         requestTimeout: Duration?,
+        serverName: String? = nil,
         responder: @escaping HTTPChannelHandler.Responder
     ) -> HubTLSChannel {
         var timed = configuration
@@ -77,7 +78,8 @@ extension Hub {
             http1: HubHTTP1Channel(
                 hub: self,
                 http1: HTTP1Channel(responder: responder, configuration: configuration.streamConfiguration),
-                requestTimeout: requestTimeout
+                requestTimeout: requestTimeout,
+                serverName: serverName
             ),
             http2: HTTP2Channel(responder: responder, configuration: timed),
             handshakeTimeout: requestTimeout.map { TimeAmount($0) }

@@ -31,7 +31,10 @@ extension Hub {
     /// missing token, say): the route then answers it, with its reason, and serves the connection
     /// from then on. A request that does not parse as HTTP/1.1 is answered `400 Bad Request` with
     /// the parser's reason, and the connection closes (once the app has the connection, when that
-    /// request comes after the last one was answered; else the app's server answers it).
+    /// request comes after the last one was answered; else the app's server answers it). The
+    /// answers the door writes itself have no `Server` header: the application's `serverName` is
+    /// for its responder's (``server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``
+    /// names both).
     ///
     /// - Parameters:
     ///   - configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
@@ -107,6 +110,9 @@ struct HubHTTP1Channel: ServerChildChannel {
     /// by default (see ``Hub/HTTPConfiguration/tcpNoDelay``), and the door turns it on for any other
     /// connection: a subscriber's connection then makes two system calls fewer.
     var acceptedWithNoDelay = true
+    /// The `Server` header of the door's answers, if any (see
+    /// ``Hub/server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``).
+    var serverName: String? = nil
 
     /// The size of a connection's reads. A connection keeps a buffer of its largest read for as
     /// long as it is open, and an idle subscriber's was its request: NIO's default reads start at
@@ -131,6 +137,7 @@ struct HubHTTP1Channel: ServerChildChannel {
                 limits: limits,
                 requestTimeout: self.requestTimeout,
                 noDelay: self.acceptedWithNoDelay,
+                serverName: self.serverName,
                 handedOn: handedOn,
                 logger: logger
             )
@@ -291,6 +298,8 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether NIO's decoder and encoder are in the pipeline, ahead of the door.
     private var hasHTTPCodec = false
     private let requestTimeout: Duration?
+    /// The `Server` header of the door's answers, and the request reader's, if any.
+    let serverName: String?
     /// Completed when the door answers a subscription, hands the connection on, or sees it close.
     private let handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>
     private let logger: Logger
@@ -301,6 +310,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         limits: NIOHTTPDecoderLimitConfiguration,
         requestTimeout: Duration?,
         noDelay: Bool,
+        serverName: String?,
         handedOn: EventLoopPromise<NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>?>,
         logger: Logger
     ) {
@@ -309,6 +319,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.limits = limits
         self.requestTimeout = requestTimeout
         self.noDelay = noDelay
+        self.serverName = serverName
         self.handedOn = handedOn
         self.logger = logger
     }
@@ -397,19 +408,21 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)  // (never: the door is in the pipeline)
             return
         }
-        Self.writeRefusal(context, status, reason: reason)
+        Self.writeRefusal(context, status, reason: reason, serverName: self.serverName)
     }
 
     /// Writes, from `context` (a handler of NIO's HTTP/1 parts), a `text/plain` answer of
-    /// `status` saying `reason`, then closes the connection.
-    static func writeRefusal(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, reason: String) {
+    /// `status` saying `reason`, with `serverName` as its `Server` header if there is one, then
+    /// closes the connection.
+    static func writeRefusal(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, reason: String, serverName: String?) {
         let reason = reason + "\n"
-        let headers: HTTPHeaders = [
+        var headers: HTTPHeaders = [
             "Content-Type": "text/plain; charset=utf-8",
             "Content-Length": String(reason.utf8.count),
             "Connection": "close",
             "Date": Self.currentDate(),
         ]
+        if let serverName { headers.add(name: "Server", value: serverName) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: reason)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
@@ -572,6 +585,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         self.requestTimer = nil
         var headers = fields
         headers[.date] = Self.currentDate()
+        if let serverName = self.serverName { headers[.server] = serverName }
         // The connection closes when the stream ends (it serves no other request): said now, so
         // that a client that keeps connections for its next requests does not send one on it.
         headers[.connection] = "close"
@@ -655,6 +669,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: String(id.utf8.count))
         headers.add(name: "Date", value: Self.currentDate())
+        if let serverName = self.serverName { headers.add(name: "Server", value: serverName) }
         if self.closesAfterPublish { headers.add(name: "Connection", value: "close") }
         context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: id)))), promise: nil)
@@ -777,7 +792,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
             try self.addHTTPCodec(to: pipeline)
-            try pipeline.addHandler(UnparsableRequestAnswer())
+            try pipeline.addHandler(UnparsableRequestAnswer(serverName: self.serverName))
             try pipeline.addHandler(HubHTTP1Codec())
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
@@ -935,6 +950,12 @@ final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandl
 
     /// Requests begun and not answered yet.
     private var unanswered = 0
+    /// The `Server` header of the answer, if any.
+    private let serverName: String?
+
+    init(serverName: String?) {
+        self.serverName = serverName
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head = Self.unwrapInboundIn(data) { self.unanswered += 1 }
@@ -952,7 +973,7 @@ final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandl
             return
         }
         self.unanswered = 1  // the refusal's end
-        HubDoor.writeRefusal(context, .badRequest, reason: HubDoor.unparsable(error))
+        HubDoor.writeRefusal(context, .badRequest, reason: HubDoor.unparsable(error), serverName: self.serverName)
     }
 }
 

@@ -39,7 +39,8 @@ extension Hub {
     ///   - port: The port to listen on; 0 for any free one (see `onServerRunning`).
     ///   - tlsConfiguration: For HTTPS, with HTTP/2: as in ``http2Server(tlsConfiguration:configuration:requestTimeout:)``.
     ///   - requestTimeout: As in ``http1Server(configuration:requestTimeout:)``.
-    ///   - serverName: The `Server` header of the app's responses, if any.
+    ///   - serverName: The `Server` header of the server's responses, if any: the app's, and those
+    ///     the hub's door writes (a subscription's stream, a publish's answer, a refusal).
     ///   - onServerRunning: Called with the listening channel once the server listens.
     ///   - logger: The server's logger, and the requests'.
     /// - Throws: When the TLS configuration cannot be used.
@@ -74,6 +75,7 @@ extension Hub {
                 context: try Self.tlsContext(tlsConfiguration),
                 configuration: .init(),
                 requestTimeout: requestTimeout,
+                serverName: serverName,
                 responder: respond
             )
             return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
@@ -82,7 +84,8 @@ extension Hub {
             hub: self,
             http1: HTTP1Channel(responder: respond),
             requestTimeout: requestTimeout,
-            acceptedWithNoDelay: false
+            acceptedWithNoDelay: false,
+            serverName: serverName
         )
         return HubServer(child: child, host: host, port: port, onServerRunning: onServerRunning, logger: logger)
     }

@@ -334,6 +334,10 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
         answer.writeString(String(id.utf8.count))
         answer.writeStaticString("\r\nDate: ")
         answer.writeString(HubDoor.currentDate())
+        if let serverName = self.door.serverName {
+            answer.writeStaticString("\r\nServer: ")
+            answer.writeString(serverName)
+        }
         if self.quiescing { answer.writeStaticString("\r\nConnection: close") }
         answer.writeStaticString("\r\n\r\n")
         answer.writeString(id)

@@ -118,6 +118,48 @@ struct HubServerTests {
         }
     }
 
+    /// The answers the door writes itself name the server as the app's do: a subscription's
+    /// stream, a publish's answer (the request reader's, and the door's to a request NIO's decoder
+    /// read), and the refusal of a request that does not parse (at the door, and on a connection
+    /// handed on to the app); over TLS too, in HTTP/1.1.
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func theDoorsAnswersNameTheServer(tls: Bool) async throws {
+        try await self.withServer(tls: tls) { port, _ in
+            /// What a new connection gets for `requests`, each after the first sent once the app
+            /// has answered `hi`, once it contains `expected`.
+            func answer(to requests: String..., containing expected: String) async throws -> String {
+                let (channel, received) = try await connectRaw(to: port, alpn: tls ? ["http/1.1"] : nil)
+                for (index, request) in requests.enumerated() {
+                    if index > 0 { try await self.wait(for: "\r\n\r\nhi", in: received) }
+                    try await channel.writeAndFlush(ByteBuffer(string: request))
+                }
+                try await self.wait(for: expected, in: received)
+                channel.close(promise: nil)  // (unless the server closed it)
+                return received.text
+            }
+            let stream = try await answer(to: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n", containing: ":\n")
+            #expect(stream.hasPrefix("HTTP/1.1 200 OK\r\n") && stream.contains("\r\nServer: test\r\n"), "\(stream)")
+
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+            for target in ["", "?a=query"] {  // the reader takes the first; the door the second, from NIO's decoder
+                let form = "topic=t&data=x"
+                let published = try await answer(
+                    to: "POST /.well-known/mercure\(target) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)",
+                    containing: "\r\n\r\nurn:uuid:"
+                )
+                #expect(published.hasPrefix("HTTP/1.1 200 OK\r\n") && published.contains("\r\nServer: test\r\n"), "\(published)")
+            }
+
+            let refusedAtTheDoor = try await answer(to: "NOT HTTP\r\n\r\n", containing: "not valid HTTP/1.1")
+            #expect(refusedAtTheDoor.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && refusedAtTheDoor.contains("\r\nServer: test\r\n"))
+            // After the app's answer, on the connection the door handed on.
+            let refusedOnceHandedOn = try await answer(to: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", "NOT HTTP\r\n\r\n", containing: "not valid HTTP/1.1")
+            let refusal = refusedOnceHandedOn.components(separatedBy: "\r\n\r\nhi").last ?? ""
+            #expect(refusal.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && refusal.contains("\r\nServer: test\r\n"), "\(refusedOnceHandedOn)")
+        }
+    }
+
     /// Without TLS the listener leaves `TCP_NODELAY` off, which a subscriber's connection keeps
     /// (the default configuration); the door turns it on for a publisher's connection and for one
     /// it hands on to the app. Over TLS (on for HTTP/2) the door turns it off for a subscriber.
@@ -169,3 +211,4 @@ struct HubServerTests {
         #expect(!subscriber.isActive && !idle.isActive, "the connections closed: the end of a stream")
     }
 }
+
