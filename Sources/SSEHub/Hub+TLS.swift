@@ -103,6 +103,12 @@ struct HubTLSChannel: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Over TLS, the client's `close_notify` ends what it sends. With the remote half-closure
+            // the listener allows, NIO's TLS handler does not end its own close when that comes:
+            // every connection the server closed (a stream ended, a refusal, a graceful stop)
+            // stayed open until the handler's timeout (5 s by default). So a TLS client cannot
+            // half-close its connection and still be answered; HTTP clients close them whole.
+            try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
             let pipeline = channel.pipeline.syncOperations
             try pipeline.addHandler(NIOSSLServerHandler(context: self.context))
             if let handshakeTimeout = self.handshakeTimeout {

@@ -24,7 +24,10 @@ import Testing
 @Suite("Hub's own server")
 struct HubServerTests {
     /// Runs the server of a hub's routes and an app's (`GET /hello`) until `body` returns, then
-    /// stops it gracefully and waits until it has returned; `body` gets the port and the hub.
+    /// stops it gracefully and waits until it has returned; `body` gets the port and the hub. Over
+    /// TLS, the TLS handler waits 30 s for a client's `close_notify` once the server closes a
+    /// connection, and the server must have stopped within 15 s: only if every connection it
+    /// closes closes at once.
     func withServer(tls: Bool = false, _ body: @escaping @Sendable (_ port: Int, _ hub: Hub) async throws -> Void) async throws {
         let hub = try await Hub(store: InMemoryEventStore())
         let router = Router(context: HubRequestContext.self)
@@ -35,7 +38,7 @@ struct HubServerTests {
             router.buildResponder(),
             host: "127.0.0.1",
             port: 0,
-            tlsConfiguration: tls ? try HubTLSTests.serverTLS() : nil,
+            tlsConfiguration: tls ? try HubTLSTests.serverTLS().closingAfter(.seconds(30)) : nil,
             serverName: "test",
             onServerRunning: { channel in listening.withLockedValue { $0 = channel.localAddress?.port } },
             logger: Logger(label: "hub")
@@ -52,8 +55,17 @@ struct HubServerTests {
                 throw error
             }
             await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
+            tasks.addTask {
+                try await Task.sleep(for: .seconds(15))
+                throw ServerDidNotStop()
+            }
+            try await tasks.next()  // the server's, unless it did not stop in time (then it stops at 30 s)
+            tasks.cancelAll()
         }
+    }
+
+    struct ServerDidNotStop: Error, CustomStringConvertible {
+        var description: String { "the server did not stop within 15 s of its graceful stop" }
     }
 
     /// Waits, for at most 10 s, until `received` contains `expected`.
@@ -212,3 +224,11 @@ struct HubServerTests {
     }
 }
 
+extension TLSConfiguration {
+    /// This configuration with `timeout` for the peer's `close_notify` once a connection closes.
+    func closingAfter(_ timeout: TimeAmount) -> TLSConfiguration {
+        var configuration = self
+        configuration.shutdownTimeout = timeout
+        return configuration
+    }
+}
