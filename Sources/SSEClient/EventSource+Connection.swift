@@ -36,6 +36,7 @@ extension EventSource {
                     timeout: .init(connect: .init(self.configuration.connectTimeout)),
                     decompression: .enabled(limit: .none)
                 )
+                configuration.tlsConfiguration = self.configuration.tlsConfiguration
                 // The source backs off and reconnects itself: a connection that cannot be made
                 // fails the attempt at once (which the source reports), rather than being tried
                 // again in silence until the connect timeout.

@@ -9,6 +9,7 @@
 public import AsyncHTTPClient
 public import Logging
 public import NIOHTTP1
+public import NIOSSL
 public import SSECore
 import AsyncAlgorithms
 import NIOConcurrencyHelpers
@@ -71,6 +72,11 @@ public final class EventSource: AsyncSequence, Sendable {
         public var readTimeout: Duration? = .seconds(300)
         /// The parser's limits.
         public var parser: ServerSentEventParser.Configuration = .init()
+        /// The TLS configuration of `https` connections, for example with a certificate to trust
+        /// besides the system's (`additionalTrustRoots`) or a client certificate. `nil` (the
+        /// default) trusts the system's certificates. Not used with a client you pass to the
+        /// source, which has its own.
+        public var tlsConfiguration: TLSConfiguration?
 
         /// Creates a configuration with the defaults.
         public init() {}

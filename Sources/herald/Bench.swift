@@ -96,8 +96,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds to wait after publishing for the last deliveries.")
     var drain: Double = 10
 
-    @Option(help: "A PEM certificate to trust, besides the system's, for an https:// hub (a self-signed one, say).")
-    var caCert: String?
+    @OptionGroup var trust: Trust
 
     func validate() throws {
         guard self.subscribers >= 1 else { throw ValidationError("--subscribers must be at least 1.") }
@@ -125,7 +124,8 @@ struct Bench: AsyncParsableCommand {
                     + "raise its hard limit (ulimit -Hn), or open fewer (the hub needs as many too)"
             )
         }
-        let tls = try self.tlsConfiguration()
+        var tls = try self.trust.tlsConfiguration()
+        tls.applicationProtocols = ["http/1.1"]
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let stats = group.makeIterator().map { _ in LoopStats() }
         let server = ServerProcesses(pids: self.serverPID)
@@ -218,20 +218,6 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    /// For https:// hubs: HTTP/1.1 over TLS, trusting the system's certificates and `--ca-cert`.
-    private func tlsConfiguration() throws -> TLSConfiguration {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.applicationProtocols = ["http/1.1"]
-        if let path = self.caCert {
-            do {
-                tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMFile(path))]
-            } catch {
-                throw CommandFailure("cannot read the certificate '\(path)': \(error)")
-            }
-        }
-        return tls
-    }
-
     // MARK: Subscribers
 
     private func connectSubscribers(
@@ -294,9 +280,7 @@ struct Bench: AsyncParsableCommand {
             try await opened.futureResult.get()
         } catch let error as NIOSSLError {
             channel.close(promise: nil)
-            throw CommandFailure(
-                "no TLS with \(target.host):\(target.port) (a certificate not trusted? --ca-cert adds one): \(error)"
-            )
+            throw CommandFailure("no TLS with \(target.host):\(target.port): \(describe(networkError: error))" + Trust.hint(for: error))
         } catch {
             channel.close(promise: nil)
             throw CommandFailure("a subscription failed: \(describe(networkError: error))")

@@ -61,6 +61,8 @@ struct Listen: AsyncParsableCommand {
     @Option(help: "Seconds of silence after which the stream counts as stalled and is reconnected.")
     var readTimeout: Double = 300
 
+    @OptionGroup var trust: Trust
+
     func validate() throws {
         for header in self.header where Self.parseHeader(header) == nil {
             throw ValidationError("--header '\(header)' is not of the form 'Name: value'.")
@@ -93,6 +95,7 @@ struct Listen: AsyncParsableCommand {
         configuration.maximumAttempts = self.noReconnect ? 0 : self.maxAttempts
         configuration.connectTimeout = .seconds(self.connectTimeout)
         configuration.readTimeout = .seconds(self.readTimeout)
+        configuration.tlsConfiguration = try self.trust.tlsConfiguration()
 
         var logger = Logger(label: "herald.listen")
         logger.logLevel = .info  // the source's reconnections: what a user waits on
@@ -132,7 +135,7 @@ struct Listen: AsyncParsableCommand {
                 }
             }
         } catch let error as EventSourceError {
-            throw CommandFailure("\(error)")
+            throw CommandFailure("\(error)" + Trust.hint(for: error.underlying))
         }
     }
 

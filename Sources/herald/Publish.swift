@@ -50,6 +50,8 @@ struct Publish: AsyncParsableCommand {
     @Option(help: "The hub's HS256 publisher key: signs a token for these topics.")
     var key: String?
 
+    @OptionGroup var trust: Trust
+
     func validate() throws {
         guard !self.topic.isEmpty else { throw ValidationError("give at least one --topic.") }
         guard (self.token == nil) != (self.key == nil) else { throw ValidationError("give either --token or --key.") }
@@ -84,6 +86,7 @@ struct Publish: AsyncParsableCommand {
         var configuration = HTTPClient.Configuration.singletonConfiguration  // as `HTTPClient.shared`'s
         // A hub that is not there is said at once, not after the connection is retried to the timeout.
         configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.tlsConfiguration = try self.trust.tlsConfiguration()
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let response: HTTPClientResponse
         let body: String
@@ -92,7 +95,7 @@ struct Publish: AsyncParsableCommand {
             body = String(buffer: try await response.body.collect(upTo: 1 << 20))
         } catch {
             try? await client.shutdown()
-            throw CommandFailure("cannot reach the hub at \(self.hub): \(describe(networkError: error))")
+            throw CommandFailure("cannot reach the hub at \(self.hub): \(describe(networkError: error))" + Trust.hint(for: error))
         }
         try? await client.shutdown()
         guard response.status == .ok else {

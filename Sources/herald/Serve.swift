@@ -179,14 +179,8 @@ struct Serve: AsyncParsableCommand {
     /// refused before the history is touched.
     func tls() throws -> TLSConfiguration? {
         guard let certificatePath = self.tlsCert, let keyPath = self.tlsKey else { return nil }
-        let certificates: [NIOSSLCertificate]
+        let certificates = try Trust.certificates(at: certificatePath, named: "the TLS certificate")
         let key: NIOSSLPrivateKey
-        do {
-            certificates = try NIOSSLCertificate.fromPEMFile(certificatePath)
-        } catch {
-            throw CommandFailure("cannot read the TLS certificate '\(certificatePath)': \(error)")
-        }
-        guard !certificates.isEmpty else { throw CommandFailure("'\(certificatePath)' holds no PEM certificate") }
         do {
             key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
         } catch {

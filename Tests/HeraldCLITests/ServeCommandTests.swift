@@ -226,6 +226,37 @@ struct ServeCommandTests {
         }
     }
 
+    /// Over TLS, `herald publish` and `herald listen` trust the certificate given with `--ca-cert`;
+    /// without it, they say that the server's certificate is not trusted, and how to trust it.
+    @Test func heraldPublishAndListenTrustTheCertificateGiven() async throws {
+        let (hub, url, token) = try self.startHub(arguments: ["--tls-cert", Self.tlsFixture("cert.pem"), "--tls-key", Self.tlsFixture("key.pem")])
+        defer { if hub.isRunning { hub.terminate() } }
+        let trust = ["--ca-cert", Self.tlsFixture("cert.pem")]
+        let untrusted = "the server's certificate is not trusted (--ca-cert adds a certificate to trust)\n"
+
+        let refused = try await runHerald(["publish", "--hub", url, "--topic", "t", "--data", "x", "--token", token])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("cannot reach the hub at \(url): " + untrusted), "\(refused.standardError)")
+        let published = try await runHerald(["publish", "--hub", url, "--topic", "t", "--data", "over TLS", "--token", token] + trust)
+        #expect(published.status == 0, "\(published.standardError)")
+        let id = published.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let unheard = try await runHerald(["listen", "--no-reconnect", url + "?topic=t"])
+        #expect(unheard.status == 1)
+        #expect(unheard.standardError.contains("with reconnection off: " + untrusted), "\(unheard.standardError)")
+        let heard = try await runHerald(["listen", "--no-reconnect", url + "?topic=t", "--json", "--last-event-id", "earliest", "--max-events", "1"] + trust)
+        #expect(heard.standardOutput == #"{"type": "message", "data": "over TLS", "lastEventId": "\#(id)"}"# + "\n", "\(heard.standardError)")
+
+        for (file, reason) in [
+            ("/nonexistent.pem", "cannot read the certificate '/nonexistent.pem': no such file"),
+            (Self.tlsFixture("key.pem"), "'\(Self.tlsFixture("key.pem"))' holds no PEM certificate"),
+        ] {
+            let unread = try await runHerald(["listen", url + "?topic=t", "--ca-cert", file])
+            #expect(unread.status == 1)
+            #expect(unread.standardError.contains(reason), "\(unread.standardError)")
+        }
+    }
+
     /// The path of the file `name` in `Tests/Fixtures/tls`.
     static func tlsFixture(_ name: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -11,6 +11,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Testing
 
 import HeraldTestSupport
@@ -417,6 +418,13 @@ struct EventSourceTests {
         #expect(describe(networkError: reset) == "connection reset by peer")
         #expect(describe(networkError: HTTPClientError.remoteConnectionClosed) == "the server closed the connection")
         #expect(describe(networkError: HTTPClientError.invalidURL) == "\(HTTPClientError.invalidURL)")
+        // TLS: the certificate not trusted is said by `herald`'s tests, from a real handshake.
+        #expect(
+            describe(networkError: NIOSSLError.handshakeFailed(.sslError([.eofDuringHandshake])))
+                == "the server closed the connection during the TLS handshake (is it an https server?)"
+        )
+        #expect(describe(networkError: NIOSSLExtraError.failedToValidateHostname) == "the server's certificate is not for the host of the URL")
+        #expect(!isUntrustedCertificate(NIOSSLError.handshakeFailed(.sslError([.eofDuringHandshake]))))
     }
 
     @Test func withoutReconnectionTheSourceEndsWithTheStream() async throws {
