@@ -110,6 +110,7 @@ struct HubTLSChannel: ServerChildChannel {
             // half-close its connection and still be answered; HTTP clients close them whole.
             try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: false)
             let pipeline = channel.pipeline.syncOperations
+            try pipeline.addHandler(PlainHTTPRefusal(serverName: self.http1.serverName))
             try pipeline.addHandler(NIOSSLServerHandler(context: self.context))
             if let handshakeTimeout = self.handshakeTimeout {
                 // Just after the TLS handler, the first to see the handshake's end.
@@ -142,6 +143,51 @@ struct HubTLSChannel: ServerChildChannel {
             await self.http1.handle(value: http1, logger: logger)
         case .http2(let http2):
             await self.http2.handle(value: http2, logger: logger)
+        }
+    }
+}
+
+/// Answers a client that speaks plain HTTP to the TLS port, as nginx does: a `400` that says to
+/// use `https://`, written as it is, then the connection closes. Otherwise the TLS handler fails
+/// the handshake, and a client says only that the server closed the connection (curl: "Empty
+/// reply from server"). It looks at the connection's first bytes, and leaves: a TLS connection
+/// begins with a handshake record (byte 0x16), an HTTP/1 request with its method's capital letters.
+final class PlainHTTPRefusal: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let serverName: String?
+    /// Whether the client was answered: what else it sends is dropped.
+    private var answered = false
+
+    init(serverName: String?) {
+        self.serverName = serverName
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = Self.unwrapInboundIn(data)
+        guard !self.answered, let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return }
+        guard first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z") else {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        self.answered = true
+        let reason = "this port speaks HTTPS: use an https:// URL\n"
+        var answer = context.channel.allocator.buffer(capacity: 256)
+        answer.writeStaticString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        answer.writeString(String(reason.utf8.count))
+        answer.writeStaticString("\r\nConnection: close\r\nDate: ")
+        answer.writeString(HubDoor.currentDate())
+        if let serverName = self.serverName {
+            answer.writeStaticString("\r\nServer: ")
+            answer.writeString(serverName)
+        }
+        answer.writeStaticString("\r\n\r\n")
+        answer.writeString(reason)
+        // Straight to the socket, past the TLS handler.
+        context.writeAndFlush(Self.wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
         }
     }
 }

@@ -172,6 +172,31 @@ struct HubServerTests {
         }
     }
 
+    /// Plain HTTP to the TLS port is answered, as by nginx, with a `400` that says to use
+    /// `https://` (not a failed handshake, which a client reports as an empty reply), once, from
+    /// the request's first bytes, and the connection closes; TLS clients are served as before.
+    @Test(.timeLimit(.minutes(1)))
+    func plainHTTPToTheTLSPortIsToldToUseHTTPS() async throws {
+        try await self.withServer(tls: true) { port, _ in
+            let (plain, answer) = try await connectRaw(to: port)
+            try await plain.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\n"))
+            try await Task.sleep(for: .milliseconds(50))
+            try? await plain.writeAndFlush(ByteBuffer(string: "Host: x\r\n\r\n"))  // (the server may have answered and closed)
+            try await self.wait(for: "use an https:// URL\n", in: answer)
+            for _ in 0..<500 where plain.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!plain.isActive, "closed after the answer")
+            #expect(answer.text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(answer.text)")
+            #expect(answer.text.contains("\r\nServer: test\r\n"))
+            #expect(answer.text.hasSuffix("\r\n\r\nthis port speaks HTTPS: use an https:// URL\n"), "answered once: \(answer.text)")
+
+            let (secure, stream) = try await connectRaw(to: port, alpn: ["http/1.1"])
+            try await secure.writeAndFlush(ByteBuffer(string: "GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: ":\n", in: stream)
+            #expect(stream.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(stream.text)")
+            try await secure.close()
+        }
+    }
+
     /// Without TLS the listener leaves `TCP_NODELAY` off, which a subscriber's connection keeps
     /// (the default configuration); the door turns it on for a publisher's connection and for one
     /// it hands on to the app. Over TLS (on for HTTP/2) the door turns it off for a subscriber.
