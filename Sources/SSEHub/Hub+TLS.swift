@@ -173,18 +173,14 @@ final class PlainHTTPRefusal: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         self.answered = true
-        let reason = "this port speaks HTTPS: use an https:// URL\n"
         var answer = context.channel.allocator.buffer(capacity: 256)
-        answer.writeStaticString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-        answer.writeString(String(reason.utf8.count))
-        answer.writeStaticString("\r\nConnection: close\r\nDate: ")
-        answer.writeString(HubDoor.currentDate())
-        if let serverName = self.serverName {
-            answer.writeStaticString("\r\nServer: ")
-            answer.writeString(serverName)
-        }
-        answer.writeStaticString("\r\n\r\n")
-        answer.writeString(reason)
+        HubDoor.writeTextAnswer(
+            "400 Bad Request",
+            body: "this port speaks HTTPS: use an https:// URL\n",
+            closes: true,
+            serverName: self.serverName,
+            into: &answer
+        )
         // Straight to the socket, past the TLS handler.
         context.writeAndFlush(Self.wrapOutboundOut(answer)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)

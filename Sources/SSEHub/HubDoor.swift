@@ -430,6 +430,25 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Writes into `buffer` a whole HTTP/1.1 `text/plain` answer, as bytes (not through NIO's
+    /// encoder): `status` (its code and reason phrase), `body`, the `Date`, `serverName` as its
+    /// `Server` if there is one, and `Connection: close` if `closes`.
+    static func writeTextAnswer(_ status: StaticString, body: String, closes: Bool, serverName: String?, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("HTTP/1.1 ")
+        buffer.writeStaticString(status)
+        buffer.writeStaticString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+        buffer.writeString(String(body.utf8.count))
+        buffer.writeStaticString("\r\nDate: ")
+        buffer.writeString(Self.currentDate())
+        if let serverName {
+            buffer.writeStaticString("\r\nServer: ")
+            buffer.writeString(serverName)
+        }
+        if closes { buffer.writeStaticString("\r\nConnection: close") }
+        buffer.writeStaticString("\r\n\r\n")
+        buffer.writeString(body)
+    }
+
     /// The reason of the `400` for a request that NIO's decoder could not parse.
     static func unparsable(_ error: HTTPParserError) -> String {
         "the request is not valid HTTP/1.1: \(String(reflecting: error))"

@@ -330,17 +330,7 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.state = .reading
         var answer = context.channel.allocator.buffer(capacity: 192)
-        answer.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
-        answer.writeString(String(id.utf8.count))
-        answer.writeStaticString("\r\nDate: ")
-        answer.writeString(HubDoor.currentDate())
-        if let serverName = self.door.serverName {
-            answer.writeStaticString("\r\nServer: ")
-            answer.writeString(serverName)
-        }
-        if self.quiescing { answer.writeStaticString("\r\nConnection: close") }
-        answer.writeStaticString("\r\n\r\n")
-        answer.writeString(id)
+        HubDoor.writeTextAnswer("200 OK", body: id, closes: self.quiescing, serverName: self.door.serverName, into: &answer)
         guard !self.quiescing, !self.inputClosed else {
             let written = context.writeAndFlush(Self.wrapOutboundOut(answer)).assumeIsolated()
             if !self.quiescing { self.readRequests(context) }  // the client's last publishes
