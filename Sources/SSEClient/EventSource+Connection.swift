@@ -164,7 +164,10 @@ extension EventSource {
 
         guard response.status == .ok else {
             if response.status == .noContent { return .finished }
-            return .failed(EventSourceError(.unexpectedStatus, status: Int(response.status.code), detail: self.url))
+            let reason = await Self.reason(in: response, within: self.configuration.connectTimeout, clock: clock)
+            return .failed(
+                EventSourceError(.unexpectedStatus, status: Int(response.status.code), reason: reason, detail: self.url)
+            )
         }
         let contentType = response.headers.first(name: "Content-Type")
         guard Self.isEventStream(contentType) else {
@@ -285,6 +288,54 @@ extension EventSource {
     }
 
     /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
+    /// The most of a refusal's body that is kept as its reason.
+    static let reasonLimit = 512
+
+    /// The start of a refusal's body, when it is text (plain or JSON): most servers give their
+    /// reason there. Reads at most ``reasonLimit`` bytes and waits at most `timeout` for them, so
+    /// that a server which never ends its body cannot hold the source. Runs of whitespace,
+    /// line ends included, become one space.
+    static func reason<C: Clock<Duration>>(
+        in response: HTTPClientResponse,
+        within timeout: Duration,
+        clock: C
+    ) async -> String? {
+        guard Self.isText(response.headers.first(name: "Content-Type")) else { return nil }
+        // Filled by the reader as it goes, so that a timeout keeps what came before it.
+        let received = NIOLockedValueBox<[UInt8]>([])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await chunk in response.body {
+                        let full = received.withLockedValue { bytes in
+                            bytes += chunk.readableBytesView.prefix(Self.reasonLimit - bytes.count)
+                            return bytes.count == Self.reasonLimit
+                        }
+                        if full { break }
+                    }
+                } catch {
+                    // The connection failed or the time ran out: keep what came.
+                }
+            }
+            group.addTask { try? await clock.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+        let text = String(decoding: received.withLockedValue { $0 }, as: UTF8.self)
+        let reason = text.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        return reason.isEmpty ? nil : reason
+    }
+
+    /// Whether a body of this `Content-Type` can be shown as a reason: `text/plain`, or JSON
+    /// (`application/json` or any `+json` type, such as RFC 9457's `application/problem+json`).
+    static func isText(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = (contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            .trimmingWhitespace().lowercased()
+        return mediaType == "text/plain" || mediaType == "application/json"
+            || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+    }
+
     static func isEventStream(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""

@@ -59,6 +59,10 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
     public let status: Int?
     /// The `Content-Type` of the response, if it had one.
     public let contentType: String?
+    /// For ``Code/unexpectedStatus``, the start of the response's body (at most 512 bytes, runs of
+    /// whitespace made one space) when it is plain text or JSON: where most servers give their
+    /// reason, such as a missing `topic` or an expired token. `nil` for other bodies.
+    public let reason: String?
     /// The error underneath, for example the network error of the last attempt.
     public let underlying: (any Error)?
     /// What the error is about: the URL, or the number of attempts.
@@ -68,12 +72,14 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
         _ code: Code,
         status: Int? = nil,
         contentType: String? = nil,
+        reason: String? = nil,
         underlying: (any Error)? = nil,
         detail: String
     ) {
         self.code = code
         self.status = status
         self.contentType = contentType
+        self.reason = reason
         self.underlying = underlying
         self.detail = detail
     }
@@ -82,6 +88,7 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
         switch self.code {
         case .unexpectedStatus:
             "\(self.detail) answered with status \(self.status.map(String.init) ?? "?"), not 200: not reconnecting"
+                + (self.reason.map { " (it said: \($0))" } ?? "")
         case .unexpectedContentType:
             "\(self.detail) answered with Content-Type \(self.contentType.map { "'\($0)'" } ?? "(none)"), "
                 + "not text/event-stream: not reconnecting"

@@ -19,9 +19,10 @@ struct Listen: AsyncParsableCommand {
             A curl for Server-Sent Events: connects like a browser's EventSource (reconnecting with \
             Last-Event-ID when the stream ends) and prints each event at once. Exits 0 after \
             --max-events or --timeout, or when the server answers 204; a failed connection (another \
-            status, a wrong content type, an unreachable host once --max-attempts are used up) is \
-            reported on standard error with exit status 1. Each reconnection, with its reason and \
-            its wait, is logged on standard error.
+            status, with the server's reason when its body is text, a wrong content type, an \
+            unreachable host once --max-attempts are used up) is reported on standard error with \
+            exit status 1. Each reconnection, with its reason and its wait, is logged on standard \
+            error.
             """
     )
 

@@ -84,11 +84,12 @@ struct ListenCommandTests {
     @Test func aServerErrorExitsNonZeroWithTheReason() async throws {
         try await withTestServer { _, _, responder in
             try await responder.head(.internalServerError, ["Content-Type": "text/plain"])
+            try await responder.write("the history is unavailable\n")
             try await responder.end()
         } _: { server in
             let result = try await runHerald(["listen", server.url])
             #expect(result.status == 1)
-            #expect(result.standardError.contains("status 500"))
+            #expect(result.standardError.contains("status 500, not 200: not reconnecting (it said: the history is unavailable)"))
             #expect(server.requests.count == 1, "no reconnection after a 500")
         }
     }

@@ -157,8 +157,58 @@ struct EventSourceTests {
             let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
             #expect(error.code == .unexpectedStatus)
             #expect(error.status == Int(status.code))
+            #expect(error.reason == nil)
             #expect(server.requests.count == 1)
             #expect(source.state == .closed)
+        }
+    }
+
+    @Test(arguments: [
+        ("text/plain; charset=utf-8", "Missing topic\r\n\tparameter\n", "Missing topic parameter" as String?),
+        ("application/problem+json", #"{"title": "Forbidden"}"#, #"{"title": "Forbidden"}"#),
+        ("Application/JSON", #"{"error":"expired"}"#, #"{"error":"expired"}"#),
+        ("text/html", "<h1>403 Forbidden</h1>", nil),
+        ("application/octet-stream", "reason", nil),
+        ("text/plain", " \n ", nil),
+    ])
+    func theReasonOfARefusalIsKeptWhenItIsText(_ contentType: String, _ body: String, _ reason: String?) async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.head(.forbidden, ["Content-Type": contentType])
+            try await responder.write(body)
+            try await responder.end()
+        } _: { server in
+            let source = EventSource(url: server.url, configuration: quick())
+            let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
+            #expect(error.status == 403)
+            #expect(error.reason == reason)
+            let said = reason.map { " (it said: \($0))" } ?? ""
+            #expect(error.description == "\(server.url) answered with status 403, not 200: not reconnecting\(said)")
+        }
+    }
+
+    @Test func theReasonOfARefusalIsBoundedInSizeAndInTime() async throws {
+        // A body longer than the limit keeps its start.
+        try await withTestServer { _, _, responder in
+            try await responder.head(.badRequest, ["Content-Type": "text/plain"])
+            try await responder.write(String(repeating: "abcdefgh", count: 200))
+            try await responder.end()
+        } _: { server in
+            let source = EventSource(url: server.url, configuration: quick())
+            let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
+            #expect(error.reason == String(repeating: "abcdefgh", count: 64))
+        }
+        // A body that never ends is read for the connect timeout, and keeps what came.
+        try await withTestServer { _, _, responder in
+            try await responder.head(.serviceUnavailable, ["Content-Type": "text/plain"])
+            try await responder.write("try again later")
+            try await Task.sleep(for: .seconds(60))
+        } _: { server in
+            let source = EventSource(url: server.url, configuration: quick { $0.connectTimeout = .milliseconds(300) })
+            let error = try await #require(throws: EventSourceError.self) {
+                _ = try await firstEvents(1, of: source, within: 5)
+            }
+            #expect(error.status == 503)
+            #expect(error.reason == "try again later")
         }
     }
 
