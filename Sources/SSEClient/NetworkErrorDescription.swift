@@ -42,7 +42,7 @@ package func describe(networkError error: any Error) -> String {
         return failures.isEmpty ? "cannot connect to \(error.host):\(error.port)" : failures.joined(separator: "; ")
     case let error as HTTPClientError where error == .remoteConnectionClosed:
         return "the server closed the connection"
-    case let error as HTTPClientError where error == .connectTimeout || error == .deadlineExceeded:
+    case let error as HTTPClientError where error == .connectTimeout || error == .deadlineExceeded || error == .readTimeout:
         return "no answer within the time allowed"
     case NIOSSLError.handshakeFailed(.sslError(let errors)):
         if errors.contains(.eofDuringHandshake) {

@@ -50,6 +50,9 @@ struct Publish: AsyncParsableCommand {
     @Option(help: "The hub's HS256 publisher key: signs a token for these topics.")
     var key: String?
 
+    @Option(help: "Seconds to wait for the hub's answer, and then for each part of it.")
+    var timeout: Double = 30
+
     @OptionGroup var trust: Trust
 
     func validate() throws {
@@ -57,6 +60,9 @@ struct Publish: AsyncParsableCommand {
         guard (self.token == nil) != (self.key == nil) else { throw ValidationError("give either --token or --key.") }
         guard Self.isHTTPURL(self.hub) else { throw ValidationError("--hub must be an http:// or https:// URL.") }
         if let retry, retry < 0 { throw ValidationError("--retry must not be negative.") }
+        guard self.timeout > 0, self.timeout <= 86_400 else {
+            throw ValidationError("--timeout must be a number of seconds above 0, at most 86400.")
+        }
     }
 
     func run() async throws {
@@ -87,12 +93,19 @@ struct Publish: AsyncParsableCommand {
         // A hub that is not there is said at once, not after the connection is retried to the timeout.
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.tlsConfiguration = try self.trust.tlsConfiguration()
+        // The execute's timeout ends at the answer's head; a hub that stops in the middle of its
+        // body would hold the command without this one.
+        let timeout = TimeAmount.nanoseconds(Int64(self.timeout * 1e9))
+        configuration.timeout.read = timeout
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let response: HTTPClientResponse
         let body: String
         do {
-            response = try await client.execute(request, timeout: .seconds(30))
+            response = try await client.execute(request, timeout: timeout)
             body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        } catch let error as HTTPClientError where error == .readTimeout || error == .deadlineExceeded {
+            try? await client.shutdown()
+            throw CommandFailure("the hub at \(self.hub) did not answer within \(self.timeout.formatted(.number)) s (--timeout)")
         } catch {
             try? await client.shutdown()
             throw CommandFailure("cannot reach the hub at \(self.hub): \(describe(networkError: error))" + Trust.hint(for: error))

@@ -226,6 +226,30 @@ struct ServeCommandTests {
         }
     }
 
+    /// A hub that stops answering, before its answer's head or in the middle of its body, is given
+    /// up on after `--timeout`, with a message saying so.
+    @Test(arguments: [false, true]) func heraldPublishGivesUpOnAHubThatStalls(afterTheHead: Bool) async throws {
+        try await withTestServer { _, _, responder in
+            if afterTheHead {
+                try await responder.head(.ok, ["Content-Type": "text/plain", "Content-Length": "40"])
+                try await responder.write("urn:uuid:")
+            }
+            try await Task.sleep(for: .seconds(60))
+        } _: { server in
+            let hub = server.url + "/.well-known/mercure"
+            let key = String(repeating: "s", count: 40)
+            let result = try await runHerald(
+                ["publish", "--hub", hub, "--topic", "t", "--key", key, "--timeout", "0.5"],
+                timeLimit: 20
+            )
+            #expect(result.status == 1)
+            #expect(result.standardError.contains("the hub at \(hub) did not answer within 0.5 s (--timeout)\n"), "\(result.standardError)")
+        }
+        let usage = try await runHerald(["publish", "--hub", "http://127.0.0.1:1/", "--topic", "t", "--key", "k", "--timeout", "0"])
+        #expect(usage.status == 64)
+        #expect(usage.standardError.contains("--timeout must be a number of seconds above 0"), "\(usage.standardError)")
+    }
+
     /// Over TLS, `herald publish` and `herald listen` trust the certificate given with `--ca-cert`;
     /// without it, they say that the server's certificate is not trusted, and how to trust it.
     @Test func heraldPublishAndListenTrustTheCertificateGiven() async throws {

@@ -468,6 +468,9 @@ struct EventSourceTests {
         #expect(describe(networkError: reset) == "connection reset by peer")
         #expect(describe(networkError: HTTPClientError.remoteConnectionClosed) == "the server closed the connection")
         #expect(describe(networkError: HTTPClientError.invalidURL) == "\(HTTPClientError.invalidURL)")
+        for timeout in [HTTPClientError.connectTimeout, .deadlineExceeded, .readTimeout] {
+            #expect(describe(networkError: timeout) == "no answer within the time allowed")
+        }
         // TLS: the certificate not trusted is said by `herald`'s tests, from a real handshake.
         #expect(
             describe(networkError: NIOSSLError.handshakeFailed(.sslError([.eofDuringHandshake])))
