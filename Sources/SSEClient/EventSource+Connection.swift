@@ -288,19 +288,15 @@ extension EventSource {
     }
 
     /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
-    /// The most of a refusal's body that is kept as its reason.
-    static let reasonLimit = 512
-
-    /// The start of a refusal's body, when it is text (plain or JSON): most servers give their
-    /// reason there. Reads at most ``reasonLimit`` bytes and waits at most `timeout` for them, so
-    /// that a server which never ends its body cannot hold the source. Runs of whitespace,
-    /// line ends included, become one space.
+    /// The start of a refusal's body as its reason (see ``EventSourceError/reason(fromBody:contentType:)``),
+    /// read for at most `timeout`, so that a server which never ends its body cannot hold the source.
     static func reason<C: Clock<Duration>>(
         in response: HTTPClientResponse,
         within timeout: Duration,
         clock: C
     ) async -> String? {
-        guard Self.isText(response.headers.first(name: "Content-Type")) else { return nil }
+        let contentType = response.headers.first(name: "Content-Type")
+        guard EventSourceError.isText(contentType) else { return nil }
         // Filled by the reader as it goes, so that a timeout keeps what came before it.
         let received = NIOLockedValueBox<[UInt8]>([])
         await withTaskGroup(of: Void.self) { group in
@@ -308,8 +304,8 @@ extension EventSource {
                 do {
                     for try await chunk in response.body {
                         let full = received.withLockedValue { bytes in
-                            bytes += chunk.readableBytesView.prefix(Self.reasonLimit - bytes.count)
-                            return bytes.count == Self.reasonLimit
+                            bytes += chunk.readableBytesView.prefix(EventSourceError.reasonLimit - bytes.count)
+                            return bytes.count == EventSourceError.reasonLimit
                         }
                         if full { break }
                     }
@@ -321,19 +317,7 @@ extension EventSource {
             await group.next()
             group.cancelAll()
         }
-        let text = String(decoding: received.withLockedValue { $0 }, as: UTF8.self)
-        let reason = text.split(whereSeparator: \.isWhitespace).joined(separator: " ")
-        return reason.isEmpty ? nil : reason
-    }
-
-    /// Whether a body of this `Content-Type` can be shown as a reason: `text/plain`, or JSON
-    /// (`application/json` or any `+json` type, such as RFC 9457's `application/problem+json`).
-    static func isText(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
-        let mediaType = (contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-            .trimmingWhitespace().lowercased()
-        return mediaType == "text/plain" || mediaType == "application/json"
-            || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+        return EventSourceError.reason(fromBody: received.withLockedValue { $0 }, contentType: contentType)
     }
 
     static func isEventStream(_ contentType: String?) -> Bool {
@@ -349,7 +333,7 @@ extension EventSource {
 }
 
 extension Substring {
-    fileprivate func trimmingWhitespace() -> Substring {
+    func trimmingWhitespace() -> Substring {
         var result = self
         while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
         while let last = result.last, last == " " || last == "\t" { result.removeLast() }

@@ -99,3 +99,28 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension EventSourceError {
+    /// The most of a refusal's body that is kept as its ``reason``.
+    package static let reasonLimit = 512
+
+    /// A refusal's body as its ``reason``: the text of a plain text or JSON body, cut to
+    /// ``reasonLimit`` bytes, with each run of whitespace (line ends included) made one space;
+    /// `nil` for another kind of body or one with nothing to say.
+    package static func reason(fromBody body: some Collection<UInt8>, contentType: String?) -> String? {
+        guard Self.isText(contentType) else { return nil }
+        let text = String(decoding: body.prefix(Self.reasonLimit), as: UTF8.self)
+        let reason = text.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        return reason.isEmpty ? nil : reason
+    }
+
+    /// Whether a body of this `Content-Type` can be shown as a reason: `text/plain`, or JSON
+    /// (`application/json` or any `+json` type, such as RFC 9457's `application/problem+json`).
+    static func isText(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = (contentType.split(separator: ";", maxSplits: 1).first ?? "")
+            .trimmingWhitespace().lowercased()
+        return mediaType == "text/plain" || mediaType == "application/json"
+            || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+    }
+}

@@ -682,8 +682,11 @@ private final class SubscriberHandler: ChannelInboundHandler {
     /// time they were due if known (kept to reuse the storage).
     private var latencies: [(fromSend: UInt64, fromSchedule: UInt64?)] = []
 
-    /// Fails the subscription if its stream has not opened by then.
+    /// Fails the subscription if its stream has not opened by then, or, for a refusal, if its
+    /// body has not ended.
     private var answerDeadline: Scheduled<Void>?
+    /// A refusal's head and the start of its body, which says why, until the body ends.
+    private var refusal: (head: HTTPResponseHead, body: [UInt8])?
 
     init(request: HTTPRequestHead, stats: LoopStats, opened: EventLoopPromise<Void>) {
         self.request = request
@@ -695,6 +698,7 @@ private final class SubscriberHandler: ChannelInboundHandler {
         context.write(self.wrapOutboundOut(.head(self.request)), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
         self.answerDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: Target.connectTimeout) {
+            if self.refusal != nil { return self.refuse(context: context) }
             // A hub out of open files leaves new connections waiting, unanswered.
             self.opened.fail(CommandFailure("the hub did not answer within \(Target.connectTimeout.nanoseconds / 1_000_000_000) s"))
             context.close(promise: nil)
@@ -705,15 +709,19 @@ private final class SubscriberHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
-            self.answerDeadline?.cancel()
             if head.status == .ok {
+                self.answerDeadline?.cancel()
                 self.open = true
                 self.stats.counts.withLockedValue { $0.connected += 1 }
                 self.opened.succeed()
             } else {
-                self.opened.fail(CommandFailure("the hub answered \(head.status.code) \(head.status.reasonPhrase)"))
-                context.close(promise: nil)
+                self.refusal = (head, [])  // read on, for the reason
             }
+        case .body(let buffer) where self.refusal != nil:
+            self.refusal!.body += buffer.readableBytesView.prefix(EventSourceError.reasonLimit - self.refusal!.body.count)
+            if self.refusal!.body.count == EventSourceError.reasonLimit { self.refuse(context: context) }
+        case .end where self.refusal != nil:
+            self.refuse(context: context)
         case .body(let buffer):
             let now = monotonicNanoseconds()
             var delivered = 0
@@ -763,9 +771,22 @@ private final class SubscriberHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if self.refusal != nil { self.refuse(context: context) }
         self.answerDeadline?.cancel()
         self.opened.fail(CommandFailure("the connection closed before the stream opened"))
         context.fireChannelInactive()
+    }
+
+    /// Fails the subscription with the refusal's status and, when its body gives one, its reason.
+    private func refuse(context: ChannelHandlerContext) {
+        guard let (head, body) = self.refusal else { return }
+        self.refusal = nil
+        self.answerDeadline?.cancel()
+        let reason = EventSourceError.reason(fromBody: body, contentType: head.headers.first(name: "Content-Type"))
+        self.opened.fail(
+            CommandFailure("the hub answered \(head.status.code) \(head.status.reasonPhrase)" + (reason.map { ": \($0)" } ?? ""))
+        )
+        context.close(promise: nil)
     }
 }
 

@@ -9,6 +9,7 @@
 import Foundation
 import HeraldTestSupport
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Testing
 
@@ -115,6 +116,30 @@ struct BenchCommandTests {
         let nobody = try await runHerald(["bench", "--hub", "http://127.0.0.1:1/.well-known/mercure", "--idle", "--subscribers", "1"])
         #expect(nobody.status == 1)
         #expect(nobody.standardError.contains("cannot connect a subscriber: 127.0.0.1:1: connection refused"), "\(nobody.standardError)")
+        // A hub that keeps the connection open after its refusal: the reason is read to the end of
+        // its body, not to the connection's.
+        let (closed, closedURL, _) = try self.serve.startHub(key: String(repeating: "k", count: 40), anonymous: false)
+        defer { if closed.isRunning { closed.terminate() } }
+        let anonymous = try await runHerald(["bench", "--hub", closedURL, "--idle", "--subscribers", "1"], timeLimit: 8)
+        #expect(anonymous.status == 1)
+        #expect(
+            anonymous.standardError.contains("the hub answered 401 Unauthorized: {\"error\":{\"message\":\"subscribing needs a JWT"),
+            "\(anonymous.standardError)"
+        )
+    }
+
+    /// A refused subscription is reported with the hub's reason, when its body gives one as text.
+    @Test(arguments: [("text/plain", ": topic not allowed\n"), ("text/html", "\n")])
+    func aRefusedSubscriptionIsReportedWithTheHubsReason(contentType: String, said: String) async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.head(.forbidden, ["Content-Type": contentType])
+            try await responder.write("topic\nnot allowed")
+            try await responder.end()
+        } _: { server in
+            let result = try await runHerald(["bench", "--hub", server.url + "/.well-known/mercure", "--idle", "--subscribers", "1"])
+            #expect(result.status == 1)
+            #expect(result.standardError.contains("a subscription failed: the hub answered 403 Forbidden\(said)"), "\(result.standardError)")
+        }
     }
 
     /// A hub out of open files leaves new connections waiting in its backlog: connected, never

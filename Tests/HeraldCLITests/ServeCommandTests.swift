@@ -26,10 +26,12 @@ struct ServeCommandTests {
     /// Starts `herald serve` on a free port with its history in `database` (by default, a new one
     /// removed when the process ends), and no key: development mode. Returns the process, the
     /// hub's URL and the publisher token it printed (its `standardError` is a `Pipe`, read up to
-    /// there).
+    /// there). With `key`, the hub's publisher key, and anonymous subscribers unless `anonymous`
+    /// is false; the token is then empty.
     func startHub(
         database: String? = nil,
         key: String? = nil,
+        anonymous: Bool = true,
         arguments: [String] = [],
         openFiles: (soft: Int, hard: Int)? = nil
     ) throws -> (Process, String, String) {
@@ -40,7 +42,7 @@ struct ServeCommandTests {
         }
         process.runHerald(
             ["serve", "--port", "0", "--heartbeat", "1", "--database", path]
-                + (key.map { ["--publisher-jwt-key", $0, "--anonymous"] } ?? []) + arguments,
+                + (key.map { ["--publisher-jwt-key", $0] + (anonymous ? ["--anonymous"] : []) } ?? []) + arguments,
             openFiles: openFiles
         )
         var environment = ProcessInfo.processInfo.environment
