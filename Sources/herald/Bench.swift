@@ -36,7 +36,8 @@ struct Bench: AsyncParsableCommand {
             (the publishers wait for its answers) shows it there, not in latency. A progress line \
             goes to standard error, a JSON summary to standard output; the exit status is 1 when \
             an event is missing or a request failed. Works with any Mercure hub, and with Nchan \
-            (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>). \
+            (--protocol nchan: subscribers at <hub>/sub/<topic>, publishes to <hub>/pub/<topic>); \
+            subscribers send a token only when given --subscriber-token or --subscriber-key. \
             --server-pid (repeatable) adds the server's memory and CPU time per connection opened, \
             and its CPU time while publishing (serverSystemCPUSeconds: the kernel's part), read \
             from /proc and the processes' CPU clocks; the bench's own CPU time while publishing \
@@ -87,6 +88,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The Mercure hub's HS256 publisher key: signs a token that may publish to any topic.")
     var key: String?
 
+    @Option(help: "A Mercure subscriber JWT, for a hub that allows no anonymous subscribers.")
+    var subscriberToken: String?
+
+    @Option(help: "The Mercure hub's HS256 subscriber key: signs a token that may subscribe to any topic.")
+    var subscriberKey: String?
+
     @Option(help: "Source addresses 127.0.0.1, .2, … to spread connections over (default: one per 10 000).")
     var sourceAddresses: Int?
 
@@ -108,6 +115,12 @@ struct Bench: AsyncParsableCommand {
         guard self.padding >= 0 else { throw ValidationError("--padding must not be negative.") }
         if self.wireProtocol == .mercure, !self.idle, (self.token == nil) == (self.key == nil) {
             throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
+        }
+        if self.subscriberToken != nil, self.subscriberKey != nil {
+            throw ValidationError("give either --subscriber-token or --subscriber-key, not both.")
+        }
+        if self.wireProtocol == .nchan, self.subscriberToken != nil || self.subscriberKey != nil {
+            throw ValidationError("--subscriber-token and --subscriber-key are for a Mercure hub (Nchan takes no token).")
         }
         guard !self.hub.isEmpty, self.hub.allSatisfy(Publish.isHTTPURL) else {
             throw ValidationError("--hub must be an http:// or https:// URL.")
@@ -229,6 +242,11 @@ struct Bench: AsyncParsableCommand {
         let context = try targets.contains(where: \.isSecure) ? NIOSSLContext(configuration: tls) : nil
         let sources = self.sourceAddresses ?? max(1, (self.subscribers + 9_999) / 10_000)
         let loops = Array(group.makeIterator())
+        var token = self.subscriberToken
+        if let key = self.subscriberKey {
+            token = try await Hub.developmentToken(publish: nil, subscribe: ["*"], key: key)
+        }
+        let authorization = token.map { "Bearer \($0)" }
         let inFlight = 256  // connections being opened at once
         return try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
             var channels: [any Channel] = []
@@ -245,7 +263,8 @@ struct Bench: AsyncParsableCommand {
                         topic: index % self.topics,
                         loop: loops[loopIndex],
                         stats: stats[loopIndex],
-                        source: source
+                        source: source,
+                        authorization: authorization
                     )
                 }
             }
@@ -260,12 +279,14 @@ struct Bench: AsyncParsableCommand {
         topic: Int,
         loop: any EventLoop,
         stats: LoopStats,
-        source: String?
+        source: String?,
+        authorization: String?
     ) async throws -> any Channel {
         let opened = loop.makePromise(of: Void.self)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target.subscribePath(topic: topic))
         head.headers.add(name: "Host", value: target.hostHeader)
         head.headers.add(name: "Accept", value: "text/event-stream")
+        if let authorization { head.headers.add(name: "Authorization", value: authorization) }
         let request = head
         var bootstrap = target.bootstrap(on: loop, tls: tls) { SubscriberHandler(request: request, stats: stats, opened: opened) }
         if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }

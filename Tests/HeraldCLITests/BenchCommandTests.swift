@@ -126,6 +126,17 @@ struct BenchCommandTests {
             anonymous.standardError.contains("the hub answered 401 Unauthorized: {\"error\":{\"message\":\"subscribing needs a JWT"),
             "\(anonymous.standardError)"
         )
+        // With a token signed by the hub's key, the same subscribers get every event.
+        let key = String(repeating: "k", count: 40)
+        let run = ["bench", "--hub", closedURL, "--key", key, "--subscribers", "2", "--duration", "0.5", "--rate", "20", "--drain", "2"]
+        let keyed = try await runHerald(run + ["--subscriber-key", key])
+        #expect(keyed.status == 0, "\(keyed.standardError)")
+        let report = try self.report(keyed.standardOutput)
+        #expect(report["completeness"] as? Double == 1)
+        #expect((report["delivered"] as? Int ?? 0) >= 10)
+        let both = try await runHerald(run + ["--subscriber-key", key, "--subscriber-token", "t"])
+        #expect(both.status == 64)
+        #expect(both.standardError.contains("give either --subscriber-token or --subscriber-key, not both."), "\(both.standardError)")
     }
 
     /// A refused subscription is reported with the hub's reason, when its body gives one as text.
