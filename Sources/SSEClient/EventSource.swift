@@ -65,7 +65,8 @@ public final class EventSource: AsyncSequence, Sendable {
         /// a browser; `0` never reconnects: the source finishes when the stream ends. A stream
         /// that opens starts the count again.
         public var maximumAttempts: Int?
-        /// How long to wait for the response head on each attempt.
+        /// How long to wait for the response head on each attempt; and then, when the server
+        /// refuses, for the start of the body that says why (``EventSourceError/reason``).
         public var connectTimeout: Duration = .seconds(30)
         /// How long the stream may stay silent (no byte, not even a keep-alive comment) before
         /// the source drops the connection and reconnects. `nil` waits forever.
