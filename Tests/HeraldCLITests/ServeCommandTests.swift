@@ -56,23 +56,28 @@ struct ServeCommandTests {
         let deadline = Date().addingTimeInterval(20)
         var url: String?
         var sawDevelopmentMode = false
-        while Date() < deadline {
-            let line = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
-            if let range = line.range(of: "hub listening on ") {
-                url = String(line[range.upperBound...].prefix { $0 != " " })
+        do {
+            while Date() < deadline {
+                let line = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
+                if let range = line.range(of: "hub listening on ") {
+                    url = String(line[range.upperBound...].prefix { $0 != " " })
+                }
+                if line.contains("DEVELOPMENT MODE, NOT FOR PRODUCTION") { sawDevelopmentMode = true }
+                if key != nil, let url {
+                    return (process, url, "")
+                }
+                if line.contains("publisher token"), let url {
+                    let token = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
+                    #expect(sawDevelopmentMode, "development mode says so loudly")
+                    return (process, url, token)
+                }
             }
-            if line.contains("DEVELOPMENT MODE, NOT FOR PRODUCTION") { sawDevelopmentMode = true }
-            if key != nil, let url {
-                return (process, url, "")
-            }
-            if line.contains("publisher token"), let url {
-                let token = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
-                #expect(sawDevelopmentMode, "development mode says so loudly")
-                return (process, url, token)
-            }
+            throw ProcessTimeout()
+        } catch {
+            // The caller gets no process to stop: a hub left running would outlive the tests.
+            process.terminate()
+            throw error
         }
-        process.terminate()
-        throw ProcessTimeout()
     }
 
     func publish(_ hub: String, _ form: String, token: String) async throws -> String {
@@ -417,6 +422,37 @@ struct ServeCommandTests {
             said = try readLine(from: errors.fileHandleForReading.fileDescriptor, within: deadline.timeIntervalSinceNow)
         }
         #expect(said.contains("new ones wait until some close (raise the limit of open files)"), "\(said)")
+        for connection in connections { try? await connection.close() }
+    }
+
+    /// Subscribers that all reconnect at once wait in the listener's queue for the hub to accept
+    /// them, rather than have their connections dropped (a client dropped tries again after 1 s,
+    /// then 3 s). The hub is stopped meanwhile, so only the kernel's queue holds them: with NIO's
+    /// usual 256, all but 257 of these would time out.
+    @Test(.timeLimit(.minutes(1))) func aReconnectStormWaitsInTheListenersQueue() async throws {
+        let (hub, url, _) = try self.startHub(key: String(repeating: "k", count: 40))
+        defer {
+            kill(hub.processIdentifier, SIGCONT)
+            if hub.isRunning { hub.terminate() }
+        }
+        let port = try #require(URL(string: url)?.port)
+        let clients = 600
+        #expect(kill(hub.processIdentifier, SIGSTOP) == 0)
+        let connections = await withTaskGroup(of: (any Channel)?.self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                        .connectTimeout(.seconds(3))
+                        .connect(host: "127.0.0.1", port: port).get()
+                }
+            }
+            return await group.reduce(into: [any Channel]()) { if let channel = $1 { $0.append(channel) } }
+        }
+        kill(hub.processIdentifier, SIGCONT)
+        #expect(connections.count == clients)
+        // Once it runs again, the hub serves them.
+        let served = try await HTTPClient.shared.execute(HTTPClientRequest(url: url.replacingOccurrences(of: "/.well-known/mercure", with: "/healthz")), timeout: .seconds(10))
+        #expect(served.status == .ok)
         for connection in connections { try? await connection.close() }
     }
 
