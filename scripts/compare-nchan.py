@@ -42,6 +42,10 @@ SCENARIOS = {
     "idle-10k": (["--idle", "--subscribers", "10000", "--duration", "2"],
                  [("serverKilobytesPerConnection", False), ("connectionsPerSecond", True),
                   ("serverCPUMicrosecondsPerConnection", False)]),
+    # A reconnect storm: 5 000 clients connect at once, as to a hub that restarted; connectSeconds
+    # is the time until every subscription's head came.
+    "storm-5k": (["--idle", "--subscribers", "5000", "--in-flight", "5000", "--duration", "1"],
+                 [("connectSeconds", False), ("serverCPUMicrosecondsPerConnection", False)]),
     "fanout-1k": (["--subscribers", "1000", "--duration", "20", "--publishers", "4"],
                   [("deliveriesPerSecond", True), ("deliveriesPerServerCPUSecond", True),
                    ("latency.p50", False), ("latency.p99", False), ("latency.max", False),

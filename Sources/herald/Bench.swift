@@ -94,6 +94,14 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The Mercure hub's HS256 subscriber key: signs a token that may subscribe to any topic.")
     var subscriberKey: String?
 
+    @Option(
+        help: """
+            Subscriber connections being opened at once. As many as --subscribers makes a \
+            reconnect storm: every client of a restarted hub connecting again at the same time.
+            """
+    )
+    var inFlight = 256
+
     @Option(help: "Source addresses 127.0.0.1, .2, … to spread connections over (default: one per 10 000).")
     var sourceAddresses: Int?
 
@@ -112,6 +120,7 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--rate, --duration and --drain must not be negative (--duration above 0).")
         }
         guard self.publishers >= 1 else { throw ValidationError("--publishers must be at least 1.") }
+        guard self.inFlight >= 1 else { throw ValidationError("--in-flight must be at least 1.") }
         guard self.padding >= 0 else { throw ValidationError("--padding must not be negative.") }
         if self.wireProtocol == .mercure, !self.idle, (self.token == nil) == (self.key == nil) {
             throw ValidationError("publishing to a Mercure hub needs either --token or --key.")
@@ -247,12 +256,11 @@ struct Bench: AsyncParsableCommand {
             token = try await Hub.developmentToken(publish: nil, subscribe: ["*"], key: key)
         }
         let authorization = token.map { "Bearer \($0)" }
-        let inFlight = 256  // connections being opened at once
         return try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
             var channels: [any Channel] = []
             channels.reserveCapacity(self.subscribers)
             for index in 0..<self.subscribers {
-                if index >= inFlight, let channel = try await tasks.next() { channels.append(channel) }
+                if index >= self.inFlight, let channel = try await tasks.next() { channels.append(channel) }
                 let loopIndex = index % loops.count
                 let target = targets[index % targets.count]
                 let source = target.isLoopback && sources > 1 ? "127.0.0.\(1 + index % sources)" : nil

@@ -139,6 +139,19 @@ struct BenchCommandTests {
         #expect(both.standardError.contains("give either --subscriber-token or --subscriber-key, not both."), "\(both.standardError)")
     }
 
+    /// `--in-flight` as large as `--subscribers` opens them all at once (a reconnect storm), and
+    /// every one is counted once open.
+    @Test func aReconnectStormOpensEverySubscriberAtOnce() async throws {
+        let (hub, url, _) = try self.serve.startHub(key: String(repeating: "k", count: 40))
+        defer { if hub.isRunning { hub.terminate() } }
+        let storm = try await runHerald(["bench", "--hub", url, "--idle", "--subscribers", "500", "--in-flight", "500", "--duration", "0.2"])
+        #expect(storm.status == 0, "\(storm.standardError)")
+        #expect(try self.report(storm.standardOutput)["connected"] as? Int == 500)
+        let none = try await runHerald(["bench", "--hub", url, "--idle", "--in-flight", "0"])
+        #expect(none.status == 64)
+        #expect(none.standardError.contains("--in-flight must be at least 1."), "\(none.standardError)")
+    }
+
     /// A refused subscription is reported with the hub's reason, when its body gives one as text.
     @Test(arguments: [("text/plain", ": topic not allowed\n"), ("text/html", "\n")])
     func aRefusedSubscriptionIsReportedWithTheHubsReason(contentType: String, said: String) async throws {
