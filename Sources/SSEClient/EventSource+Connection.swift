@@ -287,7 +287,6 @@ extension EventSource {
         }
     }
 
-    /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
     /// The start of a refusal's body as its reason (see ``EventSourceError/reason(fromBody:contentType:)``),
     /// read for at most `timeout`, so that a server which never ends its body cannot hold the source.
     static func reason<C: Clock<Duration>>(
@@ -320,6 +319,7 @@ extension EventSource {
         return EventSourceError.reason(fromBody: received.withLockedValue { $0 }, contentType: contentType)
     }
 
+    /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
     static func isEventStream(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
