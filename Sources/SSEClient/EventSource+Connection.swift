@@ -321,9 +321,7 @@ extension EventSource {
 
     /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
     static func isEventStream(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return mediaType.trimmingWhitespace().lowercased() == "text/event-stream"
+        contentType.map(mediaType(of:)) == "text/event-stream"
     }
 
     static func isHTTPURL(_ url: String) -> Bool {
@@ -332,11 +330,11 @@ extension EventSource {
     }
 }
 
-extension Substring {
-    func trimmingWhitespace() -> Substring {
-        var result = self
-        while let first = result.first, first == " " || first == "\t" { result.removeFirst() }
-        while let last = result.last, last == " " || last == "\t" { result.removeLast() }
-        return result
-    }
+/// The media type of a `Content-Type` value, in lower case: `text/plain` for
+/// `Text/Plain; charset=utf-8`.
+func mediaType(of contentType: String) -> String {
+    var type = contentType.prefix { $0 != ";" }
+    while let first = type.first, first == " " || first == "\t" { type.removeFirst() }
+    while let last = type.last, last == " " || last == "\t" { type.removeLast() }
+    return type.lowercased()
 }

@@ -117,10 +117,8 @@ extension EventSourceError {
     /// Whether a body of this `Content-Type` can be shown as a reason: `text/plain`, or JSON
     /// (`application/json` or any `+json` type, such as RFC 9457's `application/problem+json`).
     static func isText(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
-        let mediaType = (contentType.split(separator: ";", maxSplits: 1).first ?? "")
-            .trimmingWhitespace().lowercased()
-        return mediaType == "text/plain" || mediaType == "application/json"
-            || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+        guard let type = contentType.map(mediaType(of:)) else { return false }
+        return type == "text/plain" || type == "application/json"
+            || (type.hasPrefix("application/") && type.hasSuffix("+json"))
     }
 }
