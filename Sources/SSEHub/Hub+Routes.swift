@@ -60,16 +60,67 @@ extension Hub {
 
         /// Creates a configuration with the defaults.
         public init() {}
+
+        /// Throws the first setting the routes cannot work with: an origin that no browser's
+        /// `Origin` would ever match, a time or a limit that is not positive.
+        func check() throws(ConfigurationError) {
+            if let heartbeat, heartbeat.interval <= .zero {
+                throw ConfigurationError("heartbeat's interval must be positive (it is \(heartbeat.interval)); nil sends no heartbeat")
+            }
+            guard self.writeTimeout > .zero else {
+                throw ConfigurationError("writeTimeout must be positive (it is \(self.writeTimeout))")
+            }
+            guard self.maximumPublishSize > 0 else {
+                throw ConfigurationError("maximumPublishSize must be at least 1 (it is \(self.maximumPublishSize))")
+            }
+            guard self.maximumTopicsPerSubscription > 0 else {
+                throw ConfigurationError("maximumTopicsPerSubscription must be at least 1 (it is \(self.maximumTopicsPerSubscription))")
+            }
+            for (name, origins) in [("publishOrigins", self.publishOrigins), ("corsOrigins", self.corsOrigins)] {
+                for origin in origins {
+                    if let why = Self.whyNotAnOrigin(origin) { throw ConfigurationError("\(name): \(why)") }
+                }
+            }
+        }
+
+        /// Why `text` is not an origin as a browser's `Origin` header serializes it; `nil` when
+        /// it is one. (The hub compares origins as strings, so any other spelling would never
+        /// match.)
+        package static func whyNotAnOrigin(_ text: String) -> String? {
+            if text == "*" {
+                return "'*' is not taken: the hub allows credentials, so each origin is listed."
+            }
+            if let url = URL(string: text), let scheme = url.scheme, let host = url.host, !host.isEmpty {
+                let defaultPort = ["http": 80, "https": 443][scheme]
+                let port = url.port.flatMap { $0 == defaultPort ? nil : ":\($0)" } ?? ""
+                if text == scheme + "://" + (host.contains(":") ? "[\(host)]" : host) + port && text == text.lowercased() { return nil }
+            }
+            return "'\(text)' is not an origin as a browser sends it: scheme://host, then :port unless it is the scheme's "
+                + "default, in lower case, with no path (not even '/'), such as https://app.example.com."
+        }
+    }
+
+    /// A configuration the hub cannot work with, said so that it can be fixed.
+    public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+        /// What is wrong, naming the setting.
+        public let description: String
+
+        init(_ description: String) {
+            self.description = description
+        }
     }
 
     /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure` (and the subscriptions
     /// API when the hub tracks subscriptions), the dashboard at `/` if configured, and `/healthz`.
     ///
-    /// - Throws: When a configured key cannot be read (a PEM that does not parse, say).
+    /// - Throws: ``ConfigurationError`` for a setting the routes cannot work with (an origin
+    ///   spelled as no browser sends it, a time or a limit that is not positive), and
+    ///   ``JWTKeyError`` when a configured key cannot be used (a PEM that does not parse, say).
     public func addRoutes<Context: RequestContext>(
         to router: Router<Context>,
         configuration: HTTPConfiguration = .init()
     ) async throws {
+        try configuration.check()
         let authorizer = Authorizer(
             publisher: try await configuration.publisherKey.asyncMap(TokenVerifier.init),
             subscriber: try await configuration.subscriberKey.asyncMap(TokenVerifier.init),

@@ -38,6 +38,16 @@ public final class Hub: Sendable {
 
         /// Creates a configuration with the defaults.
         public init() {}
+
+        /// Throws the first setting the hub cannot work with.
+        func check() throws(ConfigurationError) {
+            guard self.subscriberQueueLimit > 0 else {
+                throw ConfigurationError("subscriberQueueLimit must be at least 1 (it is \(self.subscriberQueueLimit))")
+            }
+            guard self.subscriberQueueBytes > 0 else {
+                throw ConfigurationError("subscriberQueueBytes must be at least 1 (it is \(self.subscriberQueueBytes))")
+            }
+        }
     }
 
     /// What a subscriber asked to resume from, and what the response says it resumes after.
@@ -164,7 +174,11 @@ public final class Hub: Sendable {
     private let storeBytes = Gauge(label: "herald_store_bytes")
 
     /// A hub on `store`, continuing its history.
+    ///
+    /// - Throws: ``ConfigurationError`` for a limit in `configuration` that is not positive, and
+    ///   what `store` throws when it cannot read where its history ends.
     public init(store: any EventStore, configuration: Configuration = .init(), logger: Logger = Logger(label: "herald.hub")) async throws {
+        try configuration.check()
         self.store = store
         self.answeringStore = store as? any AnswersAppends
         self.configuration = configuration

@@ -118,25 +118,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP.")
         }
         for (option, origins) in [("--publish-origin", self.publishOrigin), ("--cors-origin", self.corsOrigin)] {
-            for origin in origins where !Self.isOrigin(origin) {
-                if origin == "*" {
-                    throw ValidationError("\(option) '*' is not taken: the hub allows credentials, so each origin is listed.")
-                }
-                throw ValidationError(
-                    "\(option) '\(origin)' is not an origin as a browser sends it: scheme://host, then :port unless it is "
-                        + "the scheme's default, in lower case, with no path (not even '/'), such as https://app.example.com."
-                )
+            for origin in origins {
+                if let why = Hub.HTTPConfiguration.whyNotAnOrigin(origin) { throw ValidationError("\(option) \(why)") }
             }
         }
-    }
-
-    /// Whether `text` is an origin as a browser's `Origin` header serializes it (the hub compares
-    /// them as strings, so that any other spelling would never match).
-    static func isOrigin(_ text: String) -> Bool {
-        guard let url = URL(string: text), let scheme = url.scheme, let host = url.host, !host.isEmpty else { return false }
-        let defaultPort = ["http": 80, "https": 443][scheme]
-        let port = url.port.flatMap { $0 == defaultPort ? nil : ":\($0)" } ?? ""
-        return text == scheme + "://" + (host.contains(":") ? "[\(host)]" : host) + port && text == text.lowercased()
     }
 
     /// The keys from the options, else the environment; both `nil` means development mode.

@@ -127,6 +127,52 @@ struct HubHTTPTests {
         return (response.headers, text)
     }
 
+    /// The default configuration, changed by `change`.
+    static func http(_ change: (inout Hub.HTTPConfiguration) -> Void) -> Hub.HTTPConfiguration {
+        var http = Hub.HTTPConfiguration()
+        change(&http)
+        return http
+    }
+
+    @Test(arguments: [
+        (http { $0.corsOrigins = ["https://app.example.com/"] }, "corsOrigins: 'https://app.example.com/' is not an origin"),
+        (http { $0.corsOrigins = ["https://app.example.com", "HTTPS://app.example.com"] }, "corsOrigins: 'HTTPS://app.example.com' is not an origin"),
+        (http { $0.publishOrigins = ["https://app.example.com:443"] }, "publishOrigins: 'https://app.example.com:443' is not an origin"),
+        (http { $0.publishOrigins = ["*"] }, "publishOrigins: '*' is not taken"),
+        (http { $0.heartbeat = KeepAlive(interval: .zero) }, "heartbeat's interval must be positive"),
+        (http { $0.writeTimeout = .milliseconds(-1) }, "writeTimeout must be positive"),
+        (http { $0.maximumPublishSize = 0 }, "maximumPublishSize must be at least 1 (it is 0)"),
+        (http { $0.maximumTopicsPerSubscription = 0 }, "maximumTopicsPerSubscription must be at least 1 (it is 0)"),
+    ])
+    func aSettingTheRoutesCannotWorkWithIsRefusedWithItsName(_ http: Hub.HTTPConfiguration, _ reason: String) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        await #expect {
+            try await hub.addRoutes(to: Router(), configuration: http)
+        } throws: { error in
+            (error as? Hub.ConfigurationError)?.description.contains(reason) == true
+        }
+    }
+
+    @Test func originsAsBrowsersSendThemAreTaken() async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.corsOrigins = ["https://app.example.com", "http://localhost:8080", "https://[::1]:8443", "http://127.0.0.1"]
+        http.publishOrigins = http.corsOrigins
+        try await hub.addRoutes(to: Router(), configuration: http)
+    }
+
+    @Test(arguments: [(0, 1 << 20, "subscriberQueueLimit must be at least 1 (it is 0)"), (1_000, -1, "subscriberQueueBytes must be at least 1 (it is -1)")])
+    func aHubWithAQueueLimitThatIsNotPositiveIsRefused(updates: Int, bytes: Int, reason: String) async throws {
+        var configuration = Hub.Configuration()
+        configuration.subscriberQueueLimit = updates
+        configuration.subscriberQueueBytes = bytes
+        await #expect {
+            _ = try await Hub(store: InMemoryEventStore(), configuration: configuration)
+        } throws: { error in
+            (error as? Hub.ConfigurationError)?.description == reason
+        }
+    }
+
     @Test func publishAndSubscribe() async throws {
         try await self.withHub { base in
             let source = EventSource(url: base + "?topic=" + "https://example.com/books/{id}".addingPercentEncoding)
