@@ -116,9 +116,11 @@ struct Bench: AsyncParsableCommand {
     func validate() throws {
         guard self.subscribers >= 1 else { throw ValidationError("--subscribers must be at least 1.") }
         guard self.topics >= 1 else { throw ValidationError("--topics must be at least 1.") }
-        guard self.rate >= 0, self.duration > 0, self.drain >= 0 else {
-            throw ValidationError("--rate, --duration and --drain must not be negative (--duration above 0).")
+        guard self.rate >= 0, self.rate.isFinite else {
+            throw ValidationError("--rate must be a number of publishes a second, or 0 for as fast as the publishers can.")
         }
+        try checkSeconds(self.duration, of: "--duration")
+        try checkSeconds(self.drain, of: "--drain", zeroMeans: "no wait")
         guard self.publishers >= 1 else { throw ValidationError("--publishers must be at least 1.") }
         guard self.inFlight >= 1 else { throw ValidationError("--in-flight must be at least 1.") }
         guard self.padding >= 0 else { throw ValidationError("--padding must not be negative.") }

@@ -25,3 +25,14 @@ struct CommandFailure: Error, CustomStringConvertible {
         self.description = description
     }
 }
+
+/// Throws the usage error for an option in seconds that is not a number from 0 (when `zeroMeans`
+/// says what 0 does; above 0 otherwise) to `maximum` (a day by default). Infinity, NaN and
+/// numbers too large for a duration are refused here, before anything converts them.
+func checkSeconds(_ value: Double, of option: String, zeroMeans: String? = nil, maximum: Double = 86_400) throws {
+    let minimumOK = zeroMeans == nil ? value > 0 : value >= 0
+    guard minimumOK, value <= maximum else {
+        let range = zeroMeans.map { "from 0 (\($0)) to" } ?? "above 0, at most"
+        throw ValidationError("\(option) must be a number of seconds \(range) \(Int(maximum)).")
+    }
+}

@@ -69,10 +69,10 @@ struct Listen: AsyncParsableCommand {
             throw ValidationError("--header '\(header)' is not of the form 'Name: value'.")
         }
         if let maxEvents, maxEvents < 1 { throw ValidationError("--max-events must be at least 1.") }
-        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be a positive number of seconds.") }
+        if let timeout { try checkSeconds(timeout, of: "--timeout") }
         if self.maxAttempts < 0 { throw ValidationError("--max-attempts must not be negative.") }
-        if !(self.connectTimeout > 0) { throw ValidationError("--connect-timeout must be positive.") }
-        if !(self.readTimeout > 0) { throw ValidationError("--read-timeout must be positive.") }
+        try checkSeconds(self.connectTimeout, of: "--connect-timeout")
+        try checkSeconds(self.readTimeout, of: "--read-timeout")
         if self.method.isEmpty || self.method.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) {
             throw ValidationError("--method '\(self.method)' is not an HTTP method.")
         }

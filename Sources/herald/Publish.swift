@@ -60,9 +60,7 @@ struct Publish: AsyncParsableCommand {
         guard (self.token == nil) != (self.key == nil) else { throw ValidationError("give either --token or --key.") }
         guard Self.isHTTPURL(self.hub) else { throw ValidationError("--hub must be an http:// or https:// URL.") }
         if let retry, retry < 0 { throw ValidationError("--retry must not be negative.") }
-        guard self.timeout > 0, self.timeout <= 86_400 else {
-            throw ValidationError("--timeout must be a number of seconds above 0, at most 86400.")
-        }
+        try checkSeconds(self.timeout, of: "--timeout")
     }
 
     func run() async throws {

@@ -109,10 +109,12 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(self.port) else { throw ValidationError("--port must be between 0 and 65535.") }
-        guard self.heartbeat >= 0 else { throw ValidationError("--heartbeat must not be negative.") }
-        guard self.requestTimeout >= 0 else { throw ValidationError("--request-timeout must not be negative.") }
+        try checkSeconds(self.heartbeat, of: "--heartbeat", zeroMeans: "none")
+        try checkSeconds(self.requestTimeout, of: "--request-timeout", zeroMeans: "none")
         guard self.history > 0 else { throw ValidationError("--history must be at least 1.") }
-        guard self.historyHours >= 0 else { throw ValidationError("--history-hours must not be negative.") }
+        guard self.historyHours >= 0, self.historyHours <= 876_000 else {
+            throw ValidationError("--history-hours must be a number of hours from 0 (no limit) to 876000 (100 years).")
+        }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP.")

@@ -152,6 +152,21 @@ struct BenchCommandTests {
         #expect(none.standardError.contains("--in-flight must be at least 1."), "\(none.standardError)")
     }
 
+    /// Infinity, NaN and numbers too large for a duration are usage errors, not a crash.
+    @Test(arguments: [
+        (["--duration=inf"], "--duration must be a number of seconds above 0, at most 86400."),
+        (["--duration=0"], "--duration must be a number of seconds above 0"),
+        (["--drain=1e300"], "--drain must be a number of seconds from 0 (no wait) to 86400."),
+        (["--drain=nan"], "--drain must be a number of seconds"),
+        (["--rate=inf"], "--rate must be a number of publishes a second"),
+        (["--rate=-1"], "--rate must be a number of publishes a second"),
+    ])
+    func aTimeOrRateOutOfRangeIsAUsageError(_ arguments: [String], reason: String) async throws {
+        let result = try await runHerald(["bench", "--hub", "http://127.0.0.1:1/.well-known/mercure", "--key", "k"] + arguments)
+        #expect(result.status == 64, "\(result.standardError)")
+        #expect(result.standardError.contains(reason), "\(result.standardError)")
+    }
+
     /// A refused subscription is reported with the hub's reason, when its body gives one as text.
     @Test(arguments: [("text/plain", ": topic not allowed\n"), ("text/html", "\n")])
     func aRefusedSubscriptionIsReportedWithTheHubsReason(contentType: String, said: String) async throws {

@@ -481,8 +481,15 @@ struct ServeCommandTests {
     @Test(arguments: [
         (["serve", "--port", "70000"], "--port must be between 0 and 65535"),
         (["serve", "--history", "0"], "--history must be at least 1"),
-        (["serve", "--heartbeat=-1"], "--heartbeat must not be negative"),
-        (["serve", "--request-timeout=-1"], "--request-timeout must not be negative"),
+        (["serve", "--heartbeat=-1"], "--heartbeat must be a number of seconds from 0 (none) to 86400."),
+        // Infinity, NaN and numbers too large for a duration: usage errors, not a crash.
+        (["serve", "--heartbeat=inf"], "--heartbeat must be a number of seconds from 0 (none) to 86400."),
+        (["serve", "--heartbeat=nan"], "--heartbeat must be a number of seconds"),
+        (["serve", "--request-timeout=-1"], "--request-timeout must be a number of seconds from 0 (none) to 86400."),
+        (["serve", "--request-timeout=1e300"], "--request-timeout must be a number of seconds"),
+        (["serve", "--history-hours=1e300"], "--history-hours must be a number of hours from 0 (no limit) to 876000"),
+        (["serve", "--history-hours=inf"], "--history-hours must be a number of hours"),
+        (["serve", "--history-hours=nan"], "--history-hours must be a number of hours"),
     ])
     func badArgumentsAreUsageErrors(_ arguments: [String], reason: String) async throws {
         let result = try await runHerald(arguments)
