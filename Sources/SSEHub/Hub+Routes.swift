@@ -149,7 +149,7 @@ extension Hub {
     }
 
     /// Checks a subscribe request and opens its subscription: the subscription, and the headers
-    /// of its response. Throws the `HTTPError` to answer instead.
+    /// of its response. Throws the ``HubRefusal`` to answer instead.
     func openSubscription(
         _ request: Request,
         authorizer: Authorizer,
@@ -196,10 +196,10 @@ extension Hub {
     private static func selectors(_ request: Request, configuration: HTTPConfiguration) throws -> [TopicSelector] {
         let topics = request.uri.queryParameters[values: "topic"]
         guard !topics.isEmpty else {
-            throw HTTPError(.badRequest, message: "missing 'topic' query parameter: say which topics to subscribe to")
+            throw HubRefusal(.badRequest, reason: "missing 'topic' query parameter: say which topics to subscribe to")
         }
         guard topics.count <= configuration.maximumTopicsPerSubscription else {
-            throw HTTPError(.badRequest, message: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
+            throw HubRefusal(.badRequest, reason: "too many 'topic' parameters: at most \(configuration.maximumTopicsPerSubscription)")
         }
         return topics.map { TopicSelector(String($0)) }
     }
@@ -393,7 +393,7 @@ extension Hub {
         do {
             body = try await request.collectBody(upTo: configuration.maximumPublishSize)
         } catch {
-            throw HTTPError(.contentTooLarge, message: "the update is larger than \(configuration.maximumPublishSize) bytes")
+            throw HubRefusal(.contentTooLarge, reason: "the update is larger than \(configuration.maximumPublishSize) bytes")
         }
         return Response(
             status: .ok,
@@ -403,20 +403,20 @@ extension Hub {
     }
 
     /// The claims of a publish request's token, once its head is checked (before its body is
-    /// read). Throws the `HTTPError` to answer instead.
+    /// read). Throws the ``HubRefusal`` to answer instead.
     func publisherClaims(_ request: Request, authorizer: Authorizer) async throws -> MercureClaims {
         let claims = try await authorizer.publisher(request)
         try Self.checkFormContentType(request)
         return claims
     }
 
-    /// Throws the `HTTPError` to answer unless `request` has a form's `Content-Type`.
+    /// Throws the ``HubRefusal`` to answer unless `request` has a form's `Content-Type`.
     private static func checkFormContentType(_ request: Request) throws {
         let contentType = request.headers.value(of: .contentType)
         guard Self.isForm(contentType) else {
-            throw HTTPError(
+            throw HubRefusal(
                 .unsupportedMediaType,
-                message: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType ?? "")'"
+                reason: "publish with Content-Type application/x-www-form-urlencoded, not '\(contentType ?? "")'"
             )
         }
     }
@@ -437,13 +437,13 @@ extension Hub {
     }
 
     /// Publishes the update of a publish request's body, `form`, if `claims` allow its topics:
-    /// the update's ID. Throws the `HTTPError` to answer instead.
+    /// the update's ID. Throws the ``HubRefusal`` to answer instead.
     func publish(form: ByteBuffer, claims: MercureClaims) async throws -> String {
         let (update, idIsNew) = try self.update(form: form, claims: claims)
         do {
             try await self.publish(update, idIsNew: idIsNew)
         } catch let error as EventStoreError where error == .duplicateID {
-            throw HTTPError(.conflict, message: "an update with id '\(update.id)' was already published")
+            throw HubRefusal(.conflict, reason: "an update with id '\(update.id)' was already published")
         } catch {
             throw self.historyUnavailable(error, doing: "store the update")
         }
@@ -451,7 +451,7 @@ extension Hub {
     }
 
     /// The update of a publish request's body, `form`, if `claims` allow its topics, and whether
-    /// the hub made its ID (the form has none). Throws the `HTTPError` to answer instead.
+    /// the hub made its ID (the form has none). Throws the ``HubRefusal`` to answer instead.
     func update(form: ByteBuffer, claims: MercureClaims) throws -> (update: Update, idIsNew: Bool) {
         let update: Update
         var idIsNew = false
@@ -461,25 +461,25 @@ extension Hub {
                 return Self.makeID()
             }
         } catch {
-            throw HTTPError(.badRequest, message: error.description)
+            throw HubRefusal(.badRequest, reason: error.description)
         }
         // Every topic of the update, canonical and alternates, must be allowed.
         let allowed = claims.publish ?? []
         guard !allowed.isEmpty else {
-            throw HTTPError(.forbidden, message: "the token's mercure.publish claim allows no topic")
+            throw HubRefusal(.forbidden, reason: "the token's mercure.publish claim allows no topic")
         }
         if let topic = update.topics.first(where: { topic in !allowed.contains { $0.matches(topic) } }) {
-            throw HTTPError(.forbidden, message: "the token's mercure.publish claim does not allow topic '\(topic)'")
+            throw HubRefusal(.forbidden, reason: "the token's mercure.publish claim does not allow topic '\(topic)'")
         }
         return (update, idIsNew)
     }
 
     /// The answer when the history fails (a database that went away, or did not answer in time):
     /// `503` with a reason, so that clients retry rather than believe in a success.
-    func historyUnavailable(_ error: any Error, doing what: String) -> HTTPError {
+    func historyUnavailable(_ error: any Error, doing what: String) -> HubRefusal {
         self.logger.error("the history failed", metadata: ["error": "\(String(reflecting: error))"])
         let reason = (error as? EventStoreError)?.description ?? "the history is unavailable"
-        return HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: "cannot \(what) now (\(reason)); try again")
+        return HubRefusal(.serviceUnavailable, headers: [.retryAfter: "1"], reason: "cannot \(what) now (\(reason)); try again")
     }
 
     /// A unique, time-ordered `urn:uuid:` (a version 7 UUID: milliseconds since 1970, then random).
@@ -572,13 +572,13 @@ final class Authorizer: Sendable {
         var authorization: String?
         for field in request.headers where field.name == .authorization {
             guard authorization == nil else {
-                throw HTTPError(.unauthorized, message: "send one Authorization header, not several")
+                throw HubRefusal(.unauthorized, reason: "send one Authorization header, not several")
             }
             authorization = field.value
         }
         if let header = authorization {
             guard header.hasPrefix("Bearer "), header.utf8.count > 7 else {
-                throw HTTPError(.unauthorized, message: "the Authorization header must be 'Bearer <JWT>'")
+                throw HubRefusal(.unauthorized, reason: "the Authorization header must be 'Bearer <JWT>'")
             }
             return (String(header.dropFirst(7)), .header)
         }
@@ -612,20 +612,20 @@ final class Authorizer: Sendable {
     /// A publish request's token, and the verifier to check it with.
     private func publisherToken(_ request: Request) throws -> (String, TokenVerifier) {
         guard let publisher = self.publisher else {
-            throw HTTPError(.unauthorized, message: "publishing is disabled: the hub has no publisher key")
+            throw HubRefusal(.unauthorized, reason: "publishing is disabled: the hub has no publisher key")
         }
         guard let (token, source) = try self.token(request) else {
-            throw HTTPError(
+            throw HubRefusal(
                 .unauthorized,
-                message: "publishing needs a JWT signed with the publisher key: send 'Authorization: Bearer <JWT>'"
+                reason: "publishing needs a JWT signed with the publisher key: send 'Authorization: Bearer <JWT>'"
             )
         }
         if source == .cookie {
             let origin = request.headers[.origin] ?? request.headers[.referer].flatMap(Self.origin(ofURL:))
             guard let origin, self.configuration.publishOrigins.contains(origin) else {
-                throw HTTPError(
+                throw HubRefusal(
                     .forbidden,
-                    message: "publishing with the mercureAuthorization cookie from origin '\(origin ?? "unknown")' is not allowed"
+                    reason: "publishing with the mercureAuthorization cookie from origin '\(origin ?? "unknown")' is not allowed"
                 )
             }
         }
@@ -651,15 +651,15 @@ final class Authorizer: Sendable {
     private func subscriberToken(_ request: Request) throws -> (String, TokenVerifier)? {
         guard let (token, _) = try self.token(request) else {
             guard self.configuration.allowsAnonymousSubscribers else {
-                throw HTTPError(
+                throw HubRefusal(
                     .unauthorized,
-                    message: "subscribing needs a JWT signed with the subscriber key (this hub does not allow anonymous subscribers)"
+                    reason: "subscribing needs a JWT signed with the subscriber key (this hub does not allow anonymous subscribers)"
                 )
             }
             return nil
         }
         guard let subscriber = self.subscriber else {
-            throw HTTPError(.unauthorized, message: "the hub has no subscriber key to check this token with")
+            throw HubRefusal(.unauthorized, reason: "the hub has no subscriber key to check this token with")
         }
         return (token, subscriber)
     }
@@ -668,7 +668,7 @@ final class Authorizer: Sendable {
         do {
             return try await verifier.verify(token, role: role)
         } catch {
-            throw HTTPError(.unauthorized, message: error.description)
+            throw HubRefusal(.unauthorized, reason: error.description)
         }
     }
 
@@ -699,5 +699,29 @@ extension HTTPFields {
             value = field.value
         }
         return value
+    }
+}
+
+/// A request the hub's routes refuse: answered with `status` and `reason` as a line of plain
+/// text, as the door answers those it refuses itself, so that every refusal of the hub reads the
+/// same in a terminal, a log or a page (`herald listen` prints it; a page reads it with
+/// `response.text()`).
+struct HubRefusal: HTTPResponseError, CustomStringConvertible {
+    let status: HTTPResponse.Status
+    let headers: HTTPFields
+    let reason: String
+
+    init(_ status: HTTPResponse.Status, headers: HTTPFields = [:], reason: String) {
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+    }
+
+    var description: String { "\(self.status.code) \(self.status.reasonPhrase): \(self.reason)" }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = self.headers
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: self.status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: self.reason + "\n")))
     }
 }

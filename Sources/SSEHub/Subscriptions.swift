@@ -125,7 +125,7 @@ extension Hub {
 
     private static func decodedParameter(_ name: String, of context: some RequestContext) throws -> String {
         guard let decoded = try context.parameters.require(name).removingPercentEncoding else {
-            throw HTTPError(.badRequest, message: "the \(name) in the path is not valid percent-encoding")
+            throw HubRefusal(.badRequest, reason: "the \(name) in the path is not valid percent-encoding")
         }
         return decoded
     }
@@ -137,11 +137,11 @@ extension Hub {
         subscriber: String?
     ) async throws -> Response {
         guard let claims = try await authorizer.subscriber(request) else {
-            throw HTTPError(.unauthorized, message: "the subscriptions API needs a subscriber JWT")
+            throw HubRefusal(.unauthorized, reason: "the subscriptions API needs a subscriber JWT")
         }
         let path = request.uri.path
         guard claims.subscribe?.contains(where: { $0.matches(path) }) == true else {
-            throw HTTPError(.forbidden, message: "the token's mercure.subscribe claim does not allow '\(path)'")
+            throw HubRefusal(.forbidden, reason: "the token's mercure.subscribe claim does not allow '\(path)'")
         }
         let (lastEventID, subscribers): (String, [TrackedSubscriber])
         do {
@@ -158,7 +158,7 @@ extension Hub {
         let body: String
         if let subscriber {
             guard var document = documents.first(where: { $0.subscriber == subscriber }) else {
-                throw HTTPError(.notFound, message: "no active subscription of '\(subscriber)' to '\(topic ?? "")'")
+                throw HubRefusal(.notFound, reason: "no active subscription of '\(subscriber)' to '\(topic ?? "")'")
             }
             document.lastEventID = lastEventID
             body = document.json()

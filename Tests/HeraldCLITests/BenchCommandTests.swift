@@ -123,7 +123,9 @@ struct BenchCommandTests {
         let anonymous = try await runHerald(["bench", "--hub", closedURL, "--idle", "--subscribers", "1"], timeLimit: 8)
         #expect(anonymous.status == 1)
         #expect(
-            anonymous.standardError.contains("the hub answered 401 Unauthorized: {\"error\":{\"message\":\"subscribing needs a JWT"),
+            anonymous.standardError.contains(
+                "the hub answered 401 Unauthorized: subscribing needs a JWT signed with the subscriber key (this hub does not allow anonymous subscribers)\n"
+            ),
             "\(anonymous.standardError)"
         )
         // With a token signed by the hub's key, the same subscribers get every event.

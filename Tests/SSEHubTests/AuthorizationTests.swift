@@ -74,7 +74,7 @@ struct AuthorizationTests {
             let onlyBooks = try await token(publish: ["https://example.com/books/{id}"])
             let (partly, partlyReason) = try await self.http.publish(base, form, headers: self.bearer(onlyBooks))
             #expect(partly == .forbidden, "every topic, alternates included, must be allowed")
-            #expect(partlyReason.contains("example.com\\/alt"))
+            #expect(partlyReason == "the token's mercure.publish claim does not allow topic 'https://example.com/alt'\n")
 
             let both = try await token(publish: ["https://example.com/books/{id}", "https://example.com/alt"])
             #expect(try await self.http.publish(base, form, headers: self.bearer(both)).0 == .ok)

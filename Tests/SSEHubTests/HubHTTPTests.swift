@@ -622,6 +622,38 @@ struct HubHTTPTests {
         }
     }
 
+    /// The routes' refusals read as the door's: the reason, as one line of plain text.
+    @Test(arguments: [true, false])
+    func refusalsAreALineOfPlainText(door: Bool) async throws {
+        let hub = try await Hub(store: InMemoryEventStore())
+        var http = Hub.HTTPConfiguration()
+        http.publisherKey = JWTKey(algorithm: .hs256, key: Self.secret)
+        http.subscriberKey = http.publisherKey
+        try await self.serve(hub, http, door: door) { port in
+            let base = "http://127.0.0.1:\(port)/.well-known/mercure"
+            let refusals: [(String, HTTPMethod, HTTPResponseStatus, String)] = [
+                ("?topic=t", .GET, .unauthorized, "subscribing needs a JWT signed with the subscriber key (this hub does not allow anonymous subscribers)"),
+                ("", .POST, .unauthorized, "publishing needs a JWT signed with the publisher key: send 'Authorization: Bearer <JWT>'"),
+            ]
+            for (query, method, status, reason) in refusals {
+                var request = HTTPClientRequest(url: base + query)
+                request.method = method
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                #expect(response.status == status)
+                #expect(response.headers.first(name: "Content-Type") == "text/plain; charset=utf-8")
+                #expect(String(buffer: try await response.body.collect(upTo: 1 << 16)) == reason + "\n")
+            }
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: ["*"], key: Self.secret)
+            var missing = HTTPClientRequest(url: base)
+            missing.headers.add(name: "Authorization", value: "Bearer \(token)")
+            let response = try await HTTPClient.shared.execute(missing, timeout: .seconds(10))
+            #expect(response.status == .badRequest)
+            #expect(response.headers.first(name: "Content-Type") == "text/plain; charset=utf-8")
+            let said = String(buffer: try await response.body.collect(upTo: 1 << 16))
+            #expect(said == "missing 'topic' query parameter: say which topics to subscribe to\n")
+        }
+    }
+
     @Test func subscribingNeedsATopic() async throws {
         try await self.withHub { base in
             var request = HTTPClientRequest(url: base)
