@@ -68,6 +68,13 @@ def test_an_update_published_with_the_form_reaches_a_second_page(browser, exampl
     result = wait_until(lambda: text(browser, "pub-result"), message="the hub's answer")
     assert result.startswith("Published urn:uuid:"), result
     event_id = result.removeprefix("Published ")
+    # A refused publish shows the hub's reason, as the plain text it answers.
+    token = browser.find_element(By.ID, "pub-token")
+    token.clear()
+    token.send_keys("not.a.jwt")
+    browser.find_element(By.ID, "publish").click()
+    refused = wait_until(lambda: (t := text(browser, "pub-result")) != result and t, message="the hub's refusal")
+    assert refused == "401: the publisher token is not valid: it must be a JWT signed with the publisher key (HS256)", refused
     # Its active subscriptions list shows both pages' subscriptions.
     wait_until(lambda: text(browser, "subscription-count") not in ("–", "0"), message="the subscriptions list")
     assert topic in text(browser, "subscriptions")
