@@ -112,6 +112,7 @@ extension Hub {
 
     /// Adds the Mercure endpoints, `GET` and `POST /.well-known/mercure` (and the subscriptions
     /// API when the hub tracks subscriptions), the dashboard at `/` if configured, and `/healthz`.
+    /// They answer a request they refuse with its status and the reason as a line of plain text.
     ///
     /// - Throws: ``ConfigurationError`` for a setting the routes cannot work with (an origin
     ///   spelled as no browser sends it, a time or a limit that is not positive), and
