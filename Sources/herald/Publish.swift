@@ -110,7 +110,10 @@ struct Publish: AsyncParsableCommand {
         }
         try? await client.shutdown()
         guard response.status == .ok else {
-            throw CommandFailure("the hub answered \(response.status.code) \(response.status.reasonPhrase): \(body)")
+            // The reason as `herald listen` and the bench give it: from a text or JSON body only
+            // (not a page of HTML), its start, on one line.
+            let reason = EventSourceError.reason(fromBody: body.utf8, contentType: response.headers.first(name: "Content-Type"))
+            throw CommandFailure("the hub answered \(response.status.code) \(response.status.reasonPhrase)" + (reason.map { ": \($0)" } ?? ""))
         }
         try writeAll(Array((body + "\n").utf8))
     }

@@ -255,6 +255,32 @@ struct ServeCommandTests {
         #expect(usage.standardError.contains("--timeout must be a number of seconds above 0"), "\(usage.standardError)")
     }
 
+    /// A refused publish is reported with the hub's reason, when its body gives one as text, on
+    /// one line.
+    @Test(arguments: [("text/plain", ": topic not allowed\n"), ("text/html", "\n")])
+    func aRefusedPublishIsReportedWithTheHubsReason(contentType: String, said: String) async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.head(.forbidden, ["Content-Type": contentType])
+            try await responder.write("topic\nnot allowed\n")
+            try await responder.end()
+        } _: { server in
+            let hub = server.url + "/.well-known/mercure"
+            let result = try await runHerald(["publish", "--hub", hub, "--topic", "t", "--key", String(repeating: "s", count: 40)])
+            #expect(result.status == 1)
+            #expect(result.standardError == "Error: the hub answered 403 Forbidden\(said)", "\(result.standardError)")
+        }
+        // Herald's hub: a token signed with another key.
+        let (hub, url, _) = try self.startHub(key: String(repeating: "k", count: 40))
+        defer { if hub.isRunning { hub.terminate() } }
+        let forged = try await runHerald(["publish", "--hub", url, "--topic", "t", "--key", String(repeating: "f", count: 40)])
+        #expect(forged.status == 1)
+        #expect(
+            forged.standardError
+                == "Error: the hub answered 401 Unauthorized: the publisher token is not valid: it must be a JWT signed with the publisher key (HS256)\n",
+            "\(forged.standardError)"
+        )
+    }
+
     /// Over TLS, `herald publish` and `herald listen` trust the certificate given with `--ca-cert`;
     /// without it, they say that the server's certificate is not trusted, and how to trust it.
     @Test func heraldPublishAndListenTrustTheCertificateGiven() async throws {
