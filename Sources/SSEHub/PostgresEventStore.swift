@@ -30,6 +30,8 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
     /// for a database that went away): a publish then gets `503`, not a hang.
     public let timeout: Duration
     private let client: PostgresClient
+    /// One connection's settings, the pool's: ``migrate(timeout:)`` opens one of its own with them.
+    private let connection: PostgresConnection.Configuration
     /// This node, in the cluster's tables: unique to the process.
     let node = "urn:uuid:" + UUID().uuidString.lowercased()
     /// How long a node may go without a sign of life before the others end its subscriptions.
@@ -74,15 +76,24 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
             throw EventStoreError(description: "a PostgreSQL URL looks like postgres://user:password@host:5432/database, not '\(url)'")
         }
         let database = components.path.split(separator: "/").first.map(String.init)
+        let (port, username) = (components.port ?? 5432, components.user ?? "postgres")
         let configuration = PostgresClient.Configuration(
             host: host,
-            port: components.port ?? 5432,
-            username: components.user ?? "postgres",
+            port: port,
+            username: username,
             password: components.password,
             database: database,
             tls: .disable
         )
         self.client = PostgresClient(configuration: configuration)
+        self.connection = PostgresConnection.Configuration(
+            host: host,
+            port: port,
+            username: username,
+            password: components.password,
+            database: database,
+            tls: .disable
+        )
         self.retention = retention
         self.timeout = timeout
         self.nodeLifetime = nodeLifetime
@@ -98,10 +109,57 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
     /// Creates the tables if they are missing and reads where the history stands. Call once,
     /// while ``run()`` runs, before using the store.
     ///
-    /// - Throws: ``EventStoreError`` when the database cannot be reached within `timeout` (the
-    ///   pool itself keeps trying for ever).
+    /// - Throws: ``EventStoreError`` when the database refuses the store (saying why: a wrong
+    ///   password, a database that does not exist, nothing listening at the URL's address), or
+    ///   does not answer within `timeout`.
     public func migrate(timeout: Duration = .seconds(10)) async throws {
-        try await self.withinTimeout(timeout) { try await self.createTables() }
+        try await self.withinTimeout(timeout) {
+            try await self.checkConnection()
+            try await self.createTables()
+        }
+    }
+
+    /// Opens one connection of its own, and closes it. The pool keeps trying a database that
+    /// refuses it and says nothing of why, so that a wrong password looked like a database that
+    /// did not answer; this connection's error says.
+    private func checkConnection() async throws {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: self.connection, id: 0, logger: self.logger)
+        } catch {
+            throw EventStoreError(description: Self.describe(connectionError: error))
+        }
+        try? await connection.close()
+    }
+
+    /// Why a connection failed, with no secret in it: the server's message when it refused
+    /// (PostgreSQL's own words, such as `password authentication failed for user "herald"`), or
+    /// the network's.
+    static func describe(connectionError error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "cannot connect to PostgreSQL (\(error))" }
+        if let message = error.serverInfo?[.message] {
+            return "PostgreSQL refused the connection: \(message)"
+        }
+        if error.code == .authMechanismRequiresPassword {
+            return "PostgreSQL asks for a password, and the URL gives none (postgres://user:password@host/database)"
+        }
+        switch error.underlying {
+        case let failure as NIOConnectionError:
+            if failure.dnsAError != nil || failure.dnsAAAAError != nil, failure.connectionErrors.isEmpty {
+                return "cannot connect to PostgreSQL: cannot resolve the host \(failure.host)"
+            }
+            let reasons = failure.connectionErrors.map { Self.describe(networkError: $0.error) }
+            return "cannot connect to PostgreSQL at \(failure.host):\(failure.port)" + (reasons.first.map { ": \($0)" } ?? "")
+        case let underlying?:
+            return "cannot connect to PostgreSQL: \(Self.describe(networkError: underlying))"
+        case nil:
+            return "cannot connect to PostgreSQL (\(error.code))"
+        }
+    }
+
+    private static func describe(networkError error: any Error) -> String {
+        if let error = error as? IOError { return String(cString: strerror(error.errnoCode)).lowercased() }
+        return String(describing: error)
     }
 
     /// Runs `body`, or fails with ``EventStoreError`` once it has taken `timeout` (by default

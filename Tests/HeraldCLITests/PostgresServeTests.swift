@@ -63,8 +63,28 @@ struct PostgresServeTests {
         #expect(result.standardError.contains("postgres://user:password@host:5432/database"))
         let unreachable = try await runHerald(["serve", "--port", "0", "--store", "postgres://herald:secret@127.0.0.1:1/db"], timeLimit: 60)
         #expect(unreachable.status == 1)
-        #expect(unreachable.standardError.contains("cannot use the PostgreSQL history at postgres://herald:***@127.0.0.1:1/db"))
+        #expect(
+            unreachable.standardError.contains(
+                "cannot use the PostgreSQL history at postgres://herald:***@127.0.0.1:1/db: cannot connect to PostgreSQL at 127.0.0.1:1: connection refused\n"
+            ),
+            "\(unreachable.standardError)"
+        )
         #expect(!unreachable.standardError.contains("secret"))
+    }
+
+    /// A database that refuses the hub says why, in PostgreSQL's words, rather than look like one
+    /// that does not answer (its pool would keep trying, and say nothing).
+    @Test func aDatabaseThatRefusesTheHubIsReportedWithItsReason() async throws {
+        try await ThrowawayPostgres.with { url in
+            // The server's URL is postgres://herald@127.0.0.1:PORT/postgres.
+            let missing = url.replacingOccurrences(of: "/postgres", with: "/nosuchdb")
+            let refused = try await runHerald(["serve", "--port", "0", "--store", missing], timeLimit: 60)
+            #expect(refused.status == 1)
+            #expect(
+                refused.standardError.contains("\(missing): PostgreSQL refused the connection: database \"nosuchdb\" does not exist\n"),
+                "\(refused.standardError)"
+            )
+        }
     }
 }
 
