@@ -68,13 +68,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "How many hours an update stays in the history; 0 for no limit.")
     var historyHours: Double = 7 * 24
 
-    @Option(help: "The SQLite file that keeps the history.")
-    var database = "herald.db"
+    @Option(help: "The SQLite file that keeps the history (default: herald.db).")
+    var database: String?
 
     @Flag(help: "Keep the history in memory only: it is lost when the hub stops.")
     var inMemory = false
 
-    @Option(help: "Keep the history in PostgreSQL instead: postgres://user:password@host:5432/database (also HERALD_STORE).")
+    @Option(help: "Keep the history in PostgreSQL instead: postgres://user:password@host:5432/database (also HERALD_STORE, unless --database or --in-memory is given).")
     var store: String?
 
     @Option(help: "Updates that may wait for one subscriber before it is cut as too slow.")
@@ -116,6 +116,11 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--history-hours must be a number of hours from 0 (no limit) to 876000 (100 years).")
         }
         guard self.subscriberQueue > 0 else { throw ValidationError("--subscriber-queue must be at least 1.") }
+        let places = [("--database", self.database != nil), ("--in-memory", self.inMemory), ("--store", self.store != nil)]
+        let given = places.filter(\.1).map(\.0)
+        guard given.count <= 1 else {
+            throw ValidationError("\(given.joined(separator: " and ")) are different places for the history: give one.")
+        }
         guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together: give both, or neither for plain HTTP.")
         }
@@ -201,7 +206,9 @@ struct Serve: AsyncParsableCommand {
         let store: any EventStore
         let storeDescription: String
         var pool: Task<Void, Never>?
-        if let url = self.store ?? ProcessInfo.processInfo.environment["HERALD_STORE"] {
+        // HERALD_STORE unless an option says where the history is.
+        let environment = self.database == nil && !self.inMemory ? ProcessInfo.processInfo.environment["HERALD_STORE"] : nil
+        if let url = self.store ?? environment {
             let postgres: PostgresEventStore
             do {
                 postgres = try PostgresEventStore(url: url, retention: retention)
@@ -221,12 +228,13 @@ struct Serve: AsyncParsableCommand {
             store = InMemoryEventStore(retention: retention)
             storeDescription = "history in memory"
         } else {
+            let database = self.database ?? "herald.db"
             do {
-                store = try await SQLiteEventStore.open(path: self.database, retention: retention)
+                store = try await SQLiteEventStore.open(path: database, retention: retention)
             } catch {
                 throw CommandFailure("\(error)")  // what failed, and the file's name
             }
-            storeDescription = "history in SQLite file \(self.database)"
+            storeDescription = "history in SQLite file \(database)"
         }
         defer { pool?.cancel() }
         do {

@@ -33,6 +33,7 @@ struct ServeCommandTests {
         key: String? = nil,
         anonymous: Bool = true,
         arguments: [String] = [],
+        environment extra: [String: String] = [:],
         openFiles: (soft: Int, hard: Int)? = nil
     ) throws -> (Process, String, String) {
         let process = Process()
@@ -40,15 +41,18 @@ struct ServeCommandTests {
         if database == nil {
             process.terminationHandler = { _ in removeSQLiteFiles(path) }
         }
+        // An SQLite file of its own, unless `arguments` say where the history is.
+        let place = arguments.contains("--store") || arguments.contains("--in-memory") ? [] : ["--database", path]
         process.runHerald(
-            ["serve", "--port", "0", "--heartbeat", "1", "--database", path]
+            ["serve", "--port", "0", "--heartbeat", "1"] + place
                 + (key.map { ["--publisher-jwt-key", $0] + (anonymous ? ["--anonymous"] : []) } ?? []) + arguments,
             openFiles: openFiles
         )
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "MERCURE_PUBLISHER_JWT_KEY")
         environment.removeValue(forKey: "MERCURE_SUBSCRIBER_JWT_KEY")
-        process.environment = environment
+        environment.removeValue(forKey: "HERALD_STORE")
+        process.environment = environment.merging(extra) { $1 }
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
@@ -502,8 +506,20 @@ struct ServeCommandTests {
         #expect(unknown.standardError.contains("unknown JWT algorithm 'HS999'"))
     }
 
+    /// An option that says where the history is wins over `HERALD_STORE`.
+    @Test(arguments: [["--in-memory"], []]) func anOptionForTheHistoryWinsOverTheEnvironment(_ arguments: [String]) async throws {
+        // Nothing listens on port 1: the hub would not start on this store.
+        let environment = ["HERALD_STORE": "postgres://herald@127.0.0.1:1/db"]
+        let (hub, url, token) = try self.startHub(arguments: arguments, environment: environment)  // [] is --database FILE
+        defer { if hub.isRunning { hub.terminate() } }
+        _ = try await self.publish(url, "topic=t&data=kept", token: token)
+    }
+
     @Test(arguments: [
         (["serve", "--port", "70000"], "--port must be between 0 and 65535"),
+        (["serve", "--in-memory", "--store", "postgres://h/db"], "--in-memory and --store are different places for the history: give one."),
+        (["serve", "--database", "a.db", "--in-memory"], "--database and --in-memory are different places for the history: give one."),
+        (["serve", "--database", "a.db", "--store", "postgres://h/db"], "--database and --store are different places"),
         (["serve", "--history", "0"], "--history must be at least 1"),
         (["serve", "--heartbeat=-1"], "--heartbeat must be a number of seconds from 0 (none) to 86400."),
         // Infinity, NaN and numbers too large for a duration: usage errors, not a crash.
