@@ -158,6 +158,8 @@ extension EventSource {
             )
         } catch let error as HTTPClientError where [.invalidURL, .emptyHost, .emptyScheme].contains(error) {
             return .failed(EventSourceError(.invalidURL, underlying: error, detail: self.url))
+        } catch let error as HTTPClientError where Self.isInvalidHeader(error) {
+            return .failed(EventSourceError(.invalidHeader, underlying: error, detail: self.url))
         } catch {
             return .lost(error)
         }
@@ -322,6 +324,12 @@ extension EventSource {
     /// Whether a `Content-Type` is `text/event-stream`, parameters (such as `charset`) allowed.
     static func isEventStream(_ contentType: String?) -> Bool {
         contentType.map(mediaType(of:)) == "text/event-stream"
+    }
+
+    /// Whether AsyncHTTPClient refused to send the request for one of its headers (its error's
+    /// short description is stable, and carries none of the headers).
+    static func isInvalidHeader(_ error: HTTPClientError) -> Bool {
+        error.shortDescription == "Invalid header field names" || error.shortDescription == "Invalid header field values"
     }
 
     static func isHTTPURL(_ url: String) -> Bool {

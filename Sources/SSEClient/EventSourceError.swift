@@ -20,6 +20,7 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: Hashable, Sendable {
             case invalidURL
+            case invalidHeader
             case unexpectedStatus
             case unexpectedContentType
             case attemptsExhausted
@@ -33,6 +34,11 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
 
         /// The URL could not be parsed or has no scheme `http` or `https`.
         public static let invalidURL = Code(.invalidURL)
+        /// A header of the request cannot be sent: a name that is not a token, or a value with a
+        /// line break or NUL, from ``EventSource/Configuration/headers``, the header provider, or
+        /// ``EventSource/Configuration/lastEventID``. Every attempt would fail the same way, so
+        /// there is none.
+        public static let invalidHeader = Code(.invalidHeader)
         /// The server answered with a status other than 200 (or 204, which ends the source
         /// without an error). A browser does not reconnect after it, and neither do we.
         public static let unexpectedStatus = Code(.unexpectedStatus)
@@ -46,6 +52,7 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
         public var description: String {
             switch self.base {
             case .invalidURL: "invalid URL"
+            case .invalidHeader: "invalid header"
             case .unexpectedStatus: "unexpected status"
             case .unexpectedContentType: "unexpected content type"
             case .attemptsExhausted: "attempts exhausted"
@@ -92,6 +99,9 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
         case .unexpectedContentType:
             "\(self.detail) answered with Content-Type \(self.contentType.map { "'\($0)'" } ?? "(none)"), "
                 + "not text/event-stream: not reconnecting"
+        case .invalidHeader:
+            "cannot send the request to \(self.detail): \(self.invalidHeaders) "
+                + "(a header's name must be a token, and its value must hold no line break or NUL)"
         case .attemptsExhausted:
             "gave up after \(self.detail)" + (self.underlying.map { ": \(describe(networkError: $0))" } ?? "")
         default:
@@ -101,6 +111,13 @@ public struct EventSourceError: Error, Sendable, CustomStringConvertible {
 }
 
 extension EventSourceError {
+    /// For ``Code/invalidHeader``, the headers AsyncHTTPClient refused, as it names them
+    /// (`invalidHeaderFieldValues(["…"])`, without its type's name).
+    private var invalidHeaders: String {
+        let description = self.underlying.map { String(describing: $0) } ?? ""
+        return String(description.trimmingPrefix("HTTPClientError."))
+    }
+
     /// The most of a refusal's body that is kept as its ``reason``.
     package static let reasonLimit = 512
 

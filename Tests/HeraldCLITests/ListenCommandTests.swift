@@ -157,9 +157,9 @@ struct ListenCommandTests {
     }
 
     @Test func anUnreachableHostExitsNonZeroOnceTheAttemptsAreUsedUpAndSaysEachReconnection() async throws {
-        let server = try await TestServer.start { _, _, _ in }
-        let url = server.url
-        await server.shutdown()
+        // Port 1: nothing listens there. (Not a port that was just free: a server of another test
+        // running meanwhile could be given it, and answer.)
+        let url = "http://127.0.0.1:1/"
         // A connect timeout past the run's time limit: each refused connection fails at once.
         let result = try await runHerald(["listen", url, "--max-attempts", "1", "--connect-timeout", "100"])
         #expect(result.status == 1)
@@ -170,6 +170,18 @@ struct ListenCommandTests {
         #expect(once.status == 1)
         #expect(!once.standardError.contains("reconnecting"), "\(once.standardError)")
         #expect(once.standardError.contains("gave up after one connection to \(url), with reconnection off: connection refused\n"), "\(once.standardError)")
+    }
+
+    /// A `Last-Event-ID` or a header that cannot be sent ends the command at once, saying which.
+    @Test func aHeaderThatCannotBeSentIsReportedAtOnce() async throws {
+        // Port 1, where nothing listens: the header is refused before any connection.
+        let result = try await runHerald(["listen", "http://127.0.0.1:1/", "--last-event-id", "a\nX-Injected: yes"])
+        #expect(result.status == 1)
+        #expect(!result.standardError.contains("reconnecting"), "\(result.standardError)")
+        #expect(
+            result.standardError.contains(#"cannot send the request to http://127.0.0.1:1/: invalidHeaderFieldValues(["a\nX-Injected: yes"])"#),
+            "\(result.standardError)"
+        )
     }
 
     @Test(arguments: [

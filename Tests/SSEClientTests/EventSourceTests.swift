@@ -433,6 +433,38 @@ struct EventSourceTests {
         }
     }
 
+    /// A header that cannot be sent fails the source at once, with no request and no retry (every
+    /// attempt would fail the same way), rather than back off for ever.
+    @Test(arguments: [
+        ("lastEventID", "line\r\nX-Injected: yes", #"invalidHeaderFieldValues(["line\r\nX-Injected: yes"])"#),
+        ("value", "a\nb", #"invalidHeaderFieldValues(["a\nb"])"#),
+        ("name", "Bad Name", #"invalidHeaderFieldNames(["Bad Name"])"#),
+    ])
+    func aHeaderThatCannotBeSentFailsAtOnce(_ place: String, _ text: String, _ said: String) async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.stream("data: never\n\n")
+        } _: { server in
+            let source = EventSource(
+                url: server.url,
+                configuration: quick {
+                    switch place {
+                    case "lastEventID": $0.lastEventID = text
+                    case "value": $0.headers.add(name: "X-Value", value: text)
+                    default: $0.headers.add(name: text, value: "x")
+                    }
+                }
+            )
+            let error = try await #require(throws: EventSourceError.self) { _ = try await firstEvents(1, of: source) }
+            #expect(error.code == .invalidHeader)
+            #expect(
+                "\(error)"
+                    == "cannot send the request to \(server.url): \(said) (a header's name must be a token, and its value must hold no line break or NUL)"
+            )
+            #expect(server.requests.isEmpty)
+            #expect(source.state == .closed)
+        }
+    }
+
     @Test(.timeLimit(.minutes(1))) func anUnreachableServerFailsOnceTheAttemptsAreUsedUp() async throws {
         // Port 1: nothing listens there. (Not a port that was just free: a server of another
         // test running meanwhile could be given it, and answer.)
