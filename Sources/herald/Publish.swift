@@ -100,7 +100,14 @@ struct Publish: AsyncParsableCommand {
         let body: String
         do {
             response = try await client.execute(request, timeout: timeout)
-            body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            // Its start, which is all of a hub's answer (an ID, or a refusal's reason): a longer
+            // body (a page from a proxy, say) is not an error of its own.
+            var start = ByteBuffer()
+            for try await chunk in response.body {
+                start.writeImmutableBuffer(chunk)
+                if start.readableBytes >= 1 << 16 { break }
+            }
+            body = String(buffer: start)
         } catch let error as HTTPClientError where error == .readTimeout || error == .deadlineExceeded {
             try? await client.shutdown()
             throw CommandFailure("the hub at \(self.hub) did not answer within \(self.timeout.formatted(.number)) s (--timeout)")

@@ -266,6 +266,8 @@ struct ServeCommandTests {
         try await withTestServer { _, _, responder in
             try await responder.head(.forbidden, ["Content-Type": contentType])
             try await responder.write("topic\nnot allowed\n")
+            // A long body (a proxy's page, say): the start gives the reason.
+            try await responder.write(String(repeating: " ", count: 2 << 20))
             try await responder.end()
         } _: { server in
             let hub = server.url + "/.well-known/mercure"
