@@ -15,6 +15,8 @@ import NIOConcurrencyHelpers
 /// cloud ones cut idle connections after 60 s) keep it open and clients see it alive.
 public struct KeepAlive: Sendable, Hashable {
     /// How long the stream may stay idle before a comment goes out. Every event postpones it.
+    /// An interval that is not positive sends no comment, as no keep-alive does (rather than
+    /// comments as fast as the client takes them).
     public var interval: Duration
     /// The comment's text; empty sends a bare `:` line.
     public var comment: String
@@ -89,7 +91,7 @@ public enum EventStreamWriter {
                     channel.fail(error)
                 }
             }
-            if let keepAlive {
+            if let keepAlive, keepAlive.interval > .zero {
                 group.addTask {
                     while true {
                         let deadline = lastWrite.withLockedValue { $0 }.advanced(by: keepAlive.interval)

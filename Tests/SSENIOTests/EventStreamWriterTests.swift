@@ -86,14 +86,18 @@ struct EventStreamWriterTests {
         try await writer.value
     }
 
-    @Test func withoutKeepAliveNothingButEvents() async throws {
+    /// No keep-alive, or one whose interval is not positive (which would otherwise send comments
+    /// as fast as they are taken): only the events go out.
+    @Test(arguments: [nil, KeepAlive(interval: .zero), KeepAlive(interval: .seconds(-1))])
+    func withoutKeepAliveNothingButEvents(_ keepAlive: KeepAlive?) async throws {
         let clock = ManualClock()
         let written = Written()
         let (events, continuation) = AsyncStream.makeStream(of: ServerSentEvent.self)
         let writer = Task {
-            try await EventStreamWriter.write(events, keepAlive: nil, clock: clock) { written.append($0) }
+            try await EventStreamWriter.write(events, keepAlive: keepAlive, clock: clock) { written.append($0) }
         }
         try await written.wait(for: 1)
+        try await Task.sleep(for: .milliseconds(20))  // time enough for comments that should not go out
         clock.advance(by: .seconds(3600))
         continuation.yield(ServerSentEvent(data: "late"))
         continuation.finish()
