@@ -327,7 +327,11 @@ struct Serve: AsyncParsableCommand {
             requestTimeout: self.requestTimeLimit,
             serverName: "herald",
             onServerRunning: { channel in
-                let address = channel.localAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+                // An IPv6 address in brackets, as a URL has it.
+                let address = channel.localAddress.map { local in
+                    let ip = local.ipAddress ?? "?"
+                    return "\(local.protocol == .inet6 ? "[\(ip)]" : ip):\(local.port ?? 0)"
+                } ?? "?"
                 try? writeAll(
                     Array(
                         """

@@ -508,6 +508,14 @@ struct ServeCommandTests {
         #expect(unknown.standardError.contains("unknown JWT algorithm 'HS999'"))
     }
 
+    /// On an IPv6 address, the URL the hub prints has it in brackets, and works.
+    @Test(.enabled(if: hasIPv6Loopback, "no IPv6 loopback here")) func theURLOfAHubOnIPv6Works() async throws {
+        let (hub, url, token) = try self.startHub(arguments: ["--host", "::1"])
+        defer { if hub.isRunning { hub.terminate() } }
+        #expect(url.hasPrefix("http://[::1]:"), "\(url)")
+        _ = try await self.publish(url, "topic=t&data=over+IPv6", token: token)
+    }
+
     /// An option that says where the history is wins over `HERALD_STORE`.
     @Test(arguments: [["--in-memory"], []]) func anOptionForTheHistoryWinsOverTheEnvironment(_ arguments: [String]) async throws {
         // Nothing listens on port 1: the hub would not start on this store.
@@ -540,3 +548,12 @@ struct ServeCommandTests {
         #expect(result.standardError.contains(reason), "\(result.standardError)")
     }
 }
+
+/// Whether this machine has the IPv6 loopback address (a container may not).
+let hasIPv6Loopback: Bool = {
+    guard let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "::1", port: 0).wait() else {
+        return false
+    }
+    try? channel.close().wait()
+    return true
+}()
