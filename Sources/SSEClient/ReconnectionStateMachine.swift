@@ -11,9 +11,10 @@
 ///
 /// - The first reconnection after a connection that stayed up waits exactly the reconnection
 ///   time, as a browser does (3 s, or what the last `retry` field said).
-/// - Each further failure in a row doubles the wait, capped at `maximumDelay`, with jitter: a
-///   random part of up to half the wait is taken off, so that many clients do not come back in
-///   step.
+/// - Each further failure in a row doubles the wait, from the reconnection time but at least
+///   ``minimumBackOff`` (a server may ask for `retry: 0`, and a client should not then try a server
+///   that is down in a busy loop), capped at `maximumDelay`, with jitter: a random part of up to
+///   half the wait is taken off, so that many clients do not come back in step.
 /// - A connection that stayed open for `resetInterval` or longer ends the run of failures.
 /// - After `maximumAttempts` reconnections in a row that open no stream at all, it gives up. A
 ///   server that accepts and closes at once is backed off from, but never given up on.
@@ -33,6 +34,8 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
     }
 
     let policy: Policy
+    /// The least wait that backing off doubles from.
+    static var minimumBackOff: Duration { .milliseconds(100) }
     /// The reconnection time, as the last valid `retry` field set it.
     private(set) var reconnectionTime: Duration
     /// Reconnections in a row since a connection last stayed up: the back-off exponent.
@@ -71,10 +74,13 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
         guard self.failures > 1 else {
             return .reconnect(after: self.reconnectionTime)
         }
-        // reconnectionTime × 2^(failures − 1), capped; the shift stops growing once past the cap.
-        var delay = self.reconnectionTime
-        for _ in 1..<self.failures where delay < self.policy.maximumDelay {
+        // max(reconnectionTime, minimumBackOff) × 2^(failures − 1), capped; the doubling stops once
+        // past the cap.
+        var delay = max(self.reconnectionTime, Self.minimumBackOff)
+        var doublings = self.failures - 1
+        while doublings > 0, delay < self.policy.maximumDelay {
             delay *= 2
+            doublings -= 1
         }
         delay = min(delay, self.policy.maximumDelay)
         let jitter = Double.random(in: 0...0.5, using: &generator)

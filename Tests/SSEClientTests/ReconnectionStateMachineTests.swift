@@ -47,6 +47,24 @@ struct ReconnectionStateMachineTests {
         #expect(machine.connectionLost(at: self.clock.now, using: &self.generator) == .reconnect(after: .milliseconds(250)))
     }
 
+    /// A server may ask for `retry: 0`: the first reconnection is then immediate, but failures in
+    /// a row still back off, from 100 ms, rather than try a server that is down in a busy loop.
+    @Test mutating func aZeroReconnectionTimeStillBacksOff() {
+        var machine = self.machine()
+        machine.opened(at: self.clock.now)
+        machine.retryReceived(.zero)
+        var delays: [Duration] = []
+        for _ in 0..<12 {
+            delays.append(self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator))!)
+        }
+        #expect(delays[0] == .zero)
+        // The n-th failure waits between half and all of 100 ms × 2^(n−1), capped at 30 s.
+        for (index, delay) in delays.enumerated().dropFirst() {
+            let full = min(.milliseconds(100) * (1 << index), .seconds(30))
+            #expect(delay <= full && delay >= full / 2, "\(delay) for \(full)")
+        }
+    }
+
     @Test mutating func failuresInARowBackOffExponentiallyWithJitterUpToTheCap() {
         var machine = self.machine()
         var delays: [Duration] = []
