@@ -56,7 +56,9 @@ public final class EventSource: AsyncSequence, Sendable {
         public var lastEventID: String = ""
         /// The reconnection time until a `retry` field sets another. Browsers use 3 s.
         public var reconnectionTime: Duration = .seconds(3)
-        /// The longest wait between attempts that back-off can reach.
+        /// The longest wait between attempts that back-off can reach. Back-off starts from the
+        /// reconnection time, or from 100 ms when that is shorter (`retry: 0`, say), so that failures
+        /// in a row never make a busy loop.
         public var maximumReconnectionDelay: Duration = .seconds(30)
         /// A connection that stays open this long resets the back-off.
         public var backoffResetInterval: Duration = .seconds(60)

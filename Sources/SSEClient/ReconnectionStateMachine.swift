@@ -12,9 +12,10 @@
 /// - The first reconnection after a connection that stayed up waits exactly the reconnection
 ///   time, as a browser does (3 s, or what the last `retry` field said).
 /// - Each further failure in a row doubles the wait, from the reconnection time but at least
-///   ``minimumBackOff`` (a server may ask for `retry: 0`, and a client should not then try a server
-///   that is down in a busy loop), capped at `maximumDelay`, with jitter: a random part of up to
-///   half the wait is taken off, so that many clients do not come back in step.
+///   ``minimumBackOff`` (a server may ask for `retry: 0`, and a client should not then try a
+///   server that is down in a busy loop), capped at `maximumDelay` (or that least wait), with
+///   jitter: a random part of up to half the wait is taken off, so that many clients do not come
+///   back in step.
 /// - A connection that stayed open for `resetInterval` or longer ends the run of failures.
 /// - After `maximumAttempts` reconnections in a row that open no stream at all, it gives up. A
 ///   server that accepts and closes at once is backed off from, but never given up on.
@@ -74,15 +75,16 @@ struct ReconnectionStateMachine<Instant: InstantProtocol> where Instant.Duration
         guard self.failures > 1 else {
             return .reconnect(after: self.reconnectionTime)
         }
-        // max(reconnectionTime, minimumBackOff) × 2^(failures − 1), capped; the doubling stops once
-        // past the cap.
+        // max(reconnectionTime, minimumBackOff) × 2^(failures − 1), capped (the cap no lower than
+        // minimumBackOff either); the doubling stops once past the cap.
+        let cap = max(self.policy.maximumDelay, Self.minimumBackOff)
         var delay = max(self.reconnectionTime, Self.minimumBackOff)
         var doublings = self.failures - 1
-        while doublings > 0, delay < self.policy.maximumDelay {
+        while doublings > 0, delay < cap {
             delay *= 2
             doublings -= 1
         }
-        delay = min(delay, self.policy.maximumDelay)
+        delay = min(delay, cap)
         let jitter = Double.random(in: 0...0.5, using: &generator)
         return .reconnect(after: delay - delay * jitter)
     }

@@ -65,6 +65,18 @@ struct ReconnectionStateMachineTests {
         }
     }
 
+    /// A cap of zero (a configuration's mistake) does not make a busy loop either.
+    @Test mutating func aZeroCapStillWaits() {
+        var machine = ReconnectionStateMachine<ManualClock.Instant>(
+            policy: .init(reconnectionTime: .zero, maximumDelay: .zero, resetInterval: .seconds(60), maximumAttempts: nil)
+        )
+        _ = machine.connectionLost(at: self.clock.now, using: &self.generator)
+        for _ in 0..<5 {
+            let delay = self.delay(machine.connectionLost(at: self.clock.now, using: &self.generator))!
+            #expect(delay >= .milliseconds(50) && delay <= .milliseconds(100), "\(delay)")
+        }
+    }
+
     @Test mutating func failuresInARowBackOffExponentiallyWithJitterUpToTheCap() {
         var machine = self.machine()
         var delays: [Duration] = []
