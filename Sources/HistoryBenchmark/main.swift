@@ -33,7 +33,7 @@ let history = quick ? 5_000 : value(of: "--history", default: Retention().count)
 let updates = (0..<count).map { n in
     [Update(id: "urn:uuid:\(UUID().uuidString.lowercased())", topics: ["https://example.com/topics/\(n % 1_000)"], data: "\(n) 0123456789")]
 }
-let store = InMemoryEventStore(retention: Retention(count: history))
+let store = InMemoryEventStore(retention: try Retention(count: history))
 let clock = ContinuousClock()
 let started = clock.now
 // Off the main actor, where this file's code runs: there every append would go to another thread

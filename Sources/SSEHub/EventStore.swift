@@ -12,15 +12,30 @@ import NIOConcurrencyHelpers
 
 /// How much history a store keeps: the last `count` updates, none older than `age`.
 public struct Retention: Sendable, Hashable {
-    /// The most updates kept.
-    public var count: Int
-    /// The oldest an update may be and still be replayed; `nil` for no limit.
-    public var age: Duration?
+    /// The most updates kept: at least 1.
+    public let count: Int
+    /// The oldest an update may be and still be replayed, a positive duration; `nil` for no limit.
+    public let age: Duration?
 
-    /// A retention of the last `count` updates (100 000 by default), none older than `age`
-    /// (7 days by default).
-    public init(count: Int = 100_000, age: Duration? = .seconds(7 * 24 * 3600)) {
-        precondition(count > 0, "an event store must keep at least one update")
+    /// The default retention: the last 100 000 updates, none older than 7 days.
+    public init() {
+        self.count = 100_000
+        self.age = .seconds(7 * 24 * 3600)
+    }
+
+    /// A retention of the last `count` updates, none older than `age` (7 days by default).
+    ///
+    /// - Throws: ``EventStoreError`` when `count` is below 1, or `age` is not positive: a history
+    ///   that keeps nothing could not resume a subscriber.
+    public init(count: Int, age: Duration? = .seconds(7 * 24 * 3600)) throws(EventStoreError) {
+        guard count >= 1 else {
+            throw EventStoreError(description: "a history must keep at least 1 update, not \(count)")
+        }
+        if let age, age <= .zero {
+            throw EventStoreError(
+                description: "a history must keep its updates for a positive time (or nil for no limit), not \(age)"
+            )
+        }
         self.count = count
         self.age = age
     }

@@ -202,7 +202,7 @@ struct Serve: AsyncParsableCommand {
             )
         }
         let tls = try self.tls()
-        let retention = Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
+        let retention = try Retention(count: self.history, age: self.historyHours > 0 ? .seconds(self.historyHours * 3600) : nil)
         let store: any EventStore
         let storeDescription: String
         var pool: Task<Void, Never>?

@@ -458,7 +458,7 @@ struct HubHTTPTests {
     }
 
     @Test func subscribersOfOverlappingTopicsGetEveryEventOnceInHistoryOrder() async throws {
-        let hub = try await Hub(store: InMemoryEventStore(retention: Retention(count: 100_000)))
+        let hub = try await Hub(store: InMemoryEventStore(retention: try Retention(count: 100_000)))
         var http = Hub.HTTPConfiguration()
         http.allowsAnonymousSubscribers = true
         http.heartbeat = nil

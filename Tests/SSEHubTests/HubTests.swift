@@ -203,7 +203,7 @@ struct HubTests {
     }
 
     @Test func updatesPublishedDuringAReplayAreNeitherLostNorDuplicated() async throws {
-        let hub = try await Hub(store: InMemoryEventStore(retention: Retention(count: 100_000)))
+        let hub = try await Hub(store: InMemoryEventStore(retention: try Retention(count: 100_000)))
         for n in 1...100 { try await hub.publish(self.update(n)) }
         // Subscribers resume from various points while 300 more updates are published concurrently.
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -222,7 +222,7 @@ struct HubTests {
     }
 
     @Test func concurrentPublishesReachSubscribersInHistoryOrder() async throws {
-        let hub = try await Hub(store: InMemoryEventStore(retention: Retention(count: 100_000)))
+        let hub = try await Hub(store: InMemoryEventStore(retention: try Retention(count: 100_000)))
         let (subscription, _) = try await hub.subscribe([TopicSelector("*")], lastEventID: nil)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for task in 0..<4 {

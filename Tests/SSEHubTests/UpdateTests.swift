@@ -141,7 +141,7 @@ enum StoreKind: String, CaseIterable, Sendable {
         now: @escaping @Sendable () -> Date = Date.init,
         _ body: (any EventStore) async throws -> Void
     ) async throws {
-        let retention = Retention(count: capacity, age: age)
+        let retention = try Retention(count: capacity, age: age)
         switch self {
         case .memory:
             try await body(InMemoryEventStore(retention: retention, now: now))
@@ -205,6 +205,25 @@ struct EventStoreTests {
             #expect(size.updates == 3)
             #expect(size.bytes > 0)
         }
+    }
+
+    @Test func aRetentionThatKeepsNothingIsRefusedWithItsReason() throws {
+        for (count, age, reason) in [
+            (0, Duration?.none, "at least 1 update, not 0"),
+            (-5, nil, "at least 1 update, not -5"),
+            (10, .zero, "for a positive time (or nil for no limit), not 0.0 seconds"),
+            (10, .seconds(-1), "for a positive time (or nil for no limit), not -1.0 seconds"),
+        ] {
+            #expect {
+                try Retention(count: count, age: age)
+            } throws: { error in
+                "\(error)".contains(reason)
+            }
+        }
+        let smallest = try Retention(count: 1, age: .nanoseconds(1))
+        #expect(smallest.count == 1 && smallest.age == .nanoseconds(1))
+        #expect(try Retention(count: 1, age: nil).age == nil)
+        #expect(Retention() == (try Retention(count: 100_000)), "the default is 100 000 updates for 7 days")
     }
 
     @Test(arguments: StoreKind.available)
