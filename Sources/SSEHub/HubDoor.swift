@@ -31,7 +31,9 @@ extension Hub {
     /// missing token, say): the route then answers it, with its reason, and serves the connection
     /// from then on. A request that does not parse as HTTP/1.1 is answered `400 Bad Request` with
     /// the parser's reason, and the connection closes (once the app has the connection, when that
-    /// request comes after the last one was answered; else the app's server answers it). The
+    /// request comes after the last one was answered; else the app's server answers it); so is a
+    /// request without exactly one `Host` field (an HTTP/1.0 request may have none), once the
+    /// requests before it are answered. The
     /// answers the door writes itself have no `Server` header: the application's `serverName` is
     /// for its responder's (``server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``
     /// names both). The app's `ApplicationConfiguration` sets the listener's queue (`backlog`,
@@ -458,6 +460,18 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         "the request is not valid HTTP/1.1: \(String(reflecting: error))"
     }
 
+    /// Why request `head` is refused for its `Host` fields, if it is: RFC 9112 (section 3.2) has a
+    /// server answer `400` to an HTTP/1.1 request with none, and to any request with more than one
+    /// (which of them names the target would depend on who reads it), as nginx and Go's server do.
+    static func hostProblem(_ head: HTTPRequestHead) -> String? {
+        switch head.headers["Host"].count {
+        case 1: nil
+        case 0 where head.version == .http1_0: nil
+        case 0: "an HTTP/1.1 request must have a Host field"
+        case let count: "a request must have one Host field, not \(count)"
+        }
+    }
+
     /// Takes `error`, caught while the door waits for a request: a request that NIO's decoder
     /// cannot parse is answered `400` with the decoder's reason (what follows it cannot be framed,
     /// so the connection closes); any other error goes on to Hummingbird's handlers.
@@ -476,6 +490,9 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch self.state {
         case .waiting:
+            if case .head(let head) = part, let problem = Self.hostProblem(head) {
+                return self.refuse(context, .badRequest, reason: problem)
+            }
             guard case .head(let head) = part, !self.handsOnNextRequest, let authorizer = self.hub.mercureRoute.withLockedValue({ $0 }) else {
                 self.handsOnNextRequest = false
                 self.handOn(context, parts: [part])
@@ -815,7 +832,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         let connection: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
         do {
             try self.addHTTPCodec(to: pipeline)
-            try pipeline.addHandler(UnparsableRequestAnswer(serverName: self.serverName))
+            try pipeline.addHandler(BadRequestAnswer(serverName: self.serverName))
             try pipeline.addHandler(HubHTTP1Codec())
             try pipeline.addHandlers(self.http1.additionalChannelHandlers())
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: self.http1.idleTimeout.map { .init($0) }, logger: self.logger))
@@ -961,11 +978,12 @@ extension HTTPHeaders {
     }
 }
 
-/// On a connection handed on to Hummingbird, answers a request that NIO's decoder cannot parse as
-/// the door does, with a `400` that says why (Hummingbird's has no body), then closes it: when the
-/// request is the next one, every one before it answered. A request under way that turns out not
-/// to parse (its body, say) is left to Hummingbird, whose answer to it may have begun.
-final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandler {
+/// On a connection handed on to Hummingbird, answers as the door does a request that NIO's decoder
+/// cannot parse, or that has not one `Host` field (see ``HubDoor/hostProblem(_:)``): with a `400`
+/// that says why (Hummingbird's has no body), once every request before it is answered; then the
+/// connection closes, and what came after the request is not read. A request under way that turns
+/// out not to parse (its body, say) is left to Hummingbird, whose answer to it may have begun.
+final class BadRequestAnswer: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -973,6 +991,9 @@ final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandl
 
     /// Requests begun and not answered yet.
     private var unanswered = 0
+    /// The reason of the request refused, once there is one: it is answered when the requests
+    /// before it are, and nothing more is read.
+    private var refusal: String?
     /// The `Server` header of the answer, if any.
     private let serverName: String?
 
@@ -981,22 +1002,41 @@ final class UnparsableRequestAnswer: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = Self.unwrapInboundIn(data) { self.unanswered += 1 }
+        guard self.refusal == nil else { return }
+        if case .head(let head) = Self.unwrapInboundIn(data) {
+            if let problem = HubDoor.hostProblem(head) {
+                return self.refuse(context, reason: problem)
+            }
+            self.unanswered += 1
+        }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = Self.unwrapOutboundIn(data) { self.unanswered -= 1 }
+        guard case .end = Self.unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        self.unanswered -= 1
         context.write(data, promise: promise)
+        if self.unanswered == 0, let refusal = self.refusal { self.answer(context, refusal) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard self.refusal == nil else { return }  // what comes after a refused request is not read
         guard self.unanswered == 0, let error = error as? HTTPParserError else {
             context.fireErrorCaught(error)
             return
         }
-        self.unanswered = 1  // the refusal's end
-        HubDoor.writeRefusal(context, .badRequest, reason: HubDoor.unparsable(error), serverName: self.serverName)
+        self.refuse(context, reason: HubDoor.unparsable(error))
+    }
+
+    /// Refuses the request just read for `reason`: now, or once the requests before it are answered.
+    private func refuse(_ context: ChannelHandlerContext, reason: String) {
+        self.refusal = reason
+        if self.unanswered == 0 { self.answer(context, reason) }
+    }
+
+    private func answer(_ context: ChannelHandlerContext, _ reason: String) {
+        self.unanswered = 1  // the refusal's end, which does not pass here: no second answer
+        HubDoor.writeRefusal(context, .badRequest, reason: reason, serverName: self.serverName)
     }
 }
 

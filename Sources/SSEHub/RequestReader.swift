@@ -30,6 +30,7 @@ import NIOHTTP1
 ///   ended by CR LF (no folded lines, no bare LF or CR);
 /// - for a publish, exactly one `Content-Length` of digits only (no tab after them), within the
 ///   configuration's publish size; for a subscription, none or one of `0`;
+/// - exactly one `Host`;
 /// - no `Transfer-Encoding`, `Expect` or `Upgrade`, no `Origin` on a publish (a browser's: CORS is
 ///   the route's), and `Connection` only as `keep-alive`;
 /// - within the limits of NIO's decoder on the head's fields (their number, their size).
@@ -87,6 +88,7 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
                 return nil
             }
             var contentLengths = 0
+            var hosts = 0
             var fields = 0
             while true {
                 guard position + 1 < bytes.count else { return nil }
@@ -133,6 +135,8 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
                         length = length * 10 + Int(byte - UInt8(ascii: "0"))
                     }
                     head.contentLength = length
+                } else if Self.equal(name, "host") {
+                    hosts += 1
                 } else if Self.equal(name, "authorization") {
                     head.authorization = value
                     head.authorizations += 1
@@ -147,8 +151,9 @@ final class RequestReader: ChannelDuplexHandler, RemovableChannelHandler {
                     return nil
                 }
             }
-            // A subscribe request has no body; a publish has exactly one length.
-            guard head.subscribe == nil ? contentLengths == 1 : contentLengths <= 1 && head.contentLength == 0,
+            // One `Host` (else the door refuses the request); a subscribe request has no body, a
+            // publish exactly one length.
+            guard hosts == 1, head.subscribe == nil ? contentLengths == 1 : contentLengths <= 1 && head.contentLength == 0,
                 head.contentLength <= maximumBody
             else {
                 return nil

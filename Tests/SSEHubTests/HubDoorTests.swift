@@ -590,35 +590,39 @@ struct HubDoorTests {
         #expect(taken.authorizations == 1)
         #expect(taken.authorization.map { Array(Array(text.utf8)[$0]) } == Array("Bearer t".utf8))
         #expect(taken.contentTypes == 0)
-        #expect(head(line + "Content-Length: 100\r\n\r\n")?.contentLength == 100)
-        #expect(head(line + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\nX: " + String(repeating: "v", count: 39) + "\r\n\r\n") != nil)
+        // (Every request below has one `Host`, or the reader leaves it to the door, which refuses it.)
+        let hosted = line + "Host: x\r\n"
+        #expect(head(hosted + "Content-Length: 100\r\n\r\n")?.contentLength == 100)
+        #expect(head(hosted + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nX: " + String(repeating: "v", count: 39) + "\r\n\r\n") != nil)
         for refused in [
-            "POST /.well-known/mercure?x HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
-            "POST /.well-known/mercure HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
-            "post /.well-known/mercure HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
-            line + "\r\n",
-            line + "Content-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            line + "Content-Length: +1\r\n\r\n",
-            line + "Content-Length: 1 1\r\n\r\n",
-            line + "Content-Length: 1\t\r\n\r\n",  // NIO's decoder refuses it
-            line + "Content-Length:\r\n\r\n",
-            line + "Content-Length: 1234567890\r\n\r\n",
-            line + "Content-Length: 101\r\n\r\n",
-            line + "Content-Length: 1\r\n folded\r\n\r\n",
-            line + "Content-Length: 1\nX: y\r\n\r\n",
-            line + "Content-Length: 1\r\nX: a\rb\r\n\r\n",
-            line + "Content-Length: 1\r\nX y: z\r\n\r\n",
-            line + "Content-Length: 1\r\n: z\r\n\r\n",
-            line + "Content-Length: 1\r\nX: \u{0}\r\n\r\n",
-            line + "Content-Length: 1\r\nX: \u{7F}\r\n\r\n",
-            line + "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            line + "Content-Length: 1\r\nexpect: 100-continue\r\n\r\n",
-            line + "Content-Length: 1\r\nUpgrade: h2c\r\n\r\n",
-            line + "Content-Length: 1\r\nOrigin: https://a.example\r\n\r\n",
-            line + "Content-Length: 1\r\nConnection: close\r\n\r\n",
-            line + "Content-Length: 1\r\n\r\n\r\n",
-            line + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",  // six fields, NIO's decoder takes five
-            line + "Content-Length: 1\r\nX: " + String(repeating: "v", count: 40) + "\r\n\r\n",  // a field of 41 bytes
+            "POST /.well-known/mercure?x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.0\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+            "post /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 1\r\n\r\n",  // no Host
+            hosted + "Host: x\r\nContent-Length: 1\r\n\r\n",  // two
+            hosted + "\r\n",
+            hosted + "Content-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            hosted + "Content-Length: +1\r\n\r\n",
+            hosted + "Content-Length: 1 1\r\n\r\n",
+            hosted + "Content-Length: 1\t\r\n\r\n",  // NIO's decoder refuses it
+            hosted + "Content-Length:\r\n\r\n",
+            hosted + "Content-Length: 1234567890\r\n\r\n",
+            hosted + "Content-Length: 101\r\n\r\n",
+            hosted + "Content-Length: 1\r\n folded\r\n\r\n",
+            hosted + "Content-Length: 1\nX: y\r\n\r\n",
+            hosted + "Content-Length: 1\r\nX: a\rb\r\n\r\n",
+            hosted + "Content-Length: 1\r\nX y: z\r\n\r\n",
+            hosted + "Content-Length: 1\r\n: z\r\n\r\n",
+            hosted + "Content-Length: 1\r\nX: \u{0}\r\n\r\n",
+            hosted + "Content-Length: 1\r\nX: \u{7F}\r\n\r\n",
+            hosted + "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            hosted + "Content-Length: 1\r\nexpect: 100-continue\r\n\r\n",
+            hosted + "Content-Length: 1\r\nUpgrade: h2c\r\n\r\n",
+            hosted + "Content-Length: 1\r\nOrigin: https://a.example\r\n\r\n",
+            hosted + "Content-Length: 1\r\nConnection: close\r\n\r\n",
+            hosted + "Content-Length: 1\r\n\r\n\r\n",
+            hosted + "Content-Length: 1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",  // six fields, NIO's decoder takes five
+            hosted + "Content-Length: 1\r\nX: " + String(repeating: "v", count: 40) + "\r\n\r\n",  // a field of 41 bytes
         ] {
             #expect(head(refused) == nil, "\(refused.debugDescription)")
         }
@@ -640,31 +644,35 @@ struct HubDoorTests {
         #expect(taken.uri == "/.well-known/mercure?topic=%2Fa&topic=b")
         #expect(taken.headers.map { "\($0.name)=\($0.value)" } == ["host=x", "Origin=https://a.example", "Last-Event-ID=e 1", "Connection=keep-alive"])
         #expect(taken.isKeepAlive)
-        #expect(head("GET /.well-known/mercure HTTP/1.1\r\nContent-Length: 0\r\n\r\n")?.subscribe?.uri == "/.well-known/mercure")
-        #expect(head("POST /.well-known/mercure HTTP/1.1\r\nContent-Length: 0\r\n\r\n")?.subscribe == nil, "a publish")
+        #expect(head("GET /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")?.subscribe?.uri == "/.well-known/mercure")
+        #expect(head("POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")?.subscribe == nil, "a publish")
+        // (Every request below has one `Host`, or the reader leaves it to the door, which refuses it.)
+        let hosted = line + "Host: x\r\n"
         for refused in [
-            "GET /.well-known/mercure?topic=t HTTP/1.0\r\n\r\n",
-            "GET /.well-known/mercure?topic=t  HTTP/1.1\r\n\r\n",
-            "GET /.well-known/mercurex HTTP/1.1\r\n\r\n",
-            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\n\r\n",
-            "GET /.well-known/mercure?topic=t#f HTTP/1.1\r\n\r\n",
-            "GET /.well-known/mercure?topic=\u{E9} HTTP/1.1\r\n\r\n",
-            "GET /.well-known/mercure?topic=t\tx HTTP/1.1\r\n\r\n",
-            "GET http://x/.well-known/mercure HTTP/1.1\r\n\r\n",
-            "get /.well-known/mercure HTTP/1.1\r\n\r\n",
-            "HEAD /.well-known/mercure HTTP/1.1\r\n\r\n",
-            line + "Content-Length: 1\r\n\r\n",
-            line + "Content-Length: 0\r\nContent-Length: 0\r\n\r\n",
-            line + "Content-Length: 0 \t\r\n\r\n",
-            line + "Transfer-Encoding: chunked\r\n\r\n",
-            line + "Upgrade: websocket\r\n\r\n",
-            line + "Expect: 100-continue\r\n\r\n",
-            line + "Connection: close\r\n\r\n",
-            line + "Connection: keep-alive, Upgrade\r\n\r\n",
-            line + "X: 1\r\n folded\r\n\r\n",
-            line + "X: 1\nY: 2\r\n\r\n",
-            line + "X y: 1\r\n\r\n",
-            line + "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",  // five fields, NIO's decoder takes four
+            "GET /.well-known/mercure?topic=t HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=t  HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercurex HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=t#f HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=\u{E9} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercure?topic=t\tx HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://x/.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",
+            "get /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",
+            "HEAD /.well-known/mercure HTTP/1.1\r\nHost: x\r\n\r\n",
+            hosted + "Content-Length: 1\r\n\r\n",
+            hosted + "Content-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            hosted + "Content-Length: 0 \t\r\n\r\n",
+            hosted + "Transfer-Encoding: chunked\r\n\r\n",
+            hosted + "Upgrade: websocket\r\n\r\n",
+            hosted + "Expect: 100-continue\r\n\r\n",
+            hosted + "Connection: close\r\n\r\n",
+            hosted + "Connection: keep-alive, Upgrade\r\n\r\n",
+            hosted + "X: 1\r\n folded\r\n\r\n",
+            hosted + "X: 1\nY: 2\r\n\r\n",
+            hosted + "X y: 1\r\n\r\n",
+            hosted + "A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",  // five fields, NIO's decoder takes four
+            "GET /.well-known/mercure?topic=t HTTP/1.1\r\n\r\n",  // no Host
+            hosted + "Host: x\r\n\r\n",  // two
         ] {
             #expect(head(refused) == nil, "\(refused.debugDescription)")
         }

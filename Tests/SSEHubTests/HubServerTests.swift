@@ -172,6 +172,61 @@ struct HubServerTests {
         }
     }
 
+    /// An HTTP/1.1 request with no `Host`, or any request with two, is answered `400` with the
+    /// reason, then the connection closes and nothing after the request is read (RFC 9112, section
+    /// 3.2): at the door, on a connection handed on to the app, and pipelined behind a request the
+    /// app answers first. An HTTP/1.0 request may have none.
+    @Test(.timeLimit(.minutes(1)))
+    func aRequestWithoutOneHostIsRefused() async throws {
+        try await self.withServer { port, hub in
+            /// What a new connection gets for `request` once the server closed it (or ten seconds went by).
+            func answer(to request: String) async throws -> String {
+                let (channel, received) = try await connectRaw(to: port)
+                try await channel.writeAndFlush(ByteBuffer(string: request))
+                for _ in 0..<1_000 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(!channel.isActive, "the server closed the connection: \(request.debugDescription)")
+                channel.close(promise: nil)
+                return received.text
+            }
+            let none = "an HTTP/1.1 request must have a Host field\n"
+            let two = "a request must have one Host field, not 2\n"
+            let token = try await Hub.developmentToken(publish: ["*"], subscribe: nil, key: HubHTTPTests.secret)
+            let publish = "POST /.well-known/mercure HTTP/1.1\r\nAuthorization: Bearer \(token)\r\nContent-Length: 16\r\n"
+            let later = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"  // never read
+            for (request, reason) in [
+                ("GET /.well-known/mercure?topic=t HTTP/1.1\r\n\r\n", none),
+                ("GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", two),
+                (publish + "Host: x\r\nhost: x\r\n\r\ntopic=t&data=one", two),
+                (publish + "\r\ntopic=t&data=one", none),
+                ("GET /hello HTTP/1.1\r\n\r\n", none),
+                ("GET /hello HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n", two),
+            ] {
+                let answer = try await answer(to: request + later)
+                #expect(answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(request.debugDescription): \(answer)")
+                #expect(answer.hasSuffix("\r\n\r\n\(reason)"), "answered once, with the reason: \(answer)")
+            }
+            #expect(try await hub.store.updates(through: .max).isEmpty, "nothing published")
+            #expect(hub.subscriberCount == 0)
+
+            // Once the app has the connection: after its answer, and pipelined behind a request.
+            let (channel, received) = try await connectRaw(to: port)
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await self.wait(for: "\r\n\r\nhi", in: received)
+            try await channel.writeAndFlush(ByteBuffer(string: later + "GET /hello HTTP/1.1\r\n\r\n" + later))
+            for _ in 0..<1_000 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!channel.isActive)
+            let answers = received.text.components(separatedBy: "\r\n\r\nhi")
+            #expect(answers.count == 3 && answers.dropLast().allSatisfy { $0.hasPrefix("HTTP/1.1 200 OK\r\n") }, "\(received.text)")
+            #expect(answers.last?.hasPrefix("HTTP/1.1 400 Bad Request\r\n") == true, "then the refusal: \(received.text)")
+            #expect(received.text.hasSuffix("\r\n\r\n\(none)"))
+
+            let (old, oldAnswer) = try await connectRaw(to: port)
+            try await old.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.0\r\n\r\n"))
+            for _ in 0..<1_000 where old.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(oldAnswer.text.hasPrefix("HTTP/1.0 200 OK\r\n") && oldAnswer.text.hasSuffix("\r\n\r\nhi"), "\(oldAnswer.text)")
+        }
+    }
+
     /// Plain HTTP to the TLS port is answered, as by nginx, with a `400` that says to use
     /// `https://` (not a failed handshake, which a client reports as an empty reply), once, from
     /// the request's first bytes, and the connection closes; TLS clients are served as before.
