@@ -443,9 +443,13 @@ public final class Hub: Sendable {
             self.subscribers.record(registry.subscribers.count)
             return (id, registry.lastSequence)
         }
-        // The token's expiry ends the stream, and so closes the connection.
+        // The token's expiry ends the stream, and so closes the connection. (An expiry past what
+        // the timer counts, some 292 years, never comes: a token of year 9999 is a usual "never".)
         let expiry = claims?.expiresAt.map { expiresAt in
-            MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(Int64(expiresAt.timeIntervalSinceNow * 1e9))) {
+            let nanoseconds = expiresAt.timeIntervalSinceNow * 1e9
+            return MultiThreadedEventLoopGroup.singleton.any().scheduleTask(
+                in: .nanoseconds(nanoseconds < Double(Int64.max) ? Int64(nanoseconds) : .max)
+            ) {
                 queue.finish()
             }
         }

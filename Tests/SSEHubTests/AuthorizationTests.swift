@@ -172,6 +172,20 @@ struct AuthorizationTests {
         }
     }
 
+    /// A token that expires centuries from now (year 9999 is a usual "never"; `exp` may be as large
+    /// as a JSON number) opens a subscription that stays open: its expiry is past what a timer
+    /// can count in nanoseconds.
+    @Test(arguments: [253_402_300_799, 1e300])
+    func aTokenThatExpiresInCenturiesSubscribes(exp: Double) async throws {
+        try await self.http.withHub(anonymous: false) { base in
+            let never = try await token(subscribe: ["*"], expires: Date(timeIntervalSince1970: exp))
+            for _ in 1...2 {  // verified, then accepted as known
+                let (headers, text) = try await self.http.subscription(base + "?topic=t", headers: self.bearer(never)) { $0.contains(":\n") }
+                #expect(headers["Content-Type"] == ["text/event-stream"] && text.contains(":\n"), "\(text)")
+            }
+        }
+    }
+
     @Test(arguments: [
         (JWTKey(algorithm: .hs256, key: "short"), "at least 32 bytes"),
         (JWTKey(algorithm: .hs512, key: String(repeating: "k", count: 63)), "at least 64 bytes"),
