@@ -89,6 +89,7 @@ extension EventSource {
                     )
                     break attempts
                 case .reconnect(after: let delay):
+                    self.setState(.connecting)  // while it waits too, as a browser's readyState
                     self.logger.info(
                         "reconnecting",
                         metadata: [
@@ -97,7 +98,7 @@ extension EventSource {
                         ]
                     )
                     do {
-                        try await clock.sleep(for: delay)
+                        try await clock.sleep(for: delay.cappedAtACentury)
                     } catch {
                         break attempts  // cancelled: closing
                     }
@@ -150,10 +151,9 @@ extension EventSource {
 
         let response: HTTPClientResponse
         do {
-            let nanoseconds = self.configuration.connectTimeout / .nanoseconds(1)
             response = try await client.execute(
                 request,
-                deadline: .now() + .nanoseconds(Int64(nanoseconds)),
+                deadline: .now() + TimeAmount(self.configuration.connectTimeout.cappedAtACentury),
                 logger: self.logger
             )
         } catch let error as HTTPClientError where [.invalidURL, .emptyHost, .emptyScheme].contains(error) {
@@ -277,7 +277,7 @@ extension EventSource {
         clock: C
     ) async -> Bool {
         while true {
-            let deadline = (waitingSince.withLockedValue { $0 } ?? clock.now).advanced(by: timeout)
+            let deadline = (waitingSince.withLockedValue { $0 } ?? clock.now).advanced(by: timeout.cappedAtACentury)
             do {
                 try await clock.sleep(until: deadline, tolerance: nil)
             } catch {
@@ -314,7 +314,7 @@ extension EventSource {
                     // The connection failed or the time ran out: keep what came.
                 }
             }
-            group.addTask { try? await clock.sleep(for: timeout) }
+            group.addTask { try? await clock.sleep(for: timeout.cappedAtACentury) }
             await group.next()
             group.cancelAll()
         }

@@ -98,6 +98,13 @@ extension Duration {
         return overflow2 ? nil : total
     }
 
+    /// This duration, or a century when it is longer: a clock traps on an instant past its range
+    /// (some 292 years on), and a century is for ever to a connection. For the timeouts and waits
+    /// of a configuration or a `retry` field, which may be as long as a user likes.
+    package var cappedAtACentury: Duration {
+        min(self, .seconds(100 * 365 * 86_400))
+    }
+
     /// A duration of `value` milliseconds; every `UInt64` value is representable.
     static func milliseconds(exactly value: UInt64) -> Duration {
         Duration(

@@ -94,10 +94,11 @@ public enum EventStreamWriter {
             if let keepAlive, keepAlive.interval > .zero {
                 group.addTask {
                     while true {
-                        let deadline = lastWrite.withLockedValue { $0 }.advanced(by: keepAlive.interval)
+                        let interval = keepAlive.interval.cappedAtACentury
+                        let deadline = lastWrite.withLockedValue { $0 }.advanced(by: interval)
                         try await clock.sleep(until: deadline, tolerance: nil)
                         let idle = lastWrite.withLockedValue { last -> Bool in
-                            guard last.advanced(by: keepAlive.interval) <= clock.now else { return false }
+                            guard last.advanced(by: interval) <= clock.now else { return false }
                             last = clock.now
                             return true
                         }

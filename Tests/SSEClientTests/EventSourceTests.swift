@@ -365,6 +365,36 @@ struct EventSourceTests {
         }
     }
 
+    /// Timeouts and waits longer than a clock counts (some 292 years) wait "for ever": the
+    /// connection's, the read's, and the reconnection's, which `close()` ends.
+    @Test func timeoutsAndWaitsOfCenturiesWaitForEver() async throws {
+        try await withTestServer { _, _, responder in
+            try await responder.head()
+            try await responder.write("data: a\n\n")
+            try await responder.end()
+        } _: { server in
+            let source = EventSource(
+                url: server.url,
+                configuration: quick {
+                    $0.connectTimeout = .seconds(Int64.max)
+                    $0.readTimeout = .seconds(Int64.max)
+                    $0.reconnectionTime = .seconds(Int64.max)
+                    $0.maximumReconnectionDelay = .seconds(Int64.max)
+                }
+            )
+            try await withTimeLimit {
+                var iterator = source.makeAsyncIterator()
+                #expect(try await iterator.next()?.data == "a")
+                // The stream ended: the source waits to reconnect, until it is closed.
+                while source.state != .connecting { try await Task.sleep(for: .milliseconds(5)) }
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(source.state == .connecting && server.requests.count == 1)
+                source.close()
+                #expect(try await iterator.next() == nil)
+            }
+        }
+    }
+
     @Test func eventsDeliveredOneByteAtATime() async throws {
         let stream = "retry: 10\r\nid: 9\r\nevent: e\r\ndata: é😀\r\n\r\n"
         try await withTestServer { _, _, responder in

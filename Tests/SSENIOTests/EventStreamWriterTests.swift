@@ -106,6 +106,21 @@ struct EventStreamWriterTests {
         #expect(clock.sleepingUntil.isEmpty)
     }
 
+    /// An interval longer than a clock counts (some 292 years) waits "for ever", on the real clock.
+    @Test func aKeepAliveOfCenturiesSendsNone() async throws {
+        let written = Written()
+        let (events, continuation) = AsyncStream.makeStream(of: ServerSentEvent.self)
+        let writer = Task {
+            try await EventStreamWriter.write(events, keepAlive: KeepAlive(interval: .seconds(Int64.max))) { written.append($0) }
+        }
+        try await written.wait(for: 1)
+        try await Task.sleep(for: .milliseconds(20))
+        continuation.yield(ServerSentEvent(data: "news"))
+        continuation.finish()
+        try await writer.value
+        #expect(written.pieces == [":\n", "data: news\n\n"])
+    }
+
     @Test func anErrorOfTheEventsEndsTheStreamAfterTheEventsBeforeIt() async throws {
         let written = Written()
         let events = AsyncThrowingStream<ServerSentEvent, any Error> { continuation in
