@@ -89,7 +89,7 @@ public struct ServerSentEvent: Sendable, Hashable {
 extension Duration {
     /// This duration in whole milliseconds (rounded down), or `nil` when it is negative or does
     /// not fit in a `UInt64`, the range a `retry` field carries.
-    var wholeMilliseconds: UInt64? {
+    package var wholeMilliseconds: UInt64? {
         let (seconds, attoseconds) = self.components
         guard seconds >= 0, attoseconds >= 0 else { return nil }
         let (scaled, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1000)

@@ -326,7 +326,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
                     binds.append(row.update.data)
                     binds.append(row.update.isPrivate)
                     binds.append(row.update.type)
-                    binds.append(row.update.retry.map { Int64(($0 / .milliseconds(1)).rounded(.down)) })
+                    binds.append(row.update.retryMilliseconds)
                     binds.append(now)
                 }
                 try await connection.query(

@@ -642,8 +642,8 @@ private final class HistoryWriter: @unchecked Sendable {
                 Self.bind(update.data, at: 4, to: statement)
                 sqlite_nio_sqlite3_bind_int64(statement, 5, update.isPrivate ? 1 : 0)
                 if let type = update.type { Self.bind(type, at: 6, to: statement) } else { sqlite_nio_sqlite3_bind_null(statement, 6) }
-                if let retry = update.retry {
-                    sqlite_nio_sqlite3_bind_int64(statement, 7, Int64((retry / .milliseconds(1)).rounded(.down)))
+                if let retry = update.retryMilliseconds {
+                    sqlite_nio_sqlite3_bind_int64(statement, 7, retry)
                 } else {
                     sqlite_nio_sqlite3_bind_null(statement, 7)
                 }

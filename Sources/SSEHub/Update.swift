@@ -34,6 +34,14 @@ public struct Update: Sendable, Hashable {
         self.retry = retry
     }
 
+    /// `retry` in whole milliseconds, as the stores keep it: in a signed 64-bit integer, which
+    /// holds any a publish gives; a longer one is kept as the longest it holds, a negative one
+    /// (which no event can carry) as 0. Counted exactly: through a `Double`, the longest would
+    /// round up past what the integer holds, and trap.
+    var retryMilliseconds: Int64? {
+        self.retry.map { Int64(clamping: $0.wholeMilliseconds ?? 0) }
+    }
+
     /// The update as a server-sent event: `id`, `event` from the type, `retry`, and one `data`
     /// line per line of the content.
     public func event() throws(ServerSentEventError) -> ServerSentEvent {

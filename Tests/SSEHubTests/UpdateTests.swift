@@ -207,6 +207,18 @@ struct EventStoreTests {
         }
     }
 
+    /// The longest reconnection time a publish can give (`retry=9223372036854775807`, as many
+    /// milliseconds as a signed 64-bit integer holds) is kept and given back exactly.
+    @Test(arguments: StoreKind.available)
+    func theLongestRetryIsKept(_ kind: StoreKind) async throws {
+        let update = try Update(form: Array("topic=t&id=long&retry=9223372036854775807".utf8), makeID: { "" })
+        #expect(update.retry == .milliseconds(Int64.max))
+        try await kind.with { store in
+            _ = try await store.append([update])
+            #expect(try await store.updates(through: .max).map(\.update) == [update])
+        }
+    }
+
     @Test func aRetentionThatKeepsNothingIsRefusedWithItsReason() throws {
         for (count, age, reason) in [
             (0, Duration?.none, "at least 1 update, not 0"),
