@@ -23,10 +23,10 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     public let description: String
     private let matcher: Matcher
 
-    private enum Matcher: @unchecked Sendable {
+    private enum Matcher: Sendable {
         case all
         case exact
-        case template(Regex<AnyRegexOutput>)
+        case template(TemplateAutomaton)
     }
 
     /// Compiles `selector`. A string that is not a valid URI template is still a selector: it
@@ -39,8 +39,8 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
         }
         if selector == "*" {
             self.matcher = .all
-        } else if let pattern = Self.pattern(forTemplate: selector), let regex = try? Regex(pattern) {
-            self.matcher = .template(regex)
+        } else if let automaton = TemplateAutomaton(template: selector) {
+            self.matcher = .template(automaton)
         } else {
             self.matcher = .exact
         }
@@ -85,8 +85,8 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
             return true
         case .exact:
             return topic == self.description
-        case .template(let regex):
-            return topic == self.description || (try? regex.wholeMatch(in: topic)) != nil
+        case .template(let automaton):
+            return topic == self.description || automaton.matches(topic)
         }
     }
 
@@ -102,41 +102,114 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) {
         hasher.combine(self.description)
     }
+}
 
-    // MARK: Compiling URI templates
+/// A URI template (RFC 6570) as an automaton that reads a topic's UTF-8 bytes and tells whether
+/// the topic is one of the template's expansions, each expression expanding to any value or to
+/// nothing. It keeps the set of states that the bytes read so far can reach (Thompson's
+/// construction), so that a match takes time in proportion to the topic's length times the
+/// template's size, whatever the template. A backtracking regular expression, as the hub had,
+/// took time exponential in the number of expressions in a row: a subscriber's template of ten
+/// `{+x}` held the hub's lock for minutes on one publish.
+struct TemplateAutomaton: Sendable {
+    /// A state: one that reads a byte of `bytes` and goes to `next[0]`, or one that goes to each
+    /// of `next` without reading (when `bytes` is `nil`). State 0 accepts.
+    private struct State: Sendable {
+        var bytes: ByteSet?
+        var next: [Int]
+    }
 
-    private static let unreserved = "A-Za-z0-9\\-._~"
-    private static let reserved = ":/?#\\[\\]@!$&'()*+,;="
-    private static let percentEncoded = "%[0-9A-Fa-f]{2}"
+    /// A set of bytes, as 256 bits.
+    private struct ByteSet: Sendable {
+        var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
 
-    /// A regular expression for the expansions of `template`, or `nil` when it has no expression
-    /// or is not a valid template (unbalanced braces, an empty or invalid expression).
-    static func pattern(forTemplate template: String) -> String? {
-        var pattern = ""
-        var literal = ""
+        init(_ characters: String) {
+            for byte in characters.utf8 { self.insert(byte) }
+        }
+
+        init(byte: UInt8) {
+            self.insert(byte)
+        }
+
+        mutating func insert(_ byte: UInt8) {
+            let bit = UInt64(1) << (byte & 63)
+            switch byte >> 6 {
+            case 0: self.bits.0 |= bit
+            case 1: self.bits.1 |= bit
+            case 2: self.bits.2 |= bit
+            default: self.bits.3 |= bit
+            }
+        }
+
+        func contains(_ byte: UInt8) -> Bool {
+            let word =
+                switch byte >> 6 {
+                case 0: self.bits.0
+                case 1: self.bits.1
+                case 2: self.bits.2
+                default: self.bits.3
+                }
+            return word & (UInt64(1) << (byte & 63)) != 0
+        }
+    }
+
+    /// What a template's parts expand to.
+    private indirect enum Piece: Sendable {
+        case bytes(ByteSet)
+        case sequence([Piece])
+        case either(Piece, Piece)
+        case repeated(Piece)  // any number of times, none included
+        case optional(Piece)
+
+        static func literal(_ text: String) -> Piece {
+            .sequence(text.utf8.map { .bytes(ByteSet(byte: $0)) })
+        }
+    }
+
+    private var states = [State(bytes: nil, next: [])]
+    private var start = 0
+
+    /// The automaton of `template`, or `nil` when it has no expression or is not a valid
+    /// template (unbalanced braces, an empty or invalid expression).
+    init?(template: String) {
+        var pieces: [Piece] = []
         var sawExpression = false
         var index = template.startIndex
         while index < template.endIndex {
             let character = template[index]
             if character == "}" { return nil }
             guard character == "{" else {
-                literal.append(character)
+                pieces.append(.literal(String(character)))
                 index = template.index(after: index)
                 continue
             }
-            guard let close = template[index...].firstIndex(of: "}") else { return nil }
-            let expression = template[template.index(after: index)..<close]
-            guard let fragment = self.pattern(forExpression: expression) else { return nil }
-            pattern += Self.escaped(literal) + fragment
-            literal = ""
+            guard let close = template[index...].firstIndex(of: "}"),
+                let piece = Self.piece(forExpression: template[template.index(after: index)..<close])
+            else { return nil }
+            pieces.append(piece)
             sawExpression = true
             index = template.index(after: close)
         }
         guard sawExpression else { return nil }
-        return pattern + Self.escaped(literal)
+        self.start = self.add(.sequence(pieces), then: 0)
     }
 
-    private static func pattern(forExpression expression: Substring) -> String? {
+    private static let unreserved = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    private static let reserved = ":/?#[]@!$&'()*+,;="
+    private static let hexDigits = Piece.bytes(ByteSet("0123456789ABCDEFabcdef"))
+    private static let percentEncoded = Piece.sequence([.literal("%"), hexDigits, hexDigits])
+    /// A value of a simple expression or a list: unreserved characters, percent-encoded bytes,
+    /// and the commas between a list's items.
+    private static let listValue = Piece.repeated(.either(.bytes(ByteSet(unreserved + ",")), percentEncoded))
+    /// A value of `{+x}` and `{#x}`, reserved characters allowed.
+    private static let reservedValue = Piece.repeated(.either(.bytes(ByteSet(unreserved + reserved)), percentEncoded))
+    private static let nameByte = Piece.bytes(
+        ByteSet("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.%")
+    )
+    private static let name = Piece.sequence([nameByte, .repeated(nameByte)])
+
+    /// What `expression` (between its braces) expands to, or `nil` when it is not valid.
+    private static func piece(forExpression expression: Substring) -> Piece? {
         var variables = expression
         var operatorCharacter: Character?
         if let first = expression.first, "+#./;?&".contains(first) {
@@ -155,33 +228,81 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
                 guard !length.isEmpty, length.count <= 4, length.allSatisfy(\.isASCIIDigit) else { return nil }
                 name = name[..<colon]
             }
-            guard !name.isEmpty, name.allSatisfy({ $0.isASCIIDigit || $0.isASCIILetter || $0 == "_" || $0 == "." || $0 == "%" })
+            guard !name.isEmpty,
+                name.allSatisfy({ $0.isASCIIDigit || $0.isASCIILetter || $0 == "_" || $0 == "." || $0 == "%" })
             else { return nil }
         }
-        let value = "(?:[\(unreserved)]|\(percentEncoded))*"
-        let listValue = "(?:[\(unreserved),]|\(percentEncoded))*"
-        let reservedValue = "(?:[\(unreserved)\(reserved)]|\(percentEncoded))*"
-        let name = "[A-Za-z0-9_.%]+"
+        let pair = Piece.sequence([name, .literal("="), listValue])
         switch operatorCharacter {
         case nil: return listValue
         case "+": return reservedValue
-        case "#": return "(?:#\(reservedValue))?"
-        case ".": return "(?:\\.\(listValue))*"
-        case "/": return "(?:/\(listValue))*"
-        case ";": return "(?:;\(name)(?:=\(listValue))?)*"
-        case "?": return "(?:\\?\(name)=\(listValue)(?:&\(name)=\(listValue))*)?"
-        case "&": return "(?:&\(name)=\(listValue))*"
-        default: return value
+        case "#": return .optional(.sequence([.literal("#"), reservedValue]))
+        case ".": return .repeated(.sequence([.literal("."), listValue]))
+        case "/": return .repeated(.sequence([.literal("/"), listValue]))
+        case ";": return .repeated(.sequence([.literal(";"), name, .optional(.sequence([.literal("="), listValue]))]))
+        case "?": return .optional(.sequence([.literal("?"), pair, .repeated(.sequence([.literal("&"), pair]))]))
+        case "&": return .repeated(.sequence([.literal("&"), pair]))
+        default: return nil  // (no other operator is taken above)
         }
     }
 
-    private static func escaped(_ literal: String) -> String {
-        var escaped = ""
-        for character in literal {
-            if "\\^$.|?*+()[]{}/-".contains(character) { escaped.append("\\") }
-            escaped.append(character)
+    /// Adds the states of `piece`, followed by state `then`; returns the first.
+    private mutating func add(_ piece: Piece, then: Int) -> Int {
+        switch piece {
+        case .bytes(let bytes):
+            self.states.append(State(bytes: bytes, next: [then]))
+            return self.states.count - 1
+        case .sequence(let pieces):
+            return pieces.reversed().reduce(then) { next, piece in self.add(piece, then: next) }
+        case .either(let one, let other):
+            let next = [self.add(one, then: then), self.add(other, then: then)]
+            self.states.append(State(bytes: nil, next: next))
+            return self.states.count - 1
+        case .repeated(let body):
+            self.states.append(State(bytes: nil, next: []))
+            let loop = self.states.count - 1
+            self.states[loop].next = [self.add(body, then: loop), then]
+            return loop
+        case .optional(let body):
+            let next = [self.add(body, then: then), then]
+            self.states.append(State(bytes: nil, next: next))
+            return self.states.count - 1
         }
-        return escaped
+    }
+
+    /// Whether `topic` is one of the template's expansions.
+    func matches(_ topic: String) -> Bool {
+        var current: [Int] = []
+        var next: [Int] = []
+        // The last step at which each state was added, so that a state is added once a step.
+        var added = [Int](repeating: -1, count: self.states.count)
+        var stack: [Int] = []
+        func reach(_ state: Int, at step: Int, into set: inout [Int]) {
+            stack.append(state)
+            while let state = stack.popLast() {
+                guard added[state] != step else { continue }
+                added[state] = step
+                if self.states[state].bytes == nil, state != 0 {
+                    stack.append(contentsOf: self.states[state].next)
+                } else {
+                    set.append(state)
+                }
+            }
+        }
+        reach(self.start, at: 0, into: &current)
+        var step = 0
+        for byte in topic.utf8 {
+            step += 1
+            next.removeAll(keepingCapacity: true)
+            for state in current {
+                if let bytes = self.states[state].bytes, bytes.contains(byte) {
+                    reach(self.states[state].next[0], at: step, into: &next)
+                }
+            }
+            if next.isEmpty { return false }
+            swap(&current, &next)
+        }
+        return current.contains(0)
     }
 }
 
