@@ -10,7 +10,7 @@ out=.build-fuzz
 mkdir -p "$out/corpus"
 
 # One module of SSECore's sources and the fuzz target, with libFuzzer and AddressSanitizer.
-swiftc -parse-as-library -module-name SSECoreFuzz -O -g \
+swiftc -parse-as-library -module-name SSECoreFuzz -package-name herald -O -g \
     -sanitize=fuzzer,address \
     Sources/SSECore/*.swift Fuzz/ParserFuzz.swift \
     -o "$out/parser-fuzz" 2> >(grep -v "Cannot export local symbol" >&2)
