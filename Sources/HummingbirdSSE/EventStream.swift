@@ -8,6 +8,7 @@
 
 public import HTTPTypes
 public import Hummingbird
+import HummingbirdCore
 public import SSENIO
 
 /// A streaming `text/event-stream` response: return it from a Hummingbird route.
@@ -84,8 +85,14 @@ extension Request {
     /// `lastEventID` query parameter (for clients that cannot set headers). `nil` when neither
     /// is there or the value is empty.
     public var lastEventID: String? {
+        self.lastEventID(query: self.uri.queryParameters)
+    }
+
+    /// ``lastEventID``, from the request's query parameters `query` (parsed only if need be), for
+    /// a caller that parses them once for several of them.
+    package func lastEventID(query: @autoclosure () -> FlatDictionary<Substring, Substring>) -> String? {
         if let header = self.headers[.lastEventID], !header.isEmpty { return header }
-        if let query = self.uri.queryParameters["lastEventID"], !query.isEmpty { return String(query) }
+        if let value = query()["lastEventID"], !value.isEmpty { return String(value) }
         return nil
     }
 }

@@ -10,6 +10,7 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 import ServiceLifecycle
+import HummingbirdCore
 import HummingbirdSSE
 import Logging
 import Metrics
@@ -156,12 +157,13 @@ extension Hub {
         authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) async throws -> (Subscription, HTTPFields) {
-        let claims = try await authorizer.subscriber(request)
-        let selectors = try Self.selectors(request, configuration: configuration)
+        let query = request.uri.queryParameters  // parsed once, for the token, the topics and the ID
+        let claims = try await authorizer.subscriber(request, query: query)
+        let selectors = try Self.selectors(query, configuration: configuration)
         // `Last-Event-ID` wins over the `lastEventID` query parameter.
         let (events, resumption): (Subscription, Resumption?)
         do {
-            (events, resumption) = try await self.subscribe(selectors, lastEventID: request.lastEventID, claims: claims)
+            (events, resumption) = try await self.subscribe(selectors, lastEventID: request.lastEventID(query: query), claims: claims)
         } catch {
             throw self.historyUnavailable(error, doing: "read the updates to replay")
         }
@@ -179,10 +181,11 @@ extension Hub {
         authorizer: Authorizer,
         configuration: HTTPConfiguration
     ) throws -> (Subscription, HTTPFields)? {
-        guard request.lastEventID == nil, !self.configuration.tracksSubscriptions,
-            let claims = try authorizer.knownSubscriber(request)
+        let query = request.uri.queryParameters  // parsed once, for the token, the topics and the ID
+        guard request.lastEventID(query: query) == nil, !self.configuration.tracksSubscriptions,
+            let claims = try authorizer.knownSubscriber(request, query: query)
         else { return nil }
-        let selectors = try Self.selectors(request, configuration: configuration)
+        let selectors = try Self.selectors(query, configuration: configuration)
         return (self.subscribeNow(selectors, claims: claims), Self.eventStreamHeaders)
     }
 
@@ -193,9 +196,13 @@ extension Hub {
         .xAccelBuffering: "no",
     ]
 
-    /// The topic selectors of a subscribe request; throws 400 when there are none, or too many.
-    private static func selectors(_ request: Request, configuration: HTTPConfiguration) throws -> [TopicSelector] {
-        let topics = request.uri.queryParameters[values: "topic"]
+    /// The topic selectors of a subscribe request, whose query parameters are `query`; throws 400
+    /// when there are none, or too many.
+    private static func selectors(
+        _ query: FlatDictionary<Substring, Substring>,
+        configuration: HTTPConfiguration
+    ) throws -> [TopicSelector] {
+        let topics = query[values: "topic"]
         guard !topics.isEmpty else {
             throw HubRefusal(.badRequest, reason: "missing 'topic' query parameter: say which topics to subscribe to")
         }
@@ -568,7 +575,7 @@ final class Authorizer: Sendable {
 
     enum Source { case header, query, cookie }
 
-    func token(_ request: Request) throws -> (String, Source)? {
+    func token(_ request: Request, query: @autoclosure () -> FlatDictionary<Substring, Substring>) throws -> (String, Source)? {
         // Read in place (the joined value would be a copy), and only one.
         var authorization: String?
         for field in request.headers where field.name == .authorization {
@@ -583,8 +590,8 @@ final class Authorizer: Sendable {
             }
             return (String(header.dropFirst(7)), .header)
         }
-        if let query = request.uri.queryParameters["authorization"], !query.isEmpty {
-            return (String(query), .query)
+        if let value = query()["authorization"], !value.isEmpty {
+            return (String(value), .query)
         }
         if let cookie = request.cookies["mercureAuthorization"]?.value, !cookie.isEmpty {
             return (cookie, .cookie)
@@ -615,7 +622,7 @@ final class Authorizer: Sendable {
         guard let publisher = self.publisher else {
             throw HubRefusal(.unauthorized, reason: "publishing is disabled: the hub has no publisher key")
         }
-        guard let (token, source) = try self.token(request) else {
+        guard let (token, source) = try self.token(request, query: request.uri.queryParameters) else {
             throw HubRefusal(
                 .unauthorized,
                 reason: "publishing needs a JWT signed with the publisher key: send 'Authorization: Bearer <JWT>'"
@@ -634,23 +641,26 @@ final class Authorizer: Sendable {
     }
 
     /// The subscriber's claims, or `nil` for an anonymous subscriber.
-    func subscriber(_ request: Request) async throws -> MercureClaims? {
-        guard let (token, subscriber) = try self.subscriberToken(request) else { return nil }
+    func subscriber(_ request: Request, query: @autoclosure () -> FlatDictionary<Substring, Substring>) async throws -> MercureClaims? {
+        guard let (token, subscriber) = try self.subscriberToken(request, query: query()) else { return nil }
         return try await Self.check(token, with: subscriber, role: "subscriber")
     }
 
     /// What ``subscriber(_:)`` finds, when that needs no waiting: `.some(nil)` for an anonymous
     /// subscriber, the claims of a token accepted before (and not expired since); `nil` when the
     /// token must be verified.
-    func knownSubscriber(_ request: Request) throws -> MercureClaims?? {
-        guard let (token, subscriber) = try self.subscriberToken(request) else { return .some(nil) }
+    func knownSubscriber(_ request: Request, query: @autoclosure () -> FlatDictionary<Substring, Substring>) throws -> MercureClaims?? {
+        guard let (token, subscriber) = try self.subscriberToken(request, query: query()) else { return .some(nil) }
         return try subscriber.acceptedClaims(of: token, role: "subscriber").map { .some($0) }
     }
 
     /// A subscribe request's token and the verifier to check it with; `nil` for an anonymous
     /// subscriber; throws 401 when there must be a token, or it cannot be checked.
-    private func subscriberToken(_ request: Request) throws -> (String, TokenVerifier)? {
-        guard let (token, _) = try self.token(request) else {
+    private func subscriberToken(
+        _ request: Request,
+        query: @autoclosure () -> FlatDictionary<Substring, Substring>
+    ) throws -> (String, TokenVerifier)? {
+        guard let (token, _) = try self.token(request, query: query()) else {
             guard self.configuration.allowsAnonymousSubscribers else {
                 throw HubRefusal(
                     .unauthorized,

@@ -136,7 +136,7 @@ extension Hub {
         topic: String?,
         subscriber: String?
     ) async throws -> Response {
-        guard let claims = try await authorizer.subscriber(request) else {
+        guard let claims = try await authorizer.subscriber(request, query: request.uri.queryParameters) else {
             throw HubRefusal(.unauthorized, reason: "the subscriptions API needs a subscriber JWT")
         }
         let path = request.uri.path

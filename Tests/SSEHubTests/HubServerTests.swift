@@ -172,6 +172,23 @@ struct HubServerTests {
         }
     }
 
+    /// A client that sends its requests and then closes its side of the connection gets them all
+    /// answered before the server closes (the connection takes a half-closure).
+    @Test(.timeLimit(.minutes(1)))
+    func requestsSentBeforeTheClientsEndAreAnswered() async throws {
+        try await self.withServer { port, hub in
+            let (channel, received) = try await connectRaw(to: port)
+            try await self.publishOne(on: channel)
+            try await channel.writeAndFlush(ByteBuffer(string: "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await channel.close(mode: .output)
+            for _ in 0..<1_000 where channel.isActive { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(!channel.isActive, "the server closes once it has answered")
+            #expect(received.text.hasPrefix("HTTP/1.1 200 OK\r\n") && received.text.hasSuffix("\r\n\r\nhi"), "\(received.text)")
+            #expect(received.text.contains("\r\n\r\none"))
+            #expect(try await hub.store.updates(through: .max).map(\.update.id) == ["one"])
+        }
+    }
+
     /// An HTTP/1.1 request with no `Host`, or any request with two, is answered `400` with the
     /// reason, then the connection closes and nothing after the request is read (RFC 9112, section
     /// 3.2): at the door, on a connection handed on to the app, and pipelined behind a request the
