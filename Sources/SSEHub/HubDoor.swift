@@ -32,8 +32,9 @@ extension Hub {
     /// from then on. A request that does not parse as HTTP/1.1 is answered `400 Bad Request` with
     /// the parser's reason, and the connection closes (once the app has the connection, when that
     /// request comes after the last one was answered; else the app's server answers it); so is a
-    /// request without exactly one `Host` field (an HTTP/1.0 request may have none), once the
-    /// requests before it are answered. The
+    /// request without exactly one `Host` field (an HTTP/1.0 request may have none), or with a
+    /// `Transfer-Encoding` that does not end with `chunked`, once the requests before it are
+    /// answered. The
     /// answers the door writes itself have no `Server` header: the application's `serverName` is
     /// for its responder's (``server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``
     /// names both). The app's `ApplicationConfiguration` sets the listener's queue (`backlog`,
@@ -460,16 +461,23 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
         "the request is not valid HTTP/1.1: \(String(reflecting: error))"
     }
 
-    /// Why request `head` is refused for its `Host` fields, if it is: RFC 9112 (section 3.2) has a
-    /// server answer `400` to an HTTP/1.1 request with none, and to any request with more than one
-    /// (which of them names the target would depend on who reads it), as nginx and Go's server do.
-    static func hostProblem(_ head: HTTPRequestHead) -> String? {
+    /// Why request `head` is refused, if it is, for what RFC 9112 has a server answer `400` to
+    /// whatever the request: none, or more than one, `Host` field (none is allowed in HTTP/1.0;
+    /// with two, which names the target would depend on who reads it), as nginx and Go's server
+    /// refuse them (section 3.2); and a `Transfer-Encoding` whose last coding is not `chunked`, as
+    /// the body's length then cannot be known (section 6.3).
+    static func headProblem(_ head: HTTPRequestHead) -> String? {
         switch head.headers["Host"].count {
-        case 1: nil
-        case 0 where head.version == .http1_0: nil
-        case 0: "an HTTP/1.1 request must have a Host field"
-        case let count: "a request must have one Host field, not \(count)"
+        case 1: break
+        case 0 where head.version == .http1_0: break
+        case 0: return "an HTTP/1.1 request must have a Host field"
+        case let count: return "a request must have one Host field, not \(count)"
         }
+        let codings = head.headers["Transfer-Encoding"]
+        guard let last = codings.last?.split(separator: ",").last?.trimmingCharacters(in: .whitespaces) ?? codings.last,
+            last.lowercased() != "chunked"
+        else { return nil }
+        return "the last transfer coding of a request must be chunked (its body's length cannot be known), not '\(last)'"
     }
 
     /// Takes `error`, caught while the door waits for a request: a request that NIO's decoder
@@ -490,7 +498,7 @@ final class HubDoor: ChannelDuplexHandler, RemovableChannelHandler {
     private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch self.state {
         case .waiting:
-            if case .head(let head) = part, let problem = Self.hostProblem(head) {
+            if case .head(let head) = part, let problem = Self.headProblem(head) {
                 return self.refuse(context, .badRequest, reason: problem)
             }
             guard case .head(let head) = part, !self.handsOnNextRequest, let authorizer = self.hub.mercureRoute.withLockedValue({ $0 }) else {
@@ -979,7 +987,7 @@ extension HTTPHeaders {
 }
 
 /// On a connection handed on to Hummingbird, answers as the door does a request that NIO's decoder
-/// cannot parse, or that has not one `Host` field (see ``HubDoor/hostProblem(_:)``): with a `400`
+/// cannot parse, or that it refuses for its head (see ``HubDoor/headProblem(_:)``): with a `400`
 /// that says why (Hummingbird's has no body), once every request before it is answered; then the
 /// connection closes, and what came after the request is not read. A request under way that turns
 /// out not to parse (its body, say) is left to Hummingbird, whose answer to it may have begun.
@@ -1004,7 +1012,7 @@ final class BadRequestAnswer: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.refusal == nil else { return }
         if case .head(let head) = Self.unwrapInboundIn(data) {
-            if let problem = HubDoor.hostProblem(head) {
+            if let problem = HubDoor.headProblem(head) {
                 return self.refuse(context, reason: problem)
             }
             self.unanswered += 1
