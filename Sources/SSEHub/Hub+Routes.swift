@@ -646,7 +646,7 @@ final class Authorizer: Sendable {
         return try await Self.check(token, with: subscriber, role: "subscriber")
     }
 
-    /// What ``subscriber(_:)`` finds, when that needs no waiting: `.some(nil)` for an anonymous
+    /// What ``subscriber(_:query:)`` finds, when that needs no waiting: `.some(nil)` for an anonymous
     /// subscriber, the claims of a token accepted before (and not expired since); `nil` when the
     /// token must be verified.
     func knownSubscriber(_ request: Request, query: @autoclosure () -> FlatDictionary<Substring, Substring>) throws -> MercureClaims?? {

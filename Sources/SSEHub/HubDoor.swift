@@ -34,14 +34,14 @@ extension Hub {
     /// request comes after the last one was answered; else the app's server answers it); so is a
     /// request without exactly one `Host` field (an HTTP/1.0 request may have none), or with a
     /// `Transfer-Encoding` that does not end with `chunked`, once the requests before it are
-    /// answered. The
-    /// answers the door writes itself have no `Server` header: the application's `serverName` is
-    /// for its responder's (``server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``
-    /// names both). The app's `ApplicationConfiguration` sets the listener's queue (`backlog`,
-    /// 256 by default): when every subscriber may reconnect at once, after a restart, make it as
-    /// long as the kernel allows, as the hub's own server does (`net.core.somaxconn`, 4 096 on
-    /// Linux by default); a shorter one drops their connections, and each client dropped waits
-    /// 1 s, then 3 s, to try again.
+    /// answered. The answers the door writes itself have no `Server` header: the application's
+    /// `serverName` is for its responder's
+    /// (``server(_:host:port:tlsConfiguration:requestTimeout:serverName:onServerRunning:logger:)``
+    /// names both). The app's `ApplicationConfiguration` sets the listener's queue (`backlog`, 256
+    /// by default): when every subscriber may reconnect at once, after a restart, make it as long
+    /// as the kernel allows, as the hub's own server does (`net.core.somaxconn`, 4 096 on Linux by
+    /// default); a shorter one drops their connections, and each client dropped waits 1 s, then 3
+    /// s, to try again.
     ///
     /// - Parameters:
     ///   - configuration: The configuration of Hummingbird's HTTP/1 channel. Leave out the
