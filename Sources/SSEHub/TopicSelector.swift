@@ -110,7 +110,9 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
 /// construction), so that a match takes time in proportion to the topic's length times the
 /// template's size, whatever the template. A backtracking regular expression, as the hub had,
 /// took time exponential in the number of expressions in a row: a subscriber's template of ten
-/// `{+x}` held the hub's lock for minutes on one publish.
+/// `{+x}` held the hub's lock for minutes on one publish. A template's literal text matches byte
+/// for byte, as in Mercure's reference hub (not by Unicode canonical equivalence, as `==` on
+/// strings, which the regular expression followed).
 struct TemplateAutomaton: Sendable {
     /// A state: one that reads a byte of `bytes` and goes to `next[0]`, or one that goes to each
     /// of `next` without reading (when `bytes` is `nil`). State 0 accepts.
