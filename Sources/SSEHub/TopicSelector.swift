@@ -33,7 +33,7 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
     /// matches only itself.
     public init(_ selector: String) {
         self.description = selector
-        if let matcher = Self.compiled.withLockedValue({ $0[selector] }) {
+        if let matcher = Self.compiled.withLockedValue({ $0.matchers[selector] }) {
             self.matcher = matcher
             return
         }
@@ -44,20 +44,31 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
         } else {
             self.matcher = .exact
         }
+        let states = if case .template(let automaton) = self.matcher { automaton.stateCount } else { 0 }
         Self.compiled.withLockedValue { compiled in
-            if compiled.count >= Self.cacheLimit { compiled.removeAll(keepingCapacity: true) }
-            compiled[selector] = self.matcher
+            if compiled.matchers.count >= Self.cacheLimit || compiled.states + states > Self.cachedStatesLimit {
+                compiled = Compiled()
+            }
+            compiled.matchers[selector] = self.matcher
+            compiled.states += states
         }
     }
 
-    /// Selectors compiled so far: subscribers and tokens repeat the same few, so each is compiled
-    /// once. Bounded: when full it starts again.
-    private static let compiled = NIOLockedValueBox<[String: Matcher]>([:])
+    /// Selectors compiled so far, and the states of their automatons: subscribers and tokens repeat
+    /// the same few, so each is compiled once. Bounded in number and in size (a subscriber may send
+    /// templates of thousands of expressions): when full it starts again.
+    private struct Compiled {
+        var matchers: [String: Matcher] = [:]
+        var states = 0
+    }
+    private static let compiled = NIOLockedValueBox(Compiled())
     static let cacheLimit = 10_000
+    /// About 50 MB of automatons.
+    static let cachedStatesLimit = 1 << 22
 
     /// Whether `selector` is compiled and cached (for the tests).
     static func isCached(_ selector: String) -> Bool {
-        Self.compiled.withLockedValue { $0[selector] != nil }
+        Self.compiled.withLockedValue { $0.matchers[selector] != nil }
     }
 
     /// How the hub indexes a subscriber with this selector.
@@ -114,15 +125,20 @@ public struct TopicSelector: Hashable, Sendable, CustomStringConvertible {
 /// for byte, as in Mercure's reference hub (not by Unicode canonical equivalence, as `==` on
 /// strings, which the regular expression followed).
 struct TemplateAutomaton: Sendable {
-    /// A state: one that reads a byte of `bytes` and goes to `next[0]`, or one that goes to each
-    /// of `next` without reading (when `bytes` is `nil`). State 0 accepts.
+    /// A state: one that reads a byte of `sets[test]` and goes to `next`; or, when `test` is
+    /// `reads`, one that goes to `next` and to `other` (unless it is -1) without reading. State 0
+    /// accepts. Twelve bytes: a template of thousands of expressions stays small.
     private struct State: Sendable {
-        var bytes: ByteSet?
-        var next: [Int]
+        var test: UInt16
+        var next: Int32
+        var other: Int32 = -1
     }
 
+    /// The `test` of a state that reads nothing.
+    private static let readsNothing = UInt16.max
+
     /// A set of bytes, as 256 bits.
-    private struct ByteSet: Sendable {
+    private struct ByteSet: Sendable, Equatable {
         var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
 
         init(_ characters: String) {
@@ -141,6 +157,10 @@ struct TemplateAutomaton: Sendable {
             case 2: self.bits.2 |= bit
             default: self.bits.3 |= bit
             }
+        }
+
+        static func == (lhs: ByteSet, rhs: ByteSet) -> Bool {
+            lhs.bits.0 == rhs.bits.0 && lhs.bits.1 == rhs.bits.1 && lhs.bits.2 == rhs.bits.2 && lhs.bits.3 == rhs.bits.3
         }
 
         func contains(_ byte: UInt8) -> Bool {
@@ -168,8 +188,13 @@ struct TemplateAutomaton: Sendable {
         }
     }
 
-    private var states = [State(bytes: nil, next: [])]
-    private var start = 0
+    private var states = [State(test: readsNothing, next: -1)]
+    /// The sets of bytes the states read, each once.
+    private var sets: [ByteSet] = []
+    private var start: Int32 = 0
+
+    /// The number of states, for the size of the cache.
+    var stateCount: Int { self.states.count }
 
     /// The automaton of `template`, or `nil` when it has no expression or is not a valid
     /// template (unbalanced braces, an empty or invalid expression).
@@ -249,56 +274,59 @@ struct TemplateAutomaton: Sendable {
     }
 
     /// Adds the states of `piece`, followed by state `then`; returns the first.
-    private mutating func add(_ piece: Piece, then: Int) -> Int {
+    private mutating func add(_ piece: Piece, then: Int32) -> Int32 {
         switch piece {
         case .bytes(let bytes):
-            self.states.append(State(bytes: bytes, next: [then]))
-            return self.states.count - 1
+            let test = self.sets.firstIndex(of: bytes) ?? { self.sets.append(bytes); return self.sets.count - 1 }()
+            return self.append(State(test: UInt16(test), next: then))
         case .sequence(let pieces):
             return pieces.reversed().reduce(then) { next, piece in self.add(piece, then: next) }
         case .either(let one, let other):
-            let next = [self.add(one, then: then), self.add(other, then: then)]
-            self.states.append(State(bytes: nil, next: next))
-            return self.states.count - 1
+            return self.append(State(test: Self.readsNothing, next: self.add(one, then: then), other: self.add(other, then: then)))
         case .repeated(let body):
-            self.states.append(State(bytes: nil, next: []))
-            let loop = self.states.count - 1
-            self.states[loop].next = [self.add(body, then: loop), then]
+            let loop = self.append(State(test: Self.readsNothing, next: -1, other: then))
+            self.states[Int(loop)].next = self.add(body, then: loop)
             return loop
         case .optional(let body):
-            let next = [self.add(body, then: then), then]
-            self.states.append(State(bytes: nil, next: next))
-            return self.states.count - 1
+            return self.append(State(test: Self.readsNothing, next: self.add(body, then: then), other: then))
         }
+    }
+
+    private mutating func append(_ state: State) -> Int32 {
+        self.states.append(state)
+        return Int32(self.states.count - 1)
     }
 
     /// Whether `topic` is one of the template's expansions.
     func matches(_ topic: String) -> Bool {
-        var current: [Int] = []
-        var next: [Int] = []
+        var current: [Int32] = []
+        var next: [Int32] = []
         // The last step at which each state was added, so that a state is added once a step.
-        var added = [Int](repeating: -1, count: self.states.count)
-        var stack: [Int] = []
-        func reach(_ state: Int, at step: Int, into set: inout [Int]) {
+        var added = [Int32](repeating: -1, count: self.states.count)
+        var stack: [Int32] = []
+        func reach(_ state: Int32, at step: Int32, into set: inout [Int32]) {
             stack.append(state)
             while let state = stack.popLast() {
-                guard added[state] != step else { continue }
-                added[state] = step
-                if self.states[state].bytes == nil, state != 0 {
-                    stack.append(contentsOf: self.states[state].next)
+                guard added[Int(state)] != step else { continue }
+                added[Int(state)] = step
+                let reached = self.states[Int(state)]
+                if reached.test == Self.readsNothing, state != 0 {
+                    stack.append(reached.next)
+                    if reached.other >= 0 { stack.append(reached.other) }
                 } else {
                     set.append(state)
                 }
             }
         }
         reach(self.start, at: 0, into: &current)
-        var step = 0
+        var step: Int32 = 0
         for byte in topic.utf8 {
             step += 1
             next.removeAll(keepingCapacity: true)
             for state in current {
-                if let bytes = self.states[state].bytes, bytes.contains(byte) {
-                    reach(self.states[state].next[0], at: step, into: &next)
+                let reading = self.states[Int(state)]
+                if reading.test != Self.readsNothing, self.sets[Int(reading.test)].contains(byte) {
+                    reach(reading.next, at: step, into: &next)
                 }
             }
             if next.isEmpty { return false }
