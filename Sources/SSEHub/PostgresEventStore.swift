@@ -12,6 +12,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PostgresNIO
+import SSECore
 
 /// A durable history in PostgreSQL: for hubs of several nodes sharing one database.
 ///
@@ -407,6 +408,7 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
     /// thousand at a time: notifications that come together are read as one batch, and their order
     /// does not matter. The follower also reads every `interval`, and after it reconnects to a
     /// database that went away, so a missed notification delays an update but never loses it.
+    /// With an `interval` of zero or less it reads on notifications and reconnections only.
     public nonisolated func follow(_ hub: Hub, every interval: Duration = .seconds(1)) async {
         // At most one wake waits: a burst of notifications is one read.
         let (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -433,12 +435,14 @@ public actor PostgresEventStore: EventStore, GroupCommitting, SubscriptionDirect
                 }
                 wake.finish()
             }
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: interval)
-                    wake.yield()
+            if interval > .zero {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: interval.cappedAtACentury)
+                        wake.yield()
+                    }
+                    wake.finish()
                 }
-                wake.finish()
             }
             if hub.configuration.tracksSubscriptions {
                 group.addTask { await self.keepAlive(ending: hub) }
